@@ -1,0 +1,92 @@
+"""Checkpoints: plain tensors and containers only, so loading never needs to run pickled code."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import re
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sclib.files import write_bytes
+
+LAST = "last.pt"
+_MILESTONE = re.compile(r"epoch_(\d{4,})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message names the file and what to do."""
+
+
+def milestone_name(epoch: int) -> str:
+    return f"epoch_{epoch:04d}.pt"
+
+
+def save(path: str | Path, state: dict[str, Any], fault_point: str | None = None) -> Path:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return write_bytes(path, buffer.getvalue(), fault_point)
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load with ``weights_only=True``: a file carrying pickled code is refused, not executed."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"checkpoint {path} holds objects other than tensors and plain data and was refused "
+            f"(only weights_only checkpoints are loaded; it may be a tampered file): {_first_line(err)}"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupted: {_first_line(err)}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def milestones(folder: str | Path) -> list[Path]:
+    """Milestone checkpoints of a run, oldest first."""
+    folder = Path(folder)
+    found = [p for p in folder.glob("epoch_*.pt") if _MILESTONE.search(p.name)]
+    return sorted(found, key=lambda p: int(_MILESTONE.search(p.name).group(1)))
+
+
+def milestone_epoch(path: str | Path) -> int:
+    match = _MILESTONE.search(Path(path).name)
+    if not match:
+        raise ValueError(f"{path} is not a milestone checkpoint (epoch_XXXX.pt)")
+    return int(match.group(1))
+
+
+def load_latest(folder: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+    """The newest intact state of a run: ``last.pt``, else the newest intact milestone.
+
+    A damaged file is reported on stderr and skipped rather than ending the run, since an
+    older milestone still saves most of the work.
+    """
+    folder = Path(folder)
+    candidates = [folder / LAST] + milestones(folder)[::-1]
+    existing = [p for p in candidates if p.exists()]
+    if not existing:
+        return None
+    for path in existing:
+        try:
+            state = load(path, map_location)
+        except CheckpointError as err:
+            print(f"warning: {err}; trying an older checkpoint", file=sys.stderr)
+            continue
+        if path.name != LAST:
+            print(f"warning: resuming from milestone {path}", file=sys.stderr)
+        return state
+    raise CheckpointError(
+        f"no intact checkpoint in {folder} (tried {', '.join(p.name for p in existing)}); "
+        f"to start over, delete {folder.parent} or choose another --out"
+    )

@@ -1,0 +1,77 @@
+"""Atomic writes: a crash leaves either the old file or the new one, never half of either."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from sclib import faults
+
+
+class RunFolderError(OSError):
+    """The run folder cannot be written (full disk, read-only, not a folder)."""
+
+
+def _cannot_write(path: Path, err: OSError) -> RunFolderError:
+    return RunFolderError(f"cannot write {path}: {err.strerror or err}; "
+                          "check that the run folder is writable and the disk has space")
+
+
+def write_bytes(path: str | Path, data: bytes, fault_point: str | None = None) -> Path:
+    """Write through a temp file in the same folder, fsync it, then rename it over ``path``.
+
+    The data goes out in two halves with a fault point between them, so the fault tests can
+    kill a writer with half a file on disk and check that ``path`` itself was never touched.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise _cannot_write(path, err) from err
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            half = len(data) // 2
+            handle.write(data[:half])
+            if fault_point:
+                handle.flush()
+                faults.maybe_kill(fault_point)
+            handle.write(data[half:])
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise _cannot_write(path, err) from err
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: str | Path, text: str, fault_point: str | None = None) -> Path:
+    return write_bytes(path, text.encode(), fault_point)
+
+
+def write_json(path: str | Path, data: Any, fault_point: str | None = None) -> Path:
+    return write_text(path, json.dumps(data, indent=2) + "\n", fault_point)
+
+
+def write_csv(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
+    rows = list(rows)
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return write_text(path, buffer.getvalue())
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())

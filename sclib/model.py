@@ -1,0 +1,152 @@
+"""Backbone -> MLP projector -> several cosine classification heads.
+
+The model knows no data set: it is built from channel count, image size and head sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models import resnet18
+
+EmbeddingHook = Callable[[list[torch.Tensor]], list[torch.Tensor]]
+
+
+def build_backbone(name: str, in_channels: int, image_size: int) -> tuple[nn.Module, int]:
+    """A feature extractor and its output width.
+
+    ResNet-18 gets the CIFAR stem (3x3 stride-1 conv, no max-pool) below 64 px, because the
+    ImageNet stem would shrink a 32 px image to 8 px before the first block.
+    """
+    if name == "resnet18":
+        net = resnet18(weights=None)
+        if image_size < 64:
+            net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+            net.maxpool = nn.Identity()
+        elif in_channels != 3:
+            net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+        width = net.fc.in_features
+        net.fc = nn.Identity()
+        return net, width
+    if name == "small":
+        return SmallCNN(in_channels), SmallCNN.width
+    raise ValueError(f"backbone {name!r} is unknown; choose resnet18 or small")
+
+
+def _conv_block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class SmallCNN(nn.Sequential):
+    """A four-stage VGG-style CNN: fast enough to pre-train on a laptop CPU in minutes."""
+
+    width = 256
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__(
+            _conv_block(in_channels, 32, 1),
+            _conv_block(32, 64, 1),
+            _conv_block(64, 128, 2),
+            _conv_block(128, 128, 1),
+            _conv_block(128, self.width, 2),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+
+
+def build_projector(width: int, hidden: int, out: int) -> nn.Sequential:
+    """Linear -> BN -> LeakyReLU, then a plain Linear, as in the official code."""
+    return nn.Sequential(
+        nn.Linear(width, hidden),
+        nn.BatchNorm1d(hidden),
+        nn.LeakyReLU(inplace=True),
+        nn.Linear(hidden, out),
+    )
+
+
+class CosineHead(nn.Module):
+    """Weight-normalised linear layer without bias and with its gain fixed at 1.
+
+    With L2-normalised inputs the logits are cosine similarities in [-1, 1]; the loss's
+    temperatures alone set their scale, so no head can win by growing its weights.
+    """
+
+    def __init__(self, in_features: int, classes: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(classes, in_features))
+        nn.init.normal_(self.weight, std=in_features**-0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, F.normalize(self.weight, dim=1))
+
+
+class SelfClassifier(nn.Module):
+    """Backbone, projector and one cosine head per entry of ``heads``."""
+
+    def __init__(
+        self,
+        backbone: str,
+        in_channels: int,
+        image_size: int,
+        heads: list[int],
+        mlp_hidden: int = 4096,
+        mlp_out: int = 128,
+    ) -> None:
+        super().__init__()
+        self.backbone, self.feature_dim = build_backbone(backbone, in_channels, image_size)
+        self.projector = build_projector(self.feature_dim, mlp_hidden, mlp_out)
+        self.heads = nn.ModuleList(CosineHead(mlp_out, c) for c in heads)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features, what probes and t-SNE read."""
+        return self.backbone(x)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised projector output."""
+        return F.normalize(self.projector(self.backbone(x)), dim=1)
+
+    def classify(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """Per-head logits of embeddings."""
+        return [head(z) for head in self.heads]
+
+    def forward(self, x: torch.Tensor | list[torch.Tensor], embedding_hook: EmbeddingHook | None = None):
+        """Per-head logits of a batch, or heads x views x [N, C] logits of a list of views.
+
+        Views go through ``forward`` (not a side method) so that DDP and torch.compile wrap
+        the whole training forward. ``embedding_hook`` may replace view embeddings before the
+        heads (the nearest-neighbour queue does).
+        """
+        if isinstance(x, torch.Tensor):
+            return self.classify(self.embed(x))
+        embeddings = self.embed_views(x)
+        if embedding_hook is not None:
+            embeddings = embedding_hook(embeddings)
+        return self.classify_views(embeddings)
+
+    def embed_views(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Embeddings per view; views of one size go through the network as one batch (as in
+        DINO), which is faster and lets batch norm see every view of an image."""
+        embeddings: list[torch.Tensor] = [None] * len(views)  # type: ignore[list-item]
+        for indices in _groups_by_size(views):
+            z = self.embed(torch.cat([views[i] for i in indices]))
+            for i, chunk in zip(indices, z.chunk(len(indices))):
+                embeddings[i] = chunk
+        return embeddings
+
+    def classify_views(self, embeddings: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+        per_view = [self.classify(z) for z in embeddings]
+        return [[logits[h] for logits in per_view] for h in range(len(self.heads))]
+
+
+def _groups_by_size(views: list[torch.Tensor]) -> list[list[int]]:
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, v in enumerate(views):
+        groups.setdefault(tuple(v.shape[1:]), []).append(i)
+    return list(groups.values())

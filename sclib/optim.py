@@ -1,0 +1,78 @@
+"""Optimisers and the per-step learning-rate schedule of the seed recipe."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, lr: float, start_lr: float, min_lr: float) -> float:
+    """Linear warm-up from ``start_lr`` to ``lr``, then cosine down to ``min_lr``, per step.
+
+    Per-step rather than per-epoch, so a short run on a small data set still warms up smoothly.
+    """
+    if step < warmup_steps:
+        return start_lr + (lr - start_lr) * step / warmup_steps
+    decay_steps = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def _decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    # Biases and norm parameters take no weight decay (and LARS skips their trust ratio).
+    decay, plain = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (plain if param.ndim <= 1 else decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay, "lars": True},
+        {"params": plain, "weight_decay": 0.0, "lars": False},
+    ]
+
+
+def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
+    groups = _decay_groups(model, weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if name == "lars":
+        return LARS(groups, lr=lr, momentum=momentum)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    raise ValueError(f"optimizer {name!r} is unknown; choose sgd, lars or adamw")
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum and a layer-wise trust ratio (You et al., 2017), as in BYOL/Barlow Twins.
+
+    The trust ratio ``eta * |w| / |g + wd w|`` rescales each weight matrix's update; groups
+    with ``lars=False`` (biases, norms) get plain SGD.
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001) -> None:
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars=True))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                update = p.grad.add(p, alpha=group["weight_decay"])
+                if group["lars"]:
+                    w_norm, u_norm = torch.norm(p), torch.norm(update)
+                    ratio = torch.where((w_norm > 0) & (u_norm > 0), group["eta"] * w_norm / u_norm, torch.ones_like(w_norm))
+                    update = update.mul(ratio)
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                buf = state["momentum_buffer"].mul_(group["momentum"]).add_(update)
+                p.add_(buf, alpha=-group["lr"])
+        return loss
