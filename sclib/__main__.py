@@ -1,0 +1,5 @@
+import sys
+
+from sclib.cli import main
+
+sys.exit(main())

@@ -1,0 +1,118 @@
+"""A run folder is the unit of work: config, history, checkpoints, metrics and figures.
+
+Everything that continues or reads a run takes its folder; this module knows the layout and
+rebuilds a run's model and view recipe from its config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from sclib import checkpoint
+from sclib.augment import AugmentConfig
+from sclib.config import Config, load_config
+from sclib.data import DataSplits, DatasetInfo, load_dataset
+from sclib.model import SelfClassifier
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "history.csv"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval.json"
+
+    @property
+    def probe(self) -> Path:
+        return self.root / "probe.csv"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / checkpoint.LAST
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+
+def load_data(cfg: Config, download: bool = False) -> DataSplits:
+    """The run's data set; only an ImageFolder is resized on load (its images vary in size)."""
+    return load_dataset(cfg.dataset, cfg.data_root, download=download, unlabelled=cfg.unlabelled,
+                        image_size=cfg.image_size if cfg.dataset == "imagefolder" else None)
+
+
+def build_model(cfg: Config, info: DatasetInfo) -> SelfClassifier:
+    return SelfClassifier(
+        cfg.backbone, info.channels, cfg.image_size, cfg.heads, mlp_hidden=cfg.mlp_hidden, mlp_out=cfg.mlp_out
+    )
+
+
+def augment_config(cfg: Config, info: DatasetInfo) -> AugmentConfig:
+    return AugmentConfig(
+        image_size=cfg.image_size,
+        channels=info.channels,
+        mean=tuple(info.mean),
+        std=tuple(info.std),
+        style=cfg.augment,
+        global_scale=tuple(cfg.global_scale),
+        local_scale=tuple(cfg.local_scale),
+        local_crops=cfg.local_crops,
+        local_size=cfg.local_size,
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def open_run(run_dir: str | Path) -> tuple[Config, RunPaths]:
+    """A finished or running run's config; a folder without one is not a run."""
+    paths = RunPaths(Path(run_dir))
+    if not paths.config.exists():
+        raise FileNotFoundError(
+            f"{paths.root} is not a run folder (no config.json); pre-train first: python -m sclib pretrain --out {paths.root}"
+        )
+    return load_config(paths.config), paths
+
+
+def load_model(run_dir: str | Path, info: DatasetInfo, checkpoint_path: str | Path | None = None,
+               device: str | torch.device = "cpu") -> tuple[SelfClassifier, int]:
+    """The run's model at a checkpoint (default: the newest intact one) and that epoch."""
+    cfg, paths = open_run(run_dir)
+    if checkpoint_path is None:
+        state = checkpoint.load_latest(paths.checkpoints)
+        if state is None:
+            raise checkpoint.CheckpointError(f"{paths.checkpoints} holds no checkpoint yet; pre-train first")
+    else:
+        state = checkpoint.load(checkpoint_path)
+    model = build_model(cfg, info)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise checkpoint.CheckpointError(
+            f"checkpoint {checkpoint_path or paths.last} does not fit the architecture in {paths.config} "
+            f"(backbone {cfg.backbone}, heads {cfg.heads}): {str(err).splitlines()[0]}"
+        ) from None
+    return model.to(device).eval(), int(state["epoch"])
