@@ -1,0 +1,612 @@
+"""Figures for the Self-Classifier study: pure functions from arrays / DataFrames to Figures.
+
+This module draws what it is handed and loads nothing (no files, no model), so every figure
+can be redrawn from saved results and tested on tiny synthetic inputs.
+
+Backend choice: figures are built with ``matplotlib.figure.Figure`` directly, never through
+``pyplot``. That needs no display and no global ``matplotlib.use(...)`` (so it is safe on
+headless training nodes and never changes a notebook's backend), keeps no hidden global
+figure list (no memory growth in long runs), and avoids the double display that
+``plt.subplots`` causes in Jupyter (auto-shown at cell end *and* shown as the returned value).
+In a notebook, run ``%matplotlib inline`` once (or import ``matplotlib.pyplot`` in an earlier
+cell): a returned Figure then displays exactly once as the cell's last expression.
+
+Accuracy-like values are fractions in [0, 1] everywhere (as ``sclib.metrics`` returns them) and
+are shown in percent; passing percents is rejected loudly rather than drawn 100x too high.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+__all__ = [
+    "training_curves",
+    "probe_curves",
+    "confusion_matrix_plot",
+    "embedding_scatter",
+    "cluster_histogram",
+    "cluster_grid",
+    "ablation_bars",
+    "metrics_table_markdown",
+    "save_figure",
+]
+
+# One house style, applied while a figure's artists are created (rcParams are read then).
+_STYLE: dict[str, Any] = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.6,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.axisbelow": True,
+    "lines.linewidth": 1.6,
+    "lines.markersize": 4,
+}
+_ACCENT = "#d62728"  # reference lines (uniform count, number of classes, seed values)
+_MAIN = "#1f77b4"
+_MUTED = "#9fbfdf"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _styled(func: F) -> F:
+    """Apply the house style locally so callers' global rcParams are never modified."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with mpl.rc_context(_STYLE):
+            return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _percent_axis(axis: Any) -> None:
+    axis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+
+
+def _check_fractions(values: Any, what: str, low: float = 0.0) -> np.ndarray:
+    """Catch percent-vs-fraction mix-ups, the most likely way to draw a wrong figure."""
+    arr = np.asarray(values, dtype=float)
+    finite = arr[np.isfinite(arr)]
+    if finite.size and (finite.max() > 1.0 + 1e-9 or finite.min() < low - 1e-9):
+        raise ValueError(
+            f"{what} must be fractions in [{low:g}, 1] (got values from {finite.min():g} to "
+            f"{finite.max():g}); if these are percents, divide them by 100 first"
+        )
+    return arr
+
+
+def _require_frame(df: Any, name: str, required: Sequence[str]) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"{name} must be a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"{name} is missing column(s) {missing}; it has {list(df.columns)}"
+        )
+
+
+def _int_labels(values: Any, name: str) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        if not np.issubdtype(arr.dtype, np.floating) or not np.all(arr == np.round(arr)):
+            raise ValueError(f"{name} must hold integer ids, got dtype {arr.dtype}")
+        arr = arr.astype(np.int64)
+    return arr.astype(np.int64, copy=False)
+
+
+def _palette(n: int) -> list[tuple[float, float, float, float]]:
+    """Qualitative colours; beyond 60 classes they cycle (no palette separates 100 hues)."""
+    if n <= 10:
+        return [mpl.colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        return [mpl.colormaps["tab20"](i) for i in range(n)]
+    base = [mpl.colormaps[m](i) for m in ("tab20", "tab20b", "tab20c") for i in range(20)]
+    return [base[i % len(base)] for i in range(n)]
+
+
+# --------------------------------------------------------------------------------------------
+# Training and probing
+# --------------------------------------------------------------------------------------------
+
+_HISTORY_PANELS: tuple[tuple[str, str, str], ...] = (
+    ("loss", "training loss", "loss"),
+    ("lr", "learning rate", "learning rate"),
+    ("clusters_used", "clusters used (evaluated head)", "non-empty clusters"),
+    ("images_per_s", "throughput", "images / s"),
+)
+
+
+@_styled
+def training_curves(history: pd.DataFrame, num_classes: int | None = None) -> Figure:
+    """Loss, learning rate, cluster usage and throughput per epoch, one panel each.
+
+    Cluster usage is the early warning for Self-Classifier's failure mode (collapse onto few
+    classes), hence the reference line at ``num_classes``. Panels appear only for columns
+    present, so partial logs still plot.
+    """
+    _require_frame(history, "history", ["epoch"])
+    panels = [p for p in _HISTORY_PANELS if p[0] in history.columns]
+    if not panels:
+        raise ValueError(
+            "history has none of the columns "
+            f"{[p[0] for p in _HISTORY_PANELS]} to plot; it has {list(history.columns)}"
+        )
+    if len(history) == 0:
+        raise ValueError("history is empty; log at least one epoch before plotting")
+    hist = history.sort_values("epoch")
+    ncols = len(panels) if len(panels) <= 3 else 2
+    nrows = -(-len(panels) // ncols)
+    fig = _new_figure(3.6 * ncols, 2.8 * nrows)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[len(panels):]:
+        fig.delaxes(ax)
+    marker = "o" if len(hist) <= 30 else None
+    for ax, (col, title, ylabel) in zip(axes, panels):
+        ax.plot(hist["epoch"], hist[col], color=_MAIN, marker=marker)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        if col == "clusters_used":
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            if num_classes is not None:
+                ax.axhline(num_classes, color=_ACCENT, ls="--", lw=1,
+                           label=f"number of classes ({num_classes})")
+                ax.legend(loc="lower right")
+    return fig
+
+
+def _seed_reference(ax: Any, seed: Mapping[str, Any], key: str) -> None:
+    label = str(seed.get("label", "seed report"))
+    if key not in seed:
+        return
+    values = _check_fractions(seed[key], f"seed[{key!r}]")
+    if values.ndim == 0:
+        ax.axhline(float(values), color=_ACCENT, ls="--", lw=1, label=label)
+    else:
+        if "epoch" not in seed or len(seed["epoch"]) != len(values):
+            raise ValueError(
+                f"seed[{key!r}] is a curve, so seed['epoch'] must give one epoch per value"
+            )
+        ax.plot(seed["epoch"], values, color=_ACCENT, ls="--", lw=1, label=label)
+
+
+@_styled
+def probe_curves(df: pd.DataFrame, seed: Mapping[str, Any] | None = None) -> Figure:
+    """Probe top-1 / top-3 accuracy against pre-training epochs (the seed report's Fig. 2).
+
+    Shows when representation quality saturates, i.e. how many pre-training epochs a budget
+    needs. ``df`` has ``epoch``, ``top1`` and/or ``top3`` (fractions) and optionally ``probe``
+    (e.g. linear / knn), one line per probe. ``seed`` adds the seed report's numbers as a
+    dashed reference: scalars ``{"top1": 0.6, "top3": 0.85}`` draw horizontal lines, lists with
+    an ``"epoch"`` list draw a curve; ``"label"`` names it.
+    """
+    _require_frame(df, "df", ["epoch"])
+    metrics = [m for m in ("top1", "top3") if m in df.columns]
+    if not metrics:
+        raise ValueError(f"df needs a 'top1' and/or 'top3' column; it has {list(df.columns)}")
+    if len(df) == 0:
+        raise ValueError("df is empty; probe at least one checkpoint before plotting")
+    for m in metrics:
+        _check_fractions(df[m], f"df[{m!r}]")
+    groups = list(df.groupby("probe", sort=True)) if "probe" in df.columns else [(None, df)]
+    fig = _new_figure(3.8 * len(metrics), 3.0)
+    axes = fig.subplots(1, len(metrics), squeeze=False).ravel()
+    for ax, metric in zip(axes, metrics):
+        for name, group in groups:
+            g = group.sort_values("epoch")
+            label = f"{name} probe" if name is not None else "probe"
+            ax.plot(g["epoch"], g[metric], marker="o" if len(g) <= 30 else None, label=label)
+        if seed is not None:
+            _seed_reference(ax, seed, metric)
+        ax.set_title(f"top-{metric[-1]} accuracy")
+        ax.set_xlabel("pre-training epoch")
+        ax.set_ylabel(f"top-{metric[-1]} accuracy")
+        _percent_axis(ax.yaxis)
+        if len(groups) > 1 or seed is not None:
+            ax.legend(loc="lower right")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Clustering diagnostics
+# --------------------------------------------------------------------------------------------
+
+
+@_styled
+def confusion_matrix_plot(
+    cm: np.ndarray,
+    class_names: Sequence[str],
+    cluster_names: Sequence[str] | None = None,
+    annotate_max: int = 15,
+) -> Figure:
+    """True class (rows) against matched cluster (columns), coloured by row fraction.
+
+    Row normalisation makes small and large classes comparable: the diagonal reads as
+    per-class accuracy after Hungarian matching, off-diagonal cells show which classes merge.
+    Counts are written in the cells when the matrix is at most ``annotate_max`` wide.
+    Columns are expected already reordered by the matching; they are labelled by
+    ``cluster_names``, else by ``class_names`` when square, else by cluster index.
+    """
+    cm = np.asarray(cm)
+    if cm.ndim != 2 or cm.size == 0:
+        raise ValueError(f"cm must be a non-empty 2-D matrix, got shape {cm.shape}")
+    if not np.issubdtype(cm.dtype, np.number) or not np.all(np.isfinite(cm)) or cm.min() < 0:
+        raise ValueError("cm must hold finite non-negative counts (or fractions)")
+    n_rows, n_cols = cm.shape
+    class_names = [str(c) for c in class_names]
+    if len(class_names) != n_rows:
+        raise ValueError(
+            f"class_names has {len(class_names)} names but cm has {n_rows} rows (one per true class)"
+        )
+    if cluster_names is None:
+        cluster_names = class_names if n_cols == n_rows else [str(i) for i in range(n_cols)]
+    cluster_names = [str(c) for c in cluster_names]
+    if len(cluster_names) != n_cols:
+        raise ValueError(f"cluster_names has {len(cluster_names)} names but cm has {n_cols} columns")
+
+    totals = cm.sum(axis=1, keepdims=True).astype(float)
+    frac = np.divide(cm, totals, out=np.zeros(cm.shape, dtype=float), where=totals > 0)
+    side = float(np.clip(0.42 * max(n_rows, n_cols) + 2.0, 4.0, 14.0))
+    fig = _new_figure(side + 1.0, side)
+    ax = fig.add_subplot()
+    ax.grid(False)
+    image = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto",
+                      interpolation="nearest")
+    cbar = fig.colorbar(image, ax=ax, shrink=0.8)
+    cbar.set_label("fraction of true class")
+    _percent_axis(cbar.ax.yaxis)
+    if max(n_rows, n_cols) <= 40:
+        ax.set_xticks(range(n_cols), cluster_names, rotation=45, ha="right",
+                      rotation_mode="anchor")
+        ax.set_yticks(range(n_rows), class_names)
+    ax.set_xlabel("matched cluster")
+    ax.set_ylabel("true class")
+    ax.set_title("confusion matrix (colour: row-normalised)")
+    if max(n_rows, n_cols) <= annotate_max:
+        is_int = np.issubdtype(cm.dtype, np.integer) or np.all(cm == np.round(cm))
+        for i in range(n_rows):
+            for j in range(n_cols):
+                text = f"{int(cm[i, j])}" if is_int else f"{cm[i, j]:.2f}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                        color="white" if frac[i, j] > 0.5 else "black")
+    return fig
+
+
+@_styled
+def embedding_scatter(
+    xy: np.ndarray,
+    labels: Sequence[Any] | np.ndarray,
+    class_names: Sequence[str] | None = None,
+    title: str = "t-SNE of backbone features",
+    max_legend: int = 20,
+) -> Figure:
+    """2-D embedding (t-SNE / UMAP) coloured by class or cluster (the seed report's Fig. 4a).
+
+    Shows whether classes form separated groups in feature space independently of the heads.
+    Drawn as one rasterised scatter with small markers, so 10k points stay light even in SVG.
+    ``labels`` are integer ids (named by ``class_names``) or the names themselves; with more
+    than ``max_legend`` groups the legend lists the first ones and says how many are left out.
+    """
+    xy = np.asarray(xy, dtype=float)
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise ValueError(f"xy must have shape [N, 2] (a 2-D embedding), got {xy.shape}")
+    labels_arr = np.asarray(labels)
+    if labels_arr.ndim != 1 or len(labels_arr) != len(xy):
+        raise ValueError(
+            f"labels must be 1-D with one entry per point: got {labels_arr.shape} for {len(xy)} points"
+        )
+    if len(xy) == 0:
+        raise ValueError("xy is empty; nothing to plot")
+    if np.issubdtype(labels_arr.dtype, np.integer):
+        codes = labels_arr.astype(np.int64)
+        if codes.min() < 0:
+            raise ValueError("integer labels must be non-negative class / cluster ids")
+        n_groups = int(codes.max()) + 1
+        if class_names is not None:
+            if len(class_names) < n_groups:
+                raise ValueError(
+                    f"class_names has {len(class_names)} names but labels go up to {n_groups - 1}"
+                )
+            n_groups = len(class_names)
+            names = [str(c) for c in class_names]
+        else:
+            names = [str(i) for i in range(n_groups)]
+    else:
+        uniq, codes = np.unique(labels_arr.astype(str), return_inverse=True)
+        names, n_groups = [str(u) for u in uniq], len(uniq)
+
+    colours = np.array(_palette(n_groups))
+    size = float(np.clip(20000.0 / len(xy), 1.0, 16.0))
+    fig = _new_figure(7.0 if n_groups > 1 else 5.5, 5.0)
+    ax = fig.add_subplot()
+    ax.grid(False)
+    ax.scatter(xy[:, 0], xy[:, 1], c=colours[codes], s=size, linewidths=0, alpha=0.8,
+               rasterized=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():  # embedding axes carry no units: a plain light frame
+        spine.set_visible(True)
+        spine.set_color("0.7")
+    ax.set_title(f"{title} ({len(xy):,} points)")
+
+    present = [g for g in range(n_groups) if np.any(codes == g)]
+    shown = present[:max_legend]
+    handles = [Line2D([], [], ls="none", marker="o", markersize=5, color=colours[g],
+                      label=names[g]) for g in shown]
+    if len(present) > len(shown):
+        handles.append(Line2D([], [], ls="none", label=f"... {len(present) - len(shown)} more"))
+    if handles:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                  ncols=1 if len(handles) <= 25 else 2, handletextpad=0.2)
+    return fig
+
+
+@_styled
+def cluster_histogram(
+    pred: np.ndarray,
+    num_clusters: int,
+    expected: float | None = None,
+    order: str = "id",
+) -> Figure:
+    """Samples per predicted cluster against the uniform count (the seed report's Fig. 4b).
+
+    Self-Classifier's column softmax pushes towards equal-size classes; this shows how close a
+    model gets and whether clusters are empty. ``expected`` defaults to N / C (800 on the
+    STL-10 test set). ``order="size"`` sorts bars by count, descending.
+    """
+    if not isinstance(num_clusters, (int, np.integer)) or num_clusters < 1:
+        raise ValueError(f"num_clusters must be a positive integer, got {num_clusters!r}")
+    pred = _int_labels(pred, "pred")
+    if pred.size == 0:
+        raise ValueError("pred is empty; nothing to count")
+    if pred.min() < 0 or pred.max() >= num_clusters:
+        raise ValueError(
+            f"pred holds cluster ids from {pred.min()} to {pred.max()}, outside "
+            f"[0, {num_clusters - 1}]; pass the head's size as num_clusters"
+        )
+    if order not in ("id", "size"):
+        raise ValueError(f"order must be 'id' or 'size', got {order!r}")
+    counts = np.bincount(pred, minlength=num_clusters)
+    ids = np.arange(num_clusters)
+    if order == "size":
+        ids = np.argsort(-counts, kind="stable")
+    if expected is None:
+        expected = len(pred) / num_clusters
+
+    fig = _new_figure(float(np.clip(0.25 * num_clusters + 2.5, 4.5, 12.0)), 3.2)
+    ax = fig.add_subplot()
+    ax.grid(axis="x", visible=False)
+    ax.bar(np.arange(num_clusters), counts[ids], color=_MAIN, width=0.8)
+    ax.axhline(expected, color=_ACCENT, ls="--", lw=1.2, label=f"uniform ({expected:g})")
+    if num_clusters <= 40:
+        ax.set_xticks(np.arange(num_clusters), [str(i) for i in ids],
+                      rotation=0 if num_clusters <= 20 else 90)
+    ax.set_xlabel("predicted cluster" + (" (sorted by size)" if order == "size" else ""))
+    ax.set_ylabel("samples")
+    used = int(np.count_nonzero(counts))
+    ax.set_title(f"samples per cluster ({len(pred):,} samples, {used}/{num_clusters} used)")
+    ax.legend(loc="upper right")
+    return fig
+
+
+@_styled
+def cluster_grid(images: np.ndarray, rows: Sequence[Mapping[str, Any]]) -> Figure:
+    """Example images per cluster, one row each (the seed report's Fig. 3).
+
+    Lets a reader judge what a cluster means beyond its score (good and bad clusters side by
+    side). ``images`` are uint8 [N, C, H, W] (C = 1 or 3); each row dict has ``cluster`` and
+    ``indices`` (into ``images``) and optionally ``label`` (matched class) and ``purity``
+    (fraction), giving the title "cluster 3 -> 'cat' (purity 82%)".
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(
+            f"images must be [N, C, H, W] with C = 1 or 3, got shape {images.shape}; "
+            "for channels-last arrays transpose with images.transpose(0, 3, 1, 2)"
+        )
+    if images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 pixels in [0, 255], got dtype {images.dtype}")
+    if len(rows) == 0:
+        raise ValueError("rows is empty; pass at least one cluster row")
+    for k, row in enumerate(rows):
+        missing = [key for key in ("cluster", "indices") if key not in row]
+        if missing:
+            raise ValueError(f"rows[{k}] is missing key(s) {missing}")
+        idx = np.asarray(row["indices"], dtype=np.int64)
+        if idx.ndim != 1 or idx.size == 0:
+            raise ValueError(f"rows[{k}]['indices'] must be a non-empty list of ints")
+        if idx.min() < 0 or idx.max() >= len(images):
+            raise ValueError(
+                f"rows[{k}]['indices'] has index {int(idx.max() if idx.max() >= len(images) else idx.min())}"
+                f" outside [0, {len(images) - 1}] (images holds {len(images)} samples)"
+            )
+        if "purity" in row:
+            _check_fractions(row["purity"], f"rows[{k}]['purity']")
+
+    ncols = max(len(row["indices"]) for row in rows)
+    fig = _new_figure(0.95 * ncols + 0.3, 1.25 * len(rows) + 0.2)
+    subfigs = np.atleast_1d(fig.subfigures(len(rows), 1))
+    gray = images.shape[1] == 1
+    for subfig, row in zip(subfigs, rows):
+        subfig.suptitle(_row_title(row), fontsize=9, x=0.01, ha="left")
+        axes = np.atleast_1d(subfig.subplots(1, ncols))
+        for j, ax in enumerate(axes):
+            ax.axis("off")
+            if j < len(row["indices"]):
+                img = images[int(row["indices"][j])]
+                if gray:
+                    ax.imshow(img[0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+                else:
+                    ax.imshow(img.transpose(1, 2, 0), interpolation="nearest")
+    return fig
+
+
+def _row_title(row: Mapping[str, Any]) -> str:
+    title = f"cluster {row['cluster']}"
+    if row.get("label") is not None:
+        title += f" -> '{row['label']}'"
+    if row.get("purity") is not None:
+        title += f" (purity {100.0 * float(row['purity']):.0f}%)"
+    return title
+
+
+# --------------------------------------------------------------------------------------------
+# Ablations and summaries
+# --------------------------------------------------------------------------------------------
+
+
+@_styled
+def ablation_bars(
+    table: pd.DataFrame,
+    metric: str = "acc",
+    baseline: str | None = None,
+    variant_column: str = "variant",
+) -> Figure:
+    """One horizontal bar per ablation variant for one metric (fractions, shown in percent).
+
+    Horizontal bars keep long variant names readable; the baseline bar is highlighted and a
+    dashed line at its value makes "better / worse than base" visible at a glance. Variants come
+    from ``variant_column`` or, if absent, the index. A ``{metric}_std`` column adds error bars.
+    """
+    _require_frame(table, "table", [metric])
+    if len(table) == 0:
+        raise ValueError("table is empty; nothing to plot")
+    names = [str(v) for v in (table[variant_column] if variant_column in table.columns
+                               else table.index)]
+    values = _check_fractions(table[metric].to_numpy(), f"table[{metric!r}]",
+                              low=-1.0 if metric == "ari" else 0.0)
+    if baseline is not None and baseline not in names:
+        raise ValueError(f"baseline {baseline!r} is not one of the variants {names}")
+    std_col = f"{metric}_std"
+    xerr = 100.0 * table[std_col].to_numpy(dtype=float) if std_col in table.columns else None
+
+    fig = _new_figure(6.5, 0.32 * len(names) + 1.3)
+    ax = fig.add_subplot()
+    ax.grid(axis="y", visible=False)
+    colours = [_ACCENT if n == baseline else (_MUTED if baseline else _MAIN) for n in names]
+    y = np.arange(len(names))
+    bars = ax.barh(y, 100.0 * values, color=colours, xerr=xerr, height=0.7)
+    ax.bar_label(bars, fmt="%.2f", padding=2, fontsize=7)
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    if baseline is not None:
+        ax.axvline(100.0 * values[names.index(baseline)], color=_ACCENT, ls="--", lw=1)
+    ax.set_xlabel(f"{metric.upper()} (%)")
+    ax.set_xlim(min(0.0, 100.0 * float(np.nanmin(values)) * 1.1),
+                max(1.0, 100.0 * float(np.nanmax(values)) * 1.12))
+    ax.set_title(f"ablations: {metric.upper()}" + (f" (highlighted: {baseline})" if baseline else ""))
+    return fig
+
+
+def metrics_table_markdown(
+    rows: Mapping[str, Mapping[str, float]],
+    columns: Sequence[str] = ("nmi", "ami", "ari", "acc"),
+    label: str = "run",
+) -> str:
+    """Markdown table in percent (2 decimals), e.g. this run next to the seed report.
+
+    Summaries and READMEs quote numbers in the seed report's unit (percent) while the code
+    keeps fractions; converting in one place avoids mixed units. Missing values print as "n/a".
+    """
+    if not rows:
+        raise ValueError("rows is empty; pass {row name: {metric: fraction}}")
+    if not columns:
+        raise ValueError("columns is empty; name at least one metric")
+    lines = [
+        "| " + " | ".join([label, *(c.upper() for c in columns)]) + " |",
+        "|" + "|".join(["---"] + ["---:"] * len(columns)) + "|",
+    ]
+    for name, values in rows.items():
+        if not isinstance(values, Mapping):
+            raise ValueError(f"rows[{name!r}] must be a dict of metric -> fraction")
+        cells = []
+        for col in columns:
+            value = values.get(col)
+            if value is None or not np.isfinite(float(value)):
+                cells.append("n/a")
+                continue
+            _check_fractions(value, f"rows[{name!r}][{col!r}]", low=-1.0)
+            cells.append(f"{100.0 * float(value):.2f}")
+        lines.append("| " + " | ".join([str(name), *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Saving
+# --------------------------------------------------------------------------------------------
+
+
+def save_figure(
+    fig: Figure,
+    directory: str | os.PathLike[str],
+    stem: str,
+    dpi: int = 150,
+    formats: Sequence[str] = ("png", "svg"),
+) -> list[Path]:
+    """Write ``stem.png`` and ``stem.svg`` atomically, then close the figure.
+
+    Atomic (temp file in the same directory + ``os.replace``) so an interrupted run or a
+    reader polling the results folder never sees a half-written image. SVGs are made
+    reproducible (no date, fixed hash salt) so re-running leaves unchanged figures unchanged
+    in git. Closing frees memory in long sweeps that draw many figures.
+    """
+    if not isinstance(fig, Figure):
+        raise ValueError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
+    if not stem or Path(stem).name != stem or stem in (".", ".."):
+        raise ValueError(f"stem must be a plain file name without directories, got {stem!r}")
+    out_dir = Path(directory)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    try:
+        for fmt in formats:
+            target = out_dir / f"{stem}.{fmt}"
+            fd, tmp_name = tempfile.mkstemp(dir=out_dir, prefix=f".{stem}.", suffix=f".{fmt}.tmp")
+            os.close(fd)
+            try:
+                metadata = {"Date": None} if fmt == "svg" else None
+                with mpl.rc_context({"svg.hashsalt": "sclib"}):
+                    fig.savefig(tmp_name, format=fmt, dpi=dpi, metadata=metadata)
+                os.chmod(tmp_name, 0o644)
+                os.replace(tmp_name, target)
+            except BaseException:
+                Path(tmp_name).unlink(missing_ok=True)
+                raise
+            written.append(target)
+    finally:
+        _close(fig)
+    return written
+
+
+def _close(fig: Figure) -> None:
+    # Figures made here are not tracked by pyplot; one made with plt.subplots is, so release
+    # it there too, without importing pyplot (which would pick a backend) when nobody has.
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        pyplot.close(fig)

@@ -1,0 +1,373 @@
+"""Behaviour of sclib.plots on tiny synthetic inputs: what is drawn, what is written, what is refused."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib.colors as mcolors
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.collections import PathCollection
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+from matplotlib.patches import Rectangle
+
+from sclib import plots
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _bars(ax) -> list[Rectangle]:
+    return [p for p in ax.patches if isinstance(p, Rectangle)]
+
+
+def _hlines_at(ax, y: float) -> list:
+    """Horizontal reference lines: a Line2D whose y data is constant and equal to y."""
+    found = []
+    for line in ax.get_lines():
+        ydata = np.asarray(line.get_ydata(), dtype=float)
+        if ydata.size and np.allclose(ydata, y):
+            found.append(line)
+    return found
+
+
+# ----------------------------------------------------------------------------------- training
+
+
+def test_training_curves_one_panel_per_present_column_and_class_line():
+    history = pd.DataFrame({
+        "epoch": [3, 1, 2],  # unsorted on purpose: curves must be drawn in epoch order
+        "loss": [1.0, 3.0, 2.0],
+        "lr": [0.3, 0.1, 0.2],
+        "clusters_used": [9, 4, 7],
+    })
+    fig = plots.training_curves(history, num_classes=10)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 3
+    loss_ax, lr_ax, used_ax = fig.axes
+    np.testing.assert_array_equal(loss_ax.get_lines()[0].get_xdata(), [1, 2, 3])
+    np.testing.assert_array_equal(loss_ax.get_lines()[0].get_ydata(), [3.0, 2.0, 1.0])
+    np.testing.assert_array_equal(lr_ax.get_lines()[0].get_ydata(), [0.1, 0.2, 0.3])
+    assert len(_hlines_at(used_ax, 10)) == 1
+    assert not _hlines_at(loss_ax, 10)
+    assert all(ax.get_xlabel() == "epoch" for ax in fig.axes)
+
+
+def test_training_curves_skips_missing_columns_and_four_panels_fit_a_grid():
+    assert len(plots.training_curves(pd.DataFrame({"epoch": [1], "loss": [1.0]})).axes) == 1
+    full = pd.DataFrame({"epoch": [1, 2], "loss": [2.0, 1.0], "lr": [0.1, 0.2],
+                         "clusters_used": [3, 5], "images_per_s": [100.0, 120.0]})
+    fig = plots.training_curves(full)
+    assert len(fig.axes) == 4
+    assert not _hlines_at(fig.axes[2], 10)  # no class line unless num_classes given
+
+
+def test_training_curves_rejects_bad_history():
+    with pytest.raises(ValueError, match="epoch"):
+        plots.training_curves(pd.DataFrame({"loss": [1.0]}))
+    with pytest.raises(ValueError, match="none of the columns"):
+        plots.training_curves(pd.DataFrame({"epoch": [1], "foo": [1.0]}))
+    with pytest.raises(ValueError, match="DataFrame"):
+        plots.training_curves({"epoch": [1], "loss": [1.0]})
+
+
+# ---------------------------------------------------------------------------------- probing
+
+
+def test_probe_curves_two_percent_panels_one_line_per_probe_and_seed_reference():
+    df = pd.DataFrame({
+        "epoch": [0, 100, 200, 0, 100, 200],
+        "top1": [0.1, 0.4, 0.5, 0.1, 0.3, 0.45],
+        "top3": [0.3, 0.7, 0.8, 0.3, 0.6, 0.75],
+        "probe": ["linear"] * 3 + ["knn"] * 3,
+    })
+    fig = plots.probe_curves(df, seed={"top1": 0.55, "top3": 0.85})
+    assert len(fig.axes) == 2
+    top1_ax, top3_ax = fig.axes
+    assert "top-1" in top1_ax.get_title() and "top-3" in top3_ax.get_title()
+    # two probe curves + one seed line per panel
+    assert len(top1_ax.get_lines()) == 3
+    linear = [ln for ln in top1_ax.get_lines() if ln.get_label() == "linear probe"][0]
+    np.testing.assert_allclose(linear.get_ydata(), [0.1, 0.4, 0.5])
+    assert len(_hlines_at(top1_ax, 0.55)) == 1
+    assert len(_hlines_at(top3_ax, 0.85)) == 1
+    # percent axis: a fraction of 0.5 is labelled 50%
+    assert top1_ax.yaxis.get_major_formatter()(0.5, 0) == "50%"
+
+
+def test_probe_curves_seed_curve_and_single_metric():
+    df = pd.DataFrame({"epoch": [1, 2], "top1": [0.2, 0.3]})
+    fig = plots.probe_curves(df, seed={"epoch": [1, 2], "top1": [0.25, 0.35], "label": "seed"})
+    assert len(fig.axes) == 1
+    seed_line = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "seed"][0]
+    np.testing.assert_allclose(seed_line.get_ydata(), [0.25, 0.35])
+
+
+def test_probe_curves_rejects_percents_and_missing_metrics():
+    with pytest.raises(ValueError, match="divide them by 100"):
+        plots.probe_curves(pd.DataFrame({"epoch": [1], "top1": [55.0], "top3": [80.0]}))
+    with pytest.raises(ValueError, match="top1"):
+        plots.probe_curves(pd.DataFrame({"epoch": [1], "acc": [0.5]}))
+    with pytest.raises(ValueError, match="seed\\['epoch'\\]"):
+        plots.probe_curves(pd.DataFrame({"epoch": [1], "top1": [0.5]}),
+                           seed={"top1": [0.4, 0.5]})
+
+
+# ------------------------------------------------------------------------- confusion matrix
+
+
+def test_confusion_matrix_row_normalised_colours_and_count_annotations():
+    cm = np.array([[8, 2, 0], [1, 1, 0], [0, 0, 0]])  # last class absent: must not divide by 0
+    fig = plots.confusion_matrix_plot(cm, ["a", "b", "c"])
+    ax = fig.axes[0]
+    images = [im for im in ax.get_images() if isinstance(im, AxesImage)]
+    assert len(images) == 1
+    shown = np.asarray(images[0].get_array())
+    expected = np.array([[0.8, 0.2, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(shown, expected)
+    texts = sorted(t.get_text() for t in ax.texts)
+    assert texts == sorted(str(v) for v in cm.ravel())
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b", "c"]
+    assert ax.get_ylabel() == "true class" and ax.get_xlabel() == "matched cluster"
+
+
+def test_confusion_matrix_large_is_not_annotated_and_names_must_match():
+    cm = np.eye(20, dtype=int) * 5
+    fig = plots.confusion_matrix_plot(cm, [f"c{i}" for i in range(20)])
+    assert len(fig.axes[0].texts) == 0
+    with pytest.raises(ValueError, match="class_names has 2 names but cm has 3 rows"):
+        plots.confusion_matrix_plot(np.ones((3, 3)), ["a", "b"])
+    with pytest.raises(ValueError, match="2-D"):
+        plots.confusion_matrix_plot(np.ones(3), ["a", "b", "c"])
+    with pytest.raises(ValueError, match="non-negative"):
+        plots.confusion_matrix_plot(-np.ones((2, 2)), ["a", "b"])
+
+
+# ---------------------------------------------------------------------------------- scatter
+
+
+def test_embedding_scatter_draws_every_point_coloured_by_its_class():
+    rng = np.random.default_rng(0)
+    n = 500
+    labels = rng.integers(0, 4, n)
+    xy = rng.normal(size=(n, 2))
+    fig = plots.embedding_scatter(xy, labels, class_names=["w", "x", "y", "z"], title="t-SNE")
+    ax = fig.axes[0]
+    collections = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert len(collections) == 1
+    np.testing.assert_allclose(collections[0].get_offsets(), xy)
+    face = collections[0].get_facecolors()[:, :3]
+    # same class -> same colour, different class -> different colour
+    for a in range(4):
+        cols = face[labels == a]
+        assert np.allclose(cols, cols[0])
+    firsts = [tuple(np.round(face[labels == a][0], 6)) for a in range(4)]
+    assert len(set(firsts)) == 4
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["w", "x", "y", "z"]
+    # legend colour matches the points of that class
+    for handle, a in zip(legend.legend_handles, range(4)):
+        np.testing.assert_allclose(mcolors.to_rgb(handle.get_color()), firsts[a], atol=1e-6)
+
+
+def test_embedding_scatter_limits_the_legend_for_many_classes_and_accepts_string_labels():
+    rng = np.random.default_rng(1)
+    labels = np.arange(1000) % 100
+    fig = plots.embedding_scatter(rng.normal(size=(1000, 2)), labels, max_legend=20)
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert len(texts) == 21 and texts[-1] == "... 80 more"
+    fig = plots.embedding_scatter(np.zeros((3, 2)), np.array(["cat", "dog", "cat"]))
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["cat", "dog"]
+
+
+def test_embedding_scatter_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="one entry per point"):
+        plots.embedding_scatter(np.zeros((5, 2)), np.zeros(4, dtype=int))
+    with pytest.raises(ValueError, match=r"\[N, 2\]"):
+        plots.embedding_scatter(np.zeros((5, 3)), np.zeros(5, dtype=int))
+    with pytest.raises(ValueError, match="class_names has 2 names"):
+        plots.embedding_scatter(np.zeros((3, 2)), np.array([0, 1, 2]), class_names=["a", "b"])
+
+
+# -------------------------------------------------------------------------------- histogram
+
+
+def test_cluster_histogram_bars_equal_bincount_with_uniform_line():
+    pred = np.array([0, 0, 0, 2, 2, 4, 0, 2])  # clusters 1, 3, 5 empty
+    fig = plots.cluster_histogram(pred, num_clusters=6)
+    ax = fig.axes[0]
+    bars = _bars(ax)
+    assert len(bars) == 6
+    np.testing.assert_array_equal([b.get_height() for b in bars], [4, 0, 3, 0, 1, 0])
+    assert len(_hlines_at(ax, len(pred) / 6)) == 1
+    assert "3/6 used" in ax.get_title()
+
+
+def test_cluster_histogram_sorted_order_and_explicit_expected():
+    rng = np.random.default_rng(2)
+    pred = rng.integers(0, 7, 300)
+    fig = plots.cluster_histogram(pred, 7, expected=50.0, order="size")
+    ax = fig.axes[0]
+    heights = [b.get_height() for b in _bars(ax)]
+    np.testing.assert_array_equal(heights, np.sort(np.bincount(pred, minlength=7))[::-1])
+    order = np.argsort(-np.bincount(pred, minlength=7), kind="stable")
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(i) for i in order]
+    assert len(_hlines_at(ax, 50.0)) == 1
+
+
+def test_cluster_histogram_rejects_ids_outside_the_head():
+    with pytest.raises(ValueError, match="outside"):
+        plots.cluster_histogram(np.array([0, 5]), num_clusters=5)
+    with pytest.raises(ValueError, match="num_clusters"):
+        plots.cluster_histogram(np.array([0]), num_clusters=0)
+    with pytest.raises(ValueError, match="order"):
+        plots.cluster_histogram(np.array([0]), num_clusters=1, order="random")
+
+
+# ------------------------------------------------------------------------------------- grid
+
+
+def _grid_inputs(channels: int):
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (12, channels, 8, 8)).astype(np.uint8)
+    rows = [
+        {"cluster": 3, "label": "cat", "purity": 0.82, "indices": [0, 1, 2, 3]},
+        {"cluster": 7, "label": "dog", "purity": 0.305, "indices": [5, 6]},
+    ]
+    return images, rows
+
+
+def test_cluster_grid_rows_by_max_images_with_titles_and_pixels():
+    images, rows = _grid_inputs(3)
+    fig = plots.cluster_grid(images, rows)
+    assert len(fig.axes) == 2 * 4
+    shown = [ax for ax in fig.axes if ax.get_images()]
+    assert len(shown) == 4 + 2
+    # first image of row 2 is images[5] in H, W, C order
+    row2_first = fig.subfigs[1].axes[0].get_images()[0]
+    np.testing.assert_array_equal(row2_first.get_array(), images[5].transpose(1, 2, 0))
+    titles = [sf.get_suptitle() for sf in fig.subfigs]
+    assert titles == ["cluster 3 -> 'cat' (purity 82%)", "cluster 7 -> 'dog' (purity 30%)"]
+
+
+def test_cluster_grid_grayscale_uses_full_uint8_range():
+    images, rows = _grid_inputs(1)
+    fig = plots.cluster_grid(images, rows[:1])
+    im = fig.axes[0].get_images()[0]
+    np.testing.assert_array_equal(im.get_array(), images[0, 0])
+    assert im.get_clim() == (0, 255)
+
+
+def test_cluster_grid_rejects_bad_images_and_rows():
+    images, rows = _grid_inputs(3)
+    with pytest.raises(ValueError, match=r"\[N, C, H, W\]"):
+        plots.cluster_grid(images.transpose(0, 2, 3, 1), rows)  # channels-last
+    with pytest.raises(ValueError, match=r"\[N, C, H, W\]"):
+        plots.cluster_grid(images[:, 0], rows)
+    with pytest.raises(ValueError, match="uint8"):
+        plots.cluster_grid(images.astype(np.float32), rows)
+    with pytest.raises(ValueError, match="outside"):
+        plots.cluster_grid(images, [{"cluster": 0, "indices": [12]}])
+    with pytest.raises(ValueError, match="missing"):
+        plots.cluster_grid(images, [{"cluster": 0}])
+    with pytest.raises(ValueError, match="empty"):
+        plots.cluster_grid(images, [])
+
+
+# -------------------------------------------------------------------------------- ablations
+
+
+def test_ablation_bars_heights_in_percent_and_baseline_highlighted():
+    table = pd.DataFrame({"variant": ["batch 128", "base", "heads 1 x 10"],
+                          "acc": [0.4886, 0.5034, 0.4877],
+                          "nmi": [0.39, 0.40, 0.398]})
+    fig = plots.ablation_bars(table, metric="acc", baseline="base")
+    ax = fig.axes[0]
+    bars = _bars(ax)
+    assert len(bars) == 3
+    np.testing.assert_allclose([b.get_width() for b in bars], [48.86, 50.34, 48.77])
+    colours = [mcolors.to_hex(b.get_facecolor()) for b in bars]
+    assert colours[1] != colours[0] and colours[0] == colours[2]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["batch 128", "base", "heads 1 x 10"]
+    vlines = [ln for ln in ax.get_lines() if np.allclose(ln.get_xdata(), 50.34)]
+    assert len(vlines) == 1
+    assert [t.get_text() for t in ax.texts] == ["48.86", "50.34", "48.77"]
+
+
+def test_ablation_bars_uses_index_and_rejects_bad_input():
+    table = pd.DataFrame({"acc": [0.5, 0.6]}, index=["a", "b"])
+    fig = plots.ablation_bars(table)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["a", "b"]
+    with pytest.raises(ValueError, match="baseline 'c'"):
+        plots.ablation_bars(table, baseline="c")
+    with pytest.raises(ValueError, match="missing column"):
+        plots.ablation_bars(table, metric="nmi")
+    with pytest.raises(ValueError, match="divide them by 100"):
+        plots.ablation_bars(pd.DataFrame({"acc": [50.3]}, index=["base"]))
+
+
+# ---------------------------------------------------------------------------- markdown table
+
+
+def test_metrics_table_markdown_percent_two_decimals():
+    text = plots.metrics_table_markdown({
+        "sclib (this run)": {"nmi": 0.509317, "ami": 0.50845, "ari": 0.415156, "acc": 0.6073},
+        "seed report": {"nmi": 0.839427, "acc": 0.819},
+    })
+    lines = text.strip().splitlines()
+    assert lines[0] == "| run | NMI | AMI | ARI | ACC |"
+    assert set(lines[1].replace("|", "").replace("-", "").replace(":", "")) == set()
+    assert lines[2] == "| sclib (this run) | 50.93 | 50.84 | 41.52 | 60.73 |"
+    assert lines[3] == "| seed report | 83.94 | n/a | n/a | 81.90 |"
+
+
+def test_metrics_table_markdown_custom_columns_and_rejects_percents():
+    text = plots.metrics_table_markdown({"r": {"top1": 0.5, "ari": -0.02}}, columns=("top1", "ari"),
+                                        label="model")
+    assert text.splitlines()[0] == "| model | TOP1 | ARI |"
+    assert text.splitlines()[2] == "| r | 50.00 | -2.00 |"
+    with pytest.raises(ValueError, match="divide them by 100"):
+        plots.metrics_table_markdown({"seed": {"acc": 81.9}})
+    with pytest.raises(ValueError, match="empty"):
+        plots.metrics_table_markdown({})
+
+
+# ------------------------------------------------------------------------------------ saving
+
+
+def test_save_figure_writes_png_and_svg_atomically_and_closes(tmp_path):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()  # a pyplot-managed figure must be released too
+    ax.plot([0, 1], [0, 1])
+    number = fig.number
+    out = tmp_path / "figs" / "nested"
+    paths = plots.save_figure(fig, out, "curve")
+    assert [p.name for p in paths] == ["curve.png", "curve.svg"]
+    png, svg = paths
+    assert png.read_bytes()[:8] == PNG_MAGIC
+    assert b"<svg" in svg.read_bytes()[:1000]
+    assert sorted(os.listdir(out)) == ["curve.png", "curve.svg"]  # no temp files left
+    assert not plt.fignum_exists(number)
+
+
+def test_save_figure_overwrites_reproducibly_and_rejects_paths(tmp_path):
+    def draw():
+        return plots.cluster_histogram(np.array([0, 1, 1]), 2)
+
+    first = plots.save_figure(draw(), tmp_path, "hist")[1].read_bytes()
+    second = plots.save_figure(draw(), tmp_path, "hist")[1].read_bytes()
+    assert first == second  # SVG carries no date / random ids: reruns leave git clean
+    assert sorted(os.listdir(tmp_path)) == ["hist.png", "hist.svg"]
+    with pytest.raises(ValueError, match="stem"):
+        plots.save_figure(draw(), tmp_path, "sub/hist")
+    with pytest.raises(ValueError, match="Figure"):
+        plots.save_figure("not a figure", tmp_path, "x")
+
+
+def test_save_figure_removes_temp_file_when_writing_fails(tmp_path):
+    fig = plots.cluster_histogram(np.array([0]), 1)
+    with pytest.raises(ValueError):
+        plots.save_figure(fig, tmp_path, "bad", formats=("png", "nosuchformat"))
+    assert sorted(os.listdir(tmp_path)) == ["bad.png"]
