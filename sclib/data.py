@@ -1,0 +1,603 @@
+"""Image data sets as whole-split uint8 tensors.
+
+Every supported set is small enough to hold in memory, so each split is read once into a
+contiguous uint8 tensor [N, C, H, W] with int64 labels; augmentation then runs batched on the
+device instead of in per-sample data-loader workers.
+
+Design choice for the standard sets (MNIST, Fashion-MNIST, CIFAR-10/100, STL-10): torchvision is
+used only to *download* them (its downloads verify the archive checksums). The files on disk are
+then read by the small readers below, which follow the published file formats (IDX, the CIFAR
+python pickles, the STL-10 binaries). Torchvision's own loaders refuse any file whose md5 differs
+from the official one, which would make it impossible to test this code on tiny files in the real
+formats; reading the formats directly keeps one code path for real files and test files, and lets
+us check for missing files first and raise one clear DataError instead of torchvision's generic
+"Dataset not found or corrupted".
+
+CIFAR files are python pickles (that is the official format), so, as with torchvision, only load
+CIFAR files from a trusted source.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar20", "stl10", "imagefolder")
+
+DATA_ROOT_ENV = "SCLIB_DATA"
+DEFAULT_DATA_ROOT = "data"  # relative to the current working directory
+FASHION_MNIST_DIR_ENV = "SCLIB_FASHION_MNIST_DIR"
+# Where Debian's package `dataset-fashion-mnist` installs the gzipped IDX files.
+FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+DIGITS_SPLIT_SEED = 0
+DIGITS_EVAL_FRACTION = 0.3
+
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
+
+MNIST_CLASSES = tuple(str(d) for d in range(10))
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR20_CLASSES = (
+    "aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
+    "household_electrical_devices", "household_furniture", "insects", "large_carnivores",
+    "large_man-made_outdoor_things", "large_natural_outdoor_scenes", "large_omnivores_and_herbivores",
+    "medium_mammals", "non-insect_invertebrates", "people", "reptiles", "small_mammals", "trees",
+    "vehicles_1", "vehicles_2",
+)
+STL10_CLASSES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
+
+# CIFAR-100 fine label index (alphabetical fine names, as in the official `meta` file) -> superclass
+# index into CIFAR20_CLASSES. This is the map defined by the CIFAR-100 release.
+CIFAR100_FINE_TO_COARSE: list[int] = [
+    4, 1, 14, 8, 0, 6, 7, 7, 18, 3, 3, 14, 9, 18, 7, 11, 3, 9, 7, 11,
+    6, 11, 5, 10, 7, 6, 13, 15, 3, 15, 0, 11, 1, 10, 12, 14, 16, 9, 11, 5,
+    5, 19, 8, 8, 15, 13, 14, 17, 18, 10, 16, 4, 17, 4, 2, 0, 17, 4, 18, 17,
+    10, 3, 2, 12, 12, 16, 12, 1, 9, 19, 2, 10, 0, 1, 16, 12, 9, 13, 15, 13,
+    16, 19, 2, 4, 6, 19, 5, 5, 8, 19, 18, 1, 2, 15, 6, 0, 17, 8, 14, 13,
+]
+
+# Per-channel mean/std in [0,1] pixel units over the official training split (population std).
+# Used by dataset_info(); load_dataset() computes the exact values from the pixels it loaded.
+_STANDARD_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar20": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "stl10": ((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
+}
+
+_MNIST_FILES = (
+    "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+)
+_CIFAR10_DIR = "cifar-10-batches-py"
+_CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+_CIFAR100_DIR = "cifar-100-python"
+_STL10_DIR = "stl10_binary"
+_STL10_SIZE = 96
+
+
+class DataError(ValueError):
+    """A data set could not be found or read; the message says what and how to fix it."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What downstream code needs to build a model and normalise inputs, without the pixels."""
+
+    name: str
+    classes: tuple[str, ...]
+    channels: int
+    native_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+@dataclass
+class DataSplits:
+    info: DatasetInfo
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    eval_images: torch.Tensor
+    eval_labels: torch.Tensor
+    unlabelled_images: torch.Tensor | None = None
+
+
+# ----------------------------------------------------------------------------------------------
+# public API
+
+
+def load_dataset(
+    name: str,
+    data_root: str | Path | None = None,
+    download: bool = False,
+    unlabelled: bool = False,
+    image_size: int | None = None,
+) -> DataSplits:
+    """Load a train and an eval split into memory.
+
+    `image_size` only applies to `imagefolder` (whose images may come in any size); the fixed-size
+    sets are returned at their native size because resizing is the augmenter's job. `unlabelled`
+    only applies to `stl10`. `data_root` defaults to $SCLIB_DATA, else ./data.
+    `info.mean`/`info.std` are computed exactly from the loaded train split, so normalisation
+    always matches the pixels actually used (for the real files they equal the published values).
+    """
+    key = _canonical_name(name)
+    if key == "digits":
+        return _load_digits()
+    if key == "imagefolder":
+        return _load_image_folder(_resolve_root(data_root, must_exist=True), image_size)
+    root = _resolve_root(data_root, must_exist=False)
+    if key in ("mnist", "fashion_mnist"):
+        return _load_mnist_like(key, root, download)
+    if key == "cifar10":
+        return _load_cifar10(root, download)
+    if key == "cifar20":
+        return _load_cifar20(root, download)
+    return _load_stl10(root, download, unlabelled)
+
+
+def dataset_info(name: str, data_root: str | Path | None = None, image_size: int | None = None) -> DatasetInfo:
+    """Metadata for a data set; reads no pixels for the standard sets (published statistics).
+
+    `digits` and `imagefolder` have no published statistics, so they are loaded (both are small).
+    """
+    key = _canonical_name(name)
+    if key in ("digits", "imagefolder"):
+        return load_dataset(key, data_root=data_root, image_size=image_size).info
+    classes, channels, size = _FIXED_META[key]
+    mean, std = _STANDARD_STATS[key]
+    return DatasetInfo(key, classes, channels, size, mean, std)
+
+
+_FIXED_META: dict[str, tuple[tuple[str, ...], int, int]] = {
+    "mnist": (MNIST_CLASSES, 1, 28),
+    "fashion_mnist": (FASHION_MNIST_CLASSES, 1, 28),
+    "cifar10": (CIFAR10_CLASSES, 3, 32),
+    "cifar20": (CIFAR20_CLASSES, 3, 32),
+    "stl10": (STL10_CLASSES, 3, _STL10_SIZE),
+}
+
+
+def resolve_data_root(data_root: str | Path | None = None) -> Path:
+    """The root actually used: the argument, else $SCLIB_DATA, else ./data (relative to cwd)."""
+    if data_root is not None:
+        return Path(data_root).expanduser()
+    env = os.environ.get(DATA_ROOT_ENV)
+    return Path(env).expanduser() if env else Path(DEFAULT_DATA_ROOT)
+
+
+# ----------------------------------------------------------------------------------------------
+# shared helpers
+
+
+def _canonical_name(name: str) -> str:
+    key = str(name).strip().lower().replace("-", "_")
+    if key not in DATASETS:
+        raise DataError(f"Unknown data set {name!r}. Choose one of: {', '.join(DATASETS)}.")
+    return key
+
+
+def _resolve_root(data_root: str | Path | None, must_exist: bool) -> Path:
+    root = resolve_data_root(data_root)
+    if root.exists() and not root.is_dir():
+        raise DataError(f"data_root {str(root)!r} is a file, not a directory. Pass the folder that holds the data sets.")
+    if must_exist and not root.is_dir():
+        raise DataError(f"data_root {str(root)!r} does not exist. Pass an existing folder.")
+    return root
+
+
+def _missing_error(what: str, expected: Sequence[Path], extra: str = "") -> DataError:
+    listing = "\n".join(f"  {p}" for p in expected)
+    return DataError(
+        f"{what} not found. Expected these files:\n{listing}\n{extra}"
+        "Pass download=True (CLI --download) to fetch them, or place the files there."
+    )
+
+
+def _channel_stats(images: torch.Tensor, chunk_elems: int = 1 << 24) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Exact per-channel mean/std in [0,1] units; chunked so big splits need no float copy."""
+    n, c = images.shape[:2]
+    per_image = max(1, images[0].numel()) if n else 1
+    step = max(1, chunk_elems // per_image)
+    total = torch.zeros(c, dtype=torch.float64)
+    total_sq = torch.zeros(c, dtype=torch.float64)
+    for start in range(0, n, step):
+        x = images[start:start + step].to(torch.float64) / 255.0
+        total += x.sum(dim=(0, 2, 3))
+        total_sq += (x * x).sum(dim=(0, 2, 3))
+    count = n * images.shape[2] * images.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean * mean).clamp_min(0).sqrt()
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def _make_splits(name: str, classes: Sequence[str], train_x: np.ndarray | torch.Tensor, train_y,
+                 eval_x: np.ndarray | torch.Tensor, eval_y, unlabelled: torch.Tensor | None = None) -> DataSplits:
+    tx, ex = _as_uint8_tensor(train_x), _as_uint8_tensor(eval_x)
+    ty = torch.as_tensor(np.asarray(train_y, dtype=np.int64))
+    ey = torch.as_tensor(np.asarray(eval_y, dtype=np.int64))
+    mean, std = _channel_stats(tx)
+    info = DatasetInfo(name, tuple(classes), int(tx.shape[1]), int(tx.shape[2]), mean, std)
+    return DataSplits(info, tx, ty, ex, ey, unlabelled)
+
+
+def _as_uint8_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.contiguous()
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.uint8))
+
+
+def _check_labels(labels: np.ndarray, n_classes: int, path: Path) -> None:
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise DataError(
+            f"{path} holds labels outside 0..{n_classes - 1} (found {labels.min()}..{labels.max()}); "
+            "the file is corrupt or from another data set. Delete it and download again."
+        )
+
+
+def _check_count(images: np.ndarray | torch.Tensor, labels: np.ndarray, images_path: Path, labels_path: Path) -> None:
+    if len(images) != len(labels):
+        raise DataError(
+            f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels; "
+            "one of the files is truncated or they belong to different splits. Delete them and download again."
+        )
+
+
+def _torchvision_download(name: str, root: Path) -> None:
+    """Fetch a standard set with torchvision (which verifies the archive's md5)."""
+    from torchvision import datasets as tvd
+
+    makers = {
+        "mnist": lambda: tvd.MNIST(str(root), train=False, download=True),
+        "fashion_mnist": lambda: tvd.FashionMNIST(str(root), train=False, download=True),
+        "cifar10": lambda: tvd.CIFAR10(str(root), train=False, download=True),
+        "cifar20": lambda: tvd.CIFAR100(str(root), train=False, download=True),
+        "stl10": lambda: tvd.STL10(str(root), split="test", download=True),
+    }
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        makers[name]()
+    except Exception as exc:  # network, checksum, disk: all end the same way for the user
+        raise DataError(
+            f"Downloading {name} into {root} failed: {exc}. Check the network connection and free disk space, "
+            "or download the files by hand and place them there."
+        ) from exc
+
+
+# ----------------------------------------------------------------------------------------------
+# digits (scikit-learn's bundled copy: works offline)
+
+
+def _load_digits() -> DataSplits:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    # pixel values are integers 0..16; map 16 -> 255 so every set shares the uint8 0..255 range
+    images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None, :, :]
+    labels = bunch.target.astype(np.int64)
+    train_idx, eval_idx = train_test_split(
+        np.arange(len(labels)), test_size=DIGITS_EVAL_FRACTION, stratify=labels, random_state=DIGITS_SPLIT_SEED
+    )
+    train_idx, eval_idx = np.sort(train_idx), np.sort(eval_idx)
+    return _make_splits("digits", MNIST_CLASSES, images[train_idx], labels[train_idx], images[eval_idx], labels[eval_idx])
+
+
+# ----------------------------------------------------------------------------------------------
+# IDX (MNIST, Fashion-MNIST)
+
+_IDX_TYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
+              0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (raw, or gzipped: detected from the content, not the name)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError) as exc:
+        raise DataError(f"Cannot read IDX file {path}: {exc}. Delete it and download again.") from exc
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES or raw[3] == 0:
+        raise DataError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()}). Delete it and download again.")
+    dtype, ndim = _IDX_TYPES[raw[2]], raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path} is truncated (header cut short). Delete it and download again.")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(shape)) * dtype.itemsize
+    if len(raw) != expected:
+        raise DataError(
+            f"{path} has {len(raw)} bytes but its header (shape {shape}) implies {expected}; "
+            "the file is truncated or corrupt. Delete it and download again."
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _find_idx_files(folder: Path) -> list[Path] | None:
+    """The four MNIST-layout files in `folder`, each raw or .gz; None unless all four are there."""
+    found = []
+    for stem in _MNIST_FILES:
+        hit = next((p for p in (folder / stem, folder / f"{stem}.gz") if p.is_file()), None)
+        if hit is None:
+            return None
+        found.append(hit)
+    return found
+
+
+def _fashion_system_dir() -> Path:
+    env = os.environ.get(FASHION_MNIST_DIR_ENV)
+    return Path(env) if env else FASHION_MNIST_SYSTEM_DIR
+
+
+def _load_mnist_like(name: str, root: Path, download: bool) -> DataSplits:
+    raw_dir = root / ("MNIST" if name == "mnist" else "FashionMNIST") / "raw"
+    candidates = [raw_dir] + ([_fashion_system_dir()] if name == "fashion_mnist" else [])
+    files = next((f for f in map(_find_idx_files, candidates) if f is not None), None)
+    if files is None and download:
+        _torchvision_download(name, root)
+        files = _find_idx_files(raw_dir)
+    if files is None:
+        extra = ""
+        if name == "fashion_mnist":
+            extra = (f"(raw or .gz; also looked in {candidates[1]}, where Debian's package dataset-fashion-mnist "
+                     f"installs them; ${FASHION_MNIST_DIR_ENV} overrides that folder)\n")
+        else:
+            extra = "(raw or .gz)\n"
+        label = "MNIST" if name == "mnist" else "Fashion-MNIST"
+        raise _missing_error(label, [raw_dir / f for f in _MNIST_FILES], extra)
+    train_x, train_y, eval_x, eval_y = (read_idx(p) for p in files)
+    for images, path in ((train_x, files[0]), (eval_x, files[2])):
+        if images.ndim != 3 or images.dtype != np.uint8:
+            raise DataError(f"{path} should hold uint8 images [N, H, W], found {images.dtype} {images.shape}.")
+    for labels, path in ((train_y, files[1]), (eval_y, files[3])):
+        if labels.ndim != 1:
+            raise DataError(f"{path} should hold a 1-D label vector, found shape {labels.shape}.")
+        _check_labels(labels.astype(np.int64), 10, path)
+    _check_count(train_x, train_y, files[0], files[1])
+    _check_count(eval_x, eval_y, files[2], files[3])
+    classes = MNIST_CLASSES if name == "mnist" else FASHION_MNIST_CLASSES
+    return _make_splits(name, classes, train_x[:, None], train_y, eval_x[:, None], eval_y)
+
+
+# ----------------------------------------------------------------------------------------------
+# CIFAR (python pickles: 'data' is uint8 [N, 3072] = R plane, G plane, B plane, each row-major 32x32)
+
+
+def _read_pickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            obj = pickle.load(f, encoding="latin1")
+    except Exception as exc:
+        raise DataError(f"Cannot read CIFAR pickle {path}: {exc}. Delete it and download again.") from exc
+    if not isinstance(obj, dict):
+        raise DataError(f"{path} does not hold a CIFAR dictionary. Delete it and download again.")
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
+
+
+def _cifar_field(batch: dict, key: str, path: Path):
+    if key not in batch:
+        raise DataError(f"{path} lacks the key {key!r}; it is not a CIFAR file of the expected kind.")
+    return batch[key]
+
+
+def _cifar_images(batch: dict, path: Path) -> np.ndarray:
+    data = np.asarray(_cifar_field(batch, "data", path))
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DataError(f"{path}: 'data' should be uint8 [N, 3072], found {data.dtype} {data.shape}.")
+    return data.reshape(-1, 3, 32, 32)
+
+
+def _require_files(what: str, paths: Sequence[Path], root: Path, download: bool, name: str) -> None:
+    if all(p.is_file() for p in paths):
+        return
+    if download:
+        _torchvision_download(name, root)
+        if all(p.is_file() for p in paths):
+            return
+    missing = [p for p in paths if not p.is_file()]
+    raise _missing_error(what, paths, f"(missing: {', '.join(p.name for p in missing)})\n")
+
+
+def _read_cifar_split(paths: Sequence[Path], label_key: str, n_classes: int):
+    images, labels = [], []
+    for path in paths:
+        batch = _read_pickle(path)
+        x = _cifar_images(batch, path)
+        y = np.asarray(_cifar_field(batch, label_key, path), dtype=np.int64)
+        _check_count(x, y, path, path)
+        _check_labels(y, n_classes, path)
+        images.append(x)
+        labels.append(y)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _load_cifar10(root: Path, download: bool) -> DataSplits:
+    folder = root / _CIFAR10_DIR
+    train_paths = [folder / f for f in _CIFAR10_TRAIN]
+    test_path, meta_path = folder / "test_batch", folder / "batches.meta"
+    _require_files("CIFAR-10", [*train_paths, test_path, meta_path], root, download, "cifar10")
+    classes = tuple(_cifar_field(_read_pickle(meta_path), "label_names", meta_path))
+    train_x, train_y = _read_cifar_split(train_paths, "labels", len(classes))
+    eval_x, eval_y = _read_cifar_split([test_path], "labels", len(classes))
+    return _make_splits("cifar10", classes, train_x, train_y, eval_x, eval_y)
+
+
+def _load_cifar20(root: Path, download: bool) -> DataSplits:
+    """CIFAR-100 images labelled by their 20 superclasses (the pickles' 'coarse_labels')."""
+    folder = root / _CIFAR100_DIR
+    train_path, test_path, meta_path = folder / "train", folder / "test", folder / "meta"
+    _require_files("CIFAR-100 (for cifar20)", [train_path, test_path, meta_path], root, download, "cifar20")
+    classes = tuple(_cifar_field(_read_pickle(meta_path), "coarse_label_names", meta_path))
+    if len(classes) != 20:
+        raise DataError(f"{meta_path} lists {len(classes)} coarse label names, expected the 20 CIFAR-100 superclasses.")
+    splits = []
+    for path in (train_path, test_path):
+        batch = _read_pickle(path)
+        x = _cifar_images(batch, path)
+        coarse = np.asarray(_cifar_field(batch, "coarse_labels", path), dtype=np.int64)
+        fine = np.asarray(_cifar_field(batch, "fine_labels", path), dtype=np.int64)
+        _check_count(x, coarse, path, path)
+        _check_labels(coarse, 20, path)
+        _check_labels(fine, 100, path)
+        if len(fine) != len(coarse) or np.any(np.asarray(CIFAR100_FINE_TO_COARSE)[fine] != coarse):
+            raise DataError(
+                f"{path}: 'coarse_labels' disagree with the standard CIFAR-100 fine->superclass map; "
+                "the file is corrupt or not CIFAR-100. Delete it and download again."
+            )
+        splits.append((x, coarse))
+    return _make_splits("cifar20", classes, *splits[0], *splits[1])
+
+
+# ----------------------------------------------------------------------------------------------
+# STL-10 (binaries: per image 3 planes of 96x96 bytes, each plane stored column-major)
+
+
+def _read_stl_images(path: Path, chunk: int = 2048) -> torch.Tensor:
+    per_image = 3 * _STL10_SIZE * _STL10_SIZE
+    size = path.stat().st_size
+    if size % per_image:
+        raise DataError(f"{path} has {size} bytes, not a whole number of 3x96x96 images; it is truncated. "
+                        "Delete it and download again.")
+    n = size // per_image
+    out = torch.empty((n, 3, _STL10_SIZE, _STL10_SIZE), dtype=torch.uint8)
+    if n == 0:
+        return out
+    raw = np.memmap(path, dtype=np.uint8, mode="r", shape=(n, 3, _STL10_SIZE, _STL10_SIZE))
+    dest = out.numpy()
+    for start in range(0, n, chunk):  # the 100k unlabelled split is 2.8 GB: avoid a second full copy
+        dest[start:start + chunk] = raw[start:start + chunk].transpose(0, 1, 3, 2)
+    del raw
+    return out
+
+
+def _read_stl_labels(path: Path) -> np.ndarray:
+    labels = np.fromfile(path, dtype=np.uint8).astype(np.int64)
+    if labels.size and (labels.min() < 1 or labels.max() > 10):
+        raise DataError(f"{path} holds labels outside 1..10 (found {labels.min()}..{labels.max()}); "
+                        "it is corrupt. Delete it and download again.")
+    return labels - 1
+
+
+def _load_stl10(root: Path, download: bool, unlabelled: bool) -> DataSplits:
+    folder = root / _STL10_DIR
+    names = ["train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin"] + (["unlabeled_X.bin"] if unlabelled else [])
+    paths = [folder / n for n in names]
+    _require_files("STL-10", paths, root, download, "stl10")
+    train_x, eval_x = _read_stl_images(paths[0]), _read_stl_images(paths[2])
+    train_y, eval_y = _read_stl_labels(paths[1]), _read_stl_labels(paths[3])
+    _check_count(train_x, train_y, paths[0], paths[1])
+    _check_count(eval_x, eval_y, paths[2], paths[3])
+    extra = _read_stl_images(paths[4]) if unlabelled else None
+    class_file = folder / "class_names.txt"
+    classes = STL10_CLASSES
+    if class_file.is_file():
+        listed = tuple(line.strip() for line in class_file.read_text().splitlines() if line.strip())
+        classes = listed if len(listed) == 10 else classes
+    return _make_splits("stl10", classes, train_x, train_y, eval_x, eval_y, extra)
+
+
+# ----------------------------------------------------------------------------------------------
+# ImageFolder (data_root/train/<class>/*, data_root/test/<class>/*)
+
+
+def _scan_split(split_dir: Path) -> dict[str, list[Path]]:
+    if not split_dir.is_dir():
+        raise DataError(
+            f"Image folder split {split_dir} does not exist. Expected the layout "
+            f"<data_root>/train/<class>/<image> and <data_root>/test/<class>/<image>."
+        )
+    found: dict[str, list[Path]] = {}
+    for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(p for p in class_dir.rglob("*")
+                       if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+        if not files:
+            raise DataError(f"Class folder {class_dir} holds no images (extensions: {', '.join(IMAGE_EXTENSIONS)}). "
+                            "Add images or remove the folder.")
+        found[class_dir.name] = files
+    return found
+
+
+def _open_image(path: Path):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(path)
+        img.load()
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DataError(f"Cannot read image {path}: {exc}. Remove or replace the file.") from exc
+    return img
+
+
+def _load_image_folder(root: Path, image_size: int | None) -> DataSplits:
+    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
+        raise DataError(f"image_size must be a positive integer or None, got {image_size!r}.")
+    train, test = _scan_split(root / "train"), _scan_split(root / "test")
+    classes = _check_folder_classes(root, train, test)
+    labelled = {
+        split: [(path, classes.index(c)) for c, paths in found.items() for path in paths]
+        for split, found in (("train", train), ("test", test))
+    }
+    images = {split: [(path, _open_image(path)) for path, _ in items] for split, items in labelled.items()}
+    every = [pair for pairs in images.values() for pair in pairs]
+    mode = "L" if all(im.mode in ("1", "L", "LA") for _, im in every) else "RGB"
+    size = image_size or _common_square_size(every)
+    arrays = {split: _to_array([im for _, im in pairs], mode, size) for split, pairs in images.items()}
+    labels = {split: [y for _, y in items] for split, items in labelled.items()}
+    return _make_splits("imagefolder", classes, arrays["train"], labels["train"], arrays["test"], labels["test"])
+
+
+def _check_folder_classes(root: Path, train: dict, test: dict) -> tuple[str, ...]:
+    layout = "Expected <data_root>/train/<class>/<image> and <data_root>/test/<class>/<image>."
+    classes = tuple(train)  # folder names, sorted by _scan_split
+    if not classes:
+        raise DataError(f"No class folders with images under {root / 'train'}. {layout}")
+    if len(classes) < 2:
+        raise DataError(f"Only one class ({classes[0]!r}) under {root / 'train'}; "
+                        "clustering needs at least two classes.")
+    if not test:
+        raise DataError(f"No class folders with images under {root / 'test'}. {layout}")
+    unknown = sorted(set(test) - set(classes))
+    if unknown:
+        raise DataError(f"Test classes {unknown} under {root / 'test'} have no folder under {root / 'train'}; "
+                        "train and test must use the same class folders.")
+    return classes
+
+
+def _common_square_size(images: list) -> int:
+    sizes: dict[tuple[int, int], Path] = {}
+    for path, im in images:
+        sizes.setdefault(im.size, path)
+    if len(sizes) > 1:
+        (s1, p1), (s2, p2) = list(sizes.items())[:2]
+        raise DataError(f"Images differ in size ({p1}: {s1[0]}x{s1[1]}, {p2}: {s2[0]}x{s2[1]}). "
+                        "Pass image_size (CLI --image-size) to resize all images to one square size.")
+    (w, h), path = next(iter(sizes.items()))
+    if w != h:
+        raise DataError(f"Images are {w}x{h}, not square (e.g. {path}). Pass image_size to resize them to a square.")
+    return w
+
+
+def _to_array(images: list, mode: str, size: int) -> np.ndarray:
+    from PIL import Image
+
+    channels = 1 if mode == "L" else 3
+    out = np.empty((len(images), channels, size, size), dtype=np.uint8)
+    for i, im in enumerate(images):
+        im = im.convert(mode)
+        if im.size != (size, size):
+            im = im.resize((size, size), Image.Resampling.BILINEAR)
+        arr = np.asarray(im, dtype=np.uint8)
+        out[i] = arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+    return out

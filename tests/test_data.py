@@ -1,0 +1,469 @@
+"""Loaders read tiny files written in each real on-disk format; errors must name the fix."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _data_formats as fmt  # noqa: E402
+
+from sclib import data  # noqa: E402
+from sclib.data import DataError, load_dataset  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    """No test may see the user's SCLIB_DATA or the system Fashion-MNIST unless it asks to."""
+    monkeypatch.delenv("SCLIB_DATA", raising=False)
+    monkeypatch.setenv("SCLIB_FASHION_MNIST_DIR", str(tmp_path / "no-system-fashion"))
+
+
+def _np_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = images.astype(np.float64) / 255.0
+    return x.mean(axis=(0, 2, 3)), x.std(axis=(0, 2, 3))
+
+
+def _check_split_types(s: data.DataSplits) -> None:
+    for x in (s.train_images, s.eval_images):
+        assert x.dtype == torch.uint8 and x.is_contiguous() and x.ndim == 4
+    for y in (s.train_labels, s.eval_labels):
+        assert y.dtype == torch.int64 and y.ndim == 1
+    assert len(s.train_images) == len(s.train_labels) and len(s.eval_images) == len(s.eval_labels)
+
+
+# --------------------------------------------------------------------------------------- digits
+
+
+def test_digits_shapes_stratified_split_scaling_and_determinism():
+    from sklearn.datasets import load_digits
+
+    s = load_dataset("digits")
+    _check_split_types(s)
+    assert s.info.channels == 1 and s.info.native_size == 8 and len(s.info.classes) == 10
+    assert s.train_images.shape[1:] == (1, 8, 8)
+    ref = load_digits()
+    n = len(ref.target)
+    assert len(s.eval_labels) == int(np.ceil(0.3 * n)) and len(s.train_labels) + len(s.eval_labels) == n
+    # stratified: every class keeps (about) 30% of its images in the eval split
+    for c in range(10):
+        total = int((ref.target == c).sum())
+        assert abs(int((s.eval_labels == c).sum()) - 0.3 * total) <= 1.0
+    # same (image, label) pairs as scikit-learn's, with 0..16 mapped linearly to 0..255
+    scaled = np.rint(ref.images * 255 / 16).astype(np.uint8)
+    expected = Counter((scaled[i].tobytes(), int(ref.target[i])) for i in range(n))
+    got = Counter((img[0].numpy().tobytes(), int(y)) for img, y in
+                  zip(torch.cat([s.train_images, s.eval_images]), torch.cat([s.train_labels, s.eval_labels])))
+    assert got == expected
+    assert int(s.train_images.max()) == 255
+    mean, std = _np_stats(s.train_images.numpy())
+    assert np.allclose(s.info.mean, mean) and np.allclose(s.info.std, std)
+    again = load_dataset("digits")
+    assert torch.equal(again.train_images, s.train_images) and torch.equal(again.eval_labels, s.eval_labels)
+
+
+# ---------------------------------------------------------------------------------- MNIST (IDX)
+
+
+def _mnist_arrays(rng, n_train=5, n_test=3):
+    tx = rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8)
+    ex = rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8)
+    return tx, rng.integers(0, 10, n_train).astype(np.uint8), ex, rng.integers(0, 10, n_test).astype(np.uint8)
+
+
+def test_mnist_reads_raw_idx_like_torchvision(tmp_path):
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    tx, ty, ex, ey = _mnist_arrays(np.random.default_rng(0))
+    tx[2, 3, 17] = 201  # row 3, column 17 of image 2
+    paths = fmt.write_mnist(tmp_path / "MNIST" / "raw", tx, ty, ex, ey)
+    s = load_dataset("mnist", data_root=tmp_path)
+    _check_split_types(s)
+    assert s.train_images.shape == (5, 1, 28, 28) and s.eval_images.shape == (3, 1, 28, 28)
+    assert int(s.train_images[2, 0, 3, 17]) == 201
+    assert torch.equal(s.train_images[:, 0], read_image_file(str(paths[0])))
+    assert torch.equal(s.train_labels, read_label_file(str(paths[1])))
+    assert torch.equal(s.eval_images[:, 0], read_image_file(str(paths[2])))
+    assert s.eval_labels.tolist() == ey.tolist()
+    assert s.info.classes == tuple("0123456789") and s.info.native_size == 28
+
+
+def test_mnist_missing_files_message_names_each_file_and_the_fix(tmp_path):
+    with pytest.raises(DataError) as err:
+        load_dataset("mnist", data_root=tmp_path)
+    msg = str(err.value)
+    for name in fmt.MNIST_NAMES:
+        assert str(tmp_path / "MNIST" / "raw" / name) in msg
+    assert "download=True" in msg and "--download" in msg
+
+
+def test_mnist_partial_files_are_reported_missing(tmp_path):
+    tx, ty, ex, ey = _mnist_arrays(np.random.default_rng(1))
+    paths = fmt.write_mnist(tmp_path / "MNIST" / "raw", tx, ty, ex, ey)
+    paths[2].unlink()
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte"):
+        load_dataset("mnist", data_root=tmp_path)
+
+
+def test_idx_reader_rejects_corrupt_files_and_reads_wider_types(tmp_path):
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"\x12\x34\x08\x01" + (3).to_bytes(4, "big") + b"abc")
+    with pytest.raises(DataError, match="not an IDX file"):
+        data.read_idx(bad)
+    short = tmp_path / "short"
+    short.write_bytes(fmt.idx_bytes(np.zeros((2, 4, 4), np.uint8))[:-5])
+    with pytest.raises(DataError, match="truncated"):
+        data.read_idx(short)
+    wide = tmp_path / "wide"  # type 0x0C: big-endian int32
+    wide.write_bytes(bytes([0, 0, 0x0C, 1]) + (2).to_bytes(4, "big") + (1000).to_bytes(4, "big") + (7).to_bytes(4, "big"))
+    assert data.read_idx(wide).tolist() == [1000, 7]
+
+
+def test_mnist_labels_out_of_range_are_rejected(tmp_path):
+    tx, ty, ex, ey = _mnist_arrays(np.random.default_rng(2))
+    ty[0] = 12
+    fmt.write_mnist(tmp_path / "MNIST" / "raw", tx, ty, ex, ey)
+    with pytest.raises(DataError, match="outside 0..9"):
+        load_dataset("mnist", data_root=tmp_path)
+
+
+# -------------------------------------------------------------------------------- Fashion-MNIST
+
+
+def test_fashion_mnist_falls_back_to_system_gz_dir(tmp_path, monkeypatch):
+    tx, ty, ex, ey = _mnist_arrays(np.random.default_rng(3), 4, 2)
+    tx[1, 27, 0] = 99
+    system = tmp_path / "debian"
+    fmt.write_mnist(system, tx, ty, ex, ey, gz=True)
+    monkeypatch.setenv("SCLIB_FASHION_MNIST_DIR", str(system))
+    s = load_dataset("fashion_mnist", data_root=tmp_path / "empty")
+    assert s.train_images.shape == (4, 1, 28, 28) and int(s.train_images[1, 0, 27, 0]) == 99
+    assert s.train_labels.tolist() == ty.tolist() and s.info.classes[0] == "T-shirt/top"
+    # files under data_root win over the system copy
+    tx2 = np.full((6, 28, 28), 5, np.uint8)
+    fmt.write_mnist(tmp_path / "own" / "FashionMNIST" / "raw", tx2, np.zeros(6, np.uint8), ex, ey)
+    assert len(load_dataset("fashion-mnist", data_root=tmp_path / "own").train_images) == 6
+
+
+def test_fashion_mnist_missing_message_names_both_places(tmp_path):
+    with pytest.raises(DataError) as err:
+        load_dataset("fashion_mnist", data_root=tmp_path)
+    msg = str(err.value)
+    assert str(tmp_path / "FashionMNIST" / "raw" / "train-images-idx3-ubyte") in msg
+    assert "no-system-fashion" in msg and "dataset-fashion-mnist" in msg and "download=True" in msg
+
+
+_DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(not (_DEBIAN_FASHION / "train-images-idx3-ubyte.gz").is_file(),
+                    reason="Debian package dataset-fashion-mnist not installed")
+def test_real_debian_fashion_mnist(tmp_path, monkeypatch):
+    monkeypatch.delenv("SCLIB_FASHION_MNIST_DIR")
+    s = load_dataset("fashion_mnist", data_root=tmp_path)
+    assert s.train_images.shape == (60000, 1, 28, 28) and s.eval_images.shape == (10000, 1, 28, 28)
+    assert len(s.info.classes) == 10 and sorted(s.train_labels.unique().tolist()) == list(range(10))
+    assert torch.bincount(s.eval_labels).tolist() == [1000] * 10
+    # the published constants that dataset_info reports agree with the real pixels
+    published = data.dataset_info("fashion_mnist")
+    assert np.allclose(published.mean, s.info.mean, atol=1e-4) and np.allclose(published.std, s.info.std, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------- CIFAR-10
+
+
+def _flat_cifar(rng, n):
+    return rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+
+
+def test_cifar10_pickles_channel_order_and_batches(tmp_path):
+    rng = np.random.default_rng(4)
+    train = [_flat_cifar(rng, 2) for _ in range(5)]
+    labels = [[b, (b + 3) % 10] for b in range(5)]
+    # image 0 of batch 3 (overall index 4): green channel (plane 1), row 5, column 7
+    train[2][0, 1 * 1024 + 5 * 32 + 7] = 250
+    train[2][0, 0 * 1024 + 5 * 32 + 7] = 10
+    test = _flat_cifar(rng, 3)
+    fmt.write_cifar10(tmp_path, train, labels, test, [9, 0, 1])
+    s = load_dataset("cifar10", data_root=tmp_path)
+    _check_split_types(s)
+    assert s.train_images.shape == (10, 3, 32, 32) and s.eval_images.shape == (3, 3, 32, 32)
+    assert int(s.train_images[4, 1, 5, 7]) == 250 and int(s.train_images[4, 0, 5, 7]) == 10
+    assert s.train_labels.tolist() == [y for batch in labels for y in batch]
+    assert s.eval_labels.tolist() == [9, 0, 1]
+    assert s.info.classes == tuple(fmt.CIFAR10_NAMES) and s.info.channels == 3 and s.info.native_size == 32
+    mean, std = _np_stats(np.concatenate(train).reshape(-1, 3, 32, 32))
+    assert np.allclose(s.info.mean, mean) and np.allclose(s.info.std, std)
+
+
+def test_cifar10_missing_batch_is_named(tmp_path):
+    rng = np.random.default_rng(5)
+    folder = fmt.write_cifar10(tmp_path, [_flat_cifar(rng, 1) for _ in range(5)], [[0]] * 5, _flat_cifar(rng, 1), [0])
+    (folder / "data_batch_3").unlink()
+    with pytest.raises(DataError) as err:
+        load_dataset("cifar10", data_root=tmp_path)
+    assert str(folder / "data_batch_3") in str(err.value) and "missing: data_batch_3" in str(err.value)
+
+
+def test_cifar10_garbage_pickle_is_a_data_error(tmp_path):
+    rng = np.random.default_rng(6)
+    folder = fmt.write_cifar10(tmp_path, [_flat_cifar(rng, 1) for _ in range(5)], [[0]] * 5, _flat_cifar(rng, 1), [0])
+    (folder / "test_batch").write_bytes(b"not a pickle")
+    with pytest.raises(DataError, match="test_batch"):
+        load_dataset("cifar10", data_root=tmp_path)
+
+
+# ------------------------------------------------------------------------------------- CIFAR-20
+
+
+def test_fine_to_coarse_map_matches_cifar100_definition():
+    assert len(data.CIFAR100_FINE_TO_COARSE) == 100 and len(fmt.CIFAR100_FINE_NAMES) == 100
+    assert [fmt.coarse_of_fine(i) for i in range(100)] == data.CIFAR100_FINE_TO_COARSE
+    assert data.CIFAR20_CLASSES == tuple(fmt.CIFAR100_COARSE_NAMES)
+    assert Counter(data.CIFAR100_FINE_TO_COARSE) == Counter({c: 5 for c in range(20)})
+
+
+def test_cifar20_uses_coarse_labels_and_superclass_names(tmp_path):
+    rng = np.random.default_rng(7)
+    train_fine, test_fine = [0, 4, 99, 55, 30, 41], [72, 13, 2]
+    train = _flat_cifar(rng, len(train_fine))
+    train[3, 2 * 1024 + 31 * 32 + 0] = 123  # blue, bottom-left pixel of image 3
+    fmt.write_cifar100(tmp_path, train, train_fine, _flat_cifar(rng, 3), test_fine)
+    s = load_dataset("cifar20", data_root=tmp_path)
+    _check_split_types(s)
+    # independent expectations from the hand-written superclass table
+    assert s.train_labels.tolist() == [fmt.coarse_of_fine(f) for f in train_fine]
+    assert s.eval_labels.tolist() == [fmt.coarse_of_fine(f) for f in test_fine]
+    assert s.train_labels.tolist()[:3] == [
+        fmt.CIFAR100_COARSE_NAMES.index("fruit_and_vegetables"),  # apple
+        fmt.CIFAR100_COARSE_NAMES.index("aquatic_mammals"),  # beaver
+        fmt.CIFAR100_COARSE_NAMES.index("non-insect_invertebrates"),  # worm
+    ]
+    assert s.info.classes == tuple(fmt.CIFAR100_COARSE_NAMES) and len(s.info.classes) == 20
+    assert int(s.train_images[3, 2, 31, 0]) == 123
+
+
+def test_cifar20_rejects_coarse_labels_that_break_the_map(tmp_path):
+    rng = np.random.default_rng(8)
+    fmt.write_cifar100(tmp_path, _flat_cifar(rng, 2), [0, 1], _flat_cifar(rng, 1), [2],
+                       coarse_fn=lambda f: (fmt.coarse_of_fine(f) + 1) % 20)
+    with pytest.raises(DataError, match="superclass map"):
+        load_dataset("cifar20", data_root=tmp_path)
+
+
+def test_cifar20_missing_meta_is_named(tmp_path):
+    rng = np.random.default_rng(9)
+    folder = fmt.write_cifar100(tmp_path, _flat_cifar(rng, 1), [0], _flat_cifar(rng, 1), [1])
+    (folder / "meta").unlink()
+    with pytest.raises(DataError, match=r"cifar-100-python.meta"):
+        load_dataset("cifar20", data_root=tmp_path)
+
+
+# --------------------------------------------------------------------------------------- STL-10
+
+_STL_PLANE = 96 * 96
+
+
+def _flat_stl(rng, n):
+    return rng.integers(0, 256, (n, 3 * _STL_PLANE), dtype=np.uint8)
+
+
+def _torchvision_stl_reader(root: Path, data_file: str, labels_file: str | None):
+    """torchvision's own STL10 file reader, bypassing its md5 check, as the orientation reference."""
+    from torchvision.datasets import STL10
+
+    ds = STL10.__new__(STL10)
+    ds.root = str(root)
+    return ds._STL10__loadfile(data_file, labels_file)
+
+
+def test_stl10_binaries_orientation_labels_and_unlabelled(tmp_path):
+    rng = np.random.default_rng(10)
+    train, test, unl = _flat_stl(rng, 4), _flat_stl(rng, 3), _flat_stl(rng, 2)
+    # image 1, red plane, row 2, column 70: stored column-major, so offset = col * 96 + row
+    train[1, 0 * _STL_PLANE + 70 * 96 + 2] = 255
+    train[1, 0 * _STL_PLANE + 2 * 96 + 70] = 0
+    unl[1, 2 * _STL_PLANE + 95 * 96 + 0] = 77  # blue, row 0, last column
+    fmt.write_stl10(tmp_path, train, [1, 10, 3, 4], test, [2, 2, 7], unl)
+    s = load_dataset("stl10", data_root=tmp_path, unlabelled=True)
+    _check_split_types(s)
+    assert s.train_images.shape == (4, 3, 96, 96) and s.eval_images.shape == (3, 3, 96, 96)
+    assert int(s.train_images[1, 0, 2, 70]) == 255 and int(s.train_images[1, 0, 70, 2]) == 0
+    assert s.train_labels.tolist() == [0, 9, 2, 3] and s.eval_labels.tolist() == [1, 1, 6]
+    assert s.unlabelled_images.shape == (2, 3, 96, 96) and s.unlabelled_images.dtype == torch.uint8
+    assert int(s.unlabelled_images[1, 2, 0, 95]) == 77
+    ref_x, ref_y = _torchvision_stl_reader(tmp_path, "train_X.bin", "train_y.bin")
+    assert np.array_equal(s.train_images.numpy(), ref_x) and s.train_labels.tolist() == ref_y.tolist()
+    ref_u, _ = _torchvision_stl_reader(tmp_path, "unlabeled_X.bin", None)
+    assert np.array_equal(s.unlabelled_images.numpy(), ref_u)
+    assert s.info.native_size == 96 and s.info.classes[7] == "monkey"
+
+
+def test_stl10_without_unlabelled_needs_no_unlabelled_file(tmp_path):
+    rng = np.random.default_rng(11)
+    fmt.write_stl10(tmp_path, _flat_stl(rng, 2), [1, 2], _flat_stl(rng, 1), [3], None)
+    s = load_dataset("stl10", data_root=tmp_path)
+    assert s.unlabelled_images is None and len(s.train_images) == 2
+    with pytest.raises(DataError, match="unlabeled_X.bin"):
+        load_dataset("stl10", data_root=tmp_path, unlabelled=True)
+
+
+def test_stl10_bad_labels_and_truncated_images(tmp_path):
+    rng = np.random.default_rng(12)
+    folder = fmt.write_stl10(tmp_path, _flat_stl(rng, 2), [0, 2], _flat_stl(rng, 1), [3], None)
+    with pytest.raises(DataError, match="outside 1..10"):
+        load_dataset("stl10", data_root=tmp_path)
+    (folder / "train_y.bin").write_bytes(bytes([1, 2]))
+    (folder / "test_X.bin").write_bytes(b"\x00" * 1000)
+    with pytest.raises(DataError, match="test_X.bin.*truncated"):
+        load_dataset("stl10", data_root=tmp_path)
+
+
+# ---------------------------------------------------------------------------------- ImageFolder
+
+
+def _png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def _image_folder(root: Path, size=6, classes=("zebra", "ant", "moth")) -> None:
+    rng = np.random.default_rng(13)
+    for split, per_class in (("train", 2), ("test", 1)):
+        for c in classes:
+            for i in range(per_class):
+                _png(root / split / c / f"{i}.png", rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+
+
+def test_imagefolder_sorted_classes_pixels_and_labels(tmp_path):
+    _image_folder(tmp_path)
+    known = np.zeros((6, 6, 3), np.uint8)
+    known[1, 4] = (11, 22, 33)  # row 1, column 4
+    _png(tmp_path / "train" / "moth" / "9.png", known)
+    (tmp_path / "train" / "ant" / "notes.txt").write_text("not an image, ignored")
+    s = load_dataset("imagefolder", data_root=tmp_path)
+    _check_split_types(s)
+    assert s.info.classes == ("ant", "moth", "zebra") and s.info.channels == 3 and s.info.native_size == 6
+    assert s.train_images.shape == (7, 3, 6, 6) and s.eval_images.shape == (3, 3, 6, 6)
+    assert sorted(s.train_labels.tolist()) == [0, 0, 1, 1, 1, 2, 2]
+    hits = [i for i in range(7) if s.train_images[i].sum() == 66]
+    assert len(hits) == 1 and s.train_labels[hits[0]] == 1
+    assert s.train_images[hits[0], :, 1, 4].tolist() == [11, 22, 33]
+
+
+def test_imagefolder_grayscale_and_resize(tmp_path):
+    for split in ("train", "test"):
+        for c, value in (("a", 40), ("b", 200)):
+            _png(tmp_path / split / c / "x.png", np.full((10, 10), value, np.uint8))
+    _png(tmp_path / "train" / "a" / "big.png", np.full((20, 20), 40, np.uint8))
+    with pytest.raises(DataError, match="image_size"):
+        load_dataset("imagefolder", data_root=tmp_path)
+    s = load_dataset("imagefolder", data_root=tmp_path, image_size=4)
+    assert s.train_images.shape == (3, 1, 4, 4) and s.info.channels == 1 and s.info.native_size == 4
+    assert set(s.train_images[s.train_labels == 0].unique().tolist()) == {40}
+    assert set(s.eval_images[s.eval_labels == 1].unique().tolist()) == {200}
+
+
+@pytest.mark.parametrize("case, pattern", [
+    ("empty", "No class folders"),
+    ("one_class", "Only one class"),
+    ("unreadable", "Cannot read image .*broken.png"),
+    ("no_test", "test"),
+    ("extra_test_class", "have no folder under"),
+    ("not_square", "not square"),
+])
+def test_imagefolder_errors(tmp_path, case, pattern):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "test").mkdir()
+    img = np.zeros((4, 4, 3), np.uint8)
+    if case != "empty":
+        _png(tmp_path / "train" / "a" / "0.png", img)
+        _png(tmp_path / "test" / "a" / "0.png", img)
+    if case not in ("empty", "one_class"):
+        _png(tmp_path / "train" / "b" / "0.png", img)
+    if case == "unreadable":
+        (tmp_path / "train" / "b" / "broken.png").write_bytes(b"\x89PNG but not really")
+    if case == "no_test":
+        for p in (tmp_path / "test").rglob("*.png"):
+            p.unlink()
+        (tmp_path / "test" / "a").rmdir()
+        (tmp_path / "test").rmdir()
+    if case == "extra_test_class":
+        _png(tmp_path / "test" / "c" / "0.png", img)
+    if case == "not_square":
+        for p in tmp_path.rglob("*.png"):
+            _png(p, np.zeros((4, 5, 3), np.uint8))
+    with pytest.raises(DataError, match=pattern):
+        load_dataset("imagefolder", data_root=tmp_path)
+
+
+# ------------------------------------------------------------------------ roots, names, download
+
+
+def test_data_root_that_is_a_file(tmp_path):
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    for name in ("mnist", "cifar10", "imagefolder"):
+        with pytest.raises(DataError, match="is a file"):
+            load_dataset(name, data_root=f)
+
+
+def test_unknown_name_lists_choices():
+    with pytest.raises(DataError, match="cifar20.*stl10"):
+        load_dataset("imagenet")
+
+
+def test_default_root_is_env_var_else_cwd_data(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert data.resolve_data_root() == Path("data")
+    with pytest.raises(DataError, match=r"data[/\\]cifar-10-batches-py[/\\]data_batch_1"):
+        load_dataset("cifar10")
+    monkeypatch.setenv("SCLIB_DATA", str(tmp_path / "elsewhere"))
+    with pytest.raises(DataError) as err:
+        load_dataset("stl10")
+    assert str(tmp_path / "elsewhere" / "stl10_binary" / "train_X.bin") in str(err.value)
+
+
+def test_download_goes_through_torchvision_then_reads_files(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    calls = []
+    tx, ty, ex, ey = _mnist_arrays(np.random.default_rng(14))
+
+    class FakeMNIST:
+        def __init__(self, root, train=True, download=False):
+            calls.append((root, download))
+            fmt.write_mnist(Path(root) / "MNIST" / "raw", tx, ty, ex, ey)
+
+    monkeypatch.setattr(tvd, "MNIST", FakeMNIST)
+    s = load_dataset("mnist", data_root=tmp_path / "new", download=True)
+    assert calls == [(str(tmp_path / "new"), True)] and len(s.train_images) == 5
+    load_dataset("mnist", data_root=tmp_path / "new", download=True)  # files present: no second download
+    assert len(calls) == 1
+
+
+def test_download_failure_is_one_data_error(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    class Offline:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("Error downloading cifar-10-python.tar.gz")
+
+    monkeypatch.setattr(tvd, "CIFAR10", Offline)
+    with pytest.raises(DataError, match="Downloading cifar10 .* failed"):
+        load_dataset("cifar10", data_root=tmp_path, download=True)
+
+
+def test_dataset_info_without_files():
+    for name, n_classes, channels, size in (("mnist", 10, 1, 28), ("fashion_mnist", 10, 1, 28),
+                                            ("cifar10", 10, 3, 32), ("cifar20", 20, 3, 32), ("stl10", 10, 3, 96)):
+        info = data.dataset_info(name)
+        assert (len(info.classes), info.channels, info.native_size) == (n_classes, channels, size)
+        assert len(info.mean) == len(info.std) == channels and all(0 < v < 1 for v in info.mean + info.std)
+    assert data.dataset_info("digits") == load_dataset("digits").info
