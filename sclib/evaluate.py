@@ -77,7 +77,7 @@ def evaluation_report(preds: Predictions, labels: np.ndarray, images: torch.Tens
     """Every head's metrics and the two k-means baselines, as written to ``eval.json``."""
     pixels = images.reshape(len(images), -1).float().numpy() / 255.0
     return {
-        "heads": [head_metrics(preds, labels, h) for h in range(len(heads))],
+        "heads": [head_metrics(preds, labels, h) for h in range(len(preds.logits))],
         "kmeans_features": kmeans_metrics(l2_normalise(preds.features), labels, num_classes, seed),
         "kmeans_pixels": kmeans_metrics(pixels, labels, num_classes, seed),
     }

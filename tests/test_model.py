@@ -1,0 +1,54 @@
+"""Model shapes, the CIFAR stem, cosine heads and normalised embeddings."""
+
+import torch
+
+from sclib.model import CosineHead, SelfClassifier, build_backbone
+
+
+def test_forward_gives_one_logit_matrix_per_head():
+    model = SelfClassifier("small", 1, 16, [10, 20, 40], mlp_hidden=32, mlp_out=16).eval()
+    logits = model(torch.randn(5, 1, 16, 16))
+    assert [tuple(t.shape) for t in logits] == [(5, 10), (5, 20), (5, 40)]
+
+
+def test_views_are_heads_by_views_and_match_single_forward_in_eval_mode():
+    model = SelfClassifier("small", 3, 16, [4, 6], mlp_hidden=32, mlp_out=8).eval()
+    views = [torch.randn(3, 3, 16, 16), torch.randn(3, 3, 16, 16), torch.randn(3, 3, 8, 8)]
+    out = model(views)
+    assert len(out) == 2 and all(len(h) == 3 for h in out)
+    for v, view in enumerate(views):
+        for h, logits in enumerate(model(view)):
+            assert torch.allclose(out[h][v], logits, atol=1e-5)
+
+
+def test_embeddings_are_unit_length_and_logits_are_cosines():
+    model = SelfClassifier("small", 1, 16, [10], mlp_hidden=32, mlp_out=16).eval()
+    z = model.embed(torch.randn(4, 1, 16, 16))
+    assert torch.allclose(z.norm(dim=1), torch.ones(4), atol=1e-5)
+    assert model.classify(z)[0].abs().max() <= 1 + 1e-5
+
+
+def test_cosine_head_ignores_weight_scale():
+    head = CosineHead(8, 5)
+    x = torch.nn.functional.normalize(torch.randn(3, 8), dim=1)
+    before = head(x)
+    with torch.no_grad():
+        head.weight.mul_(7.0)
+    assert torch.allclose(head(x), before, atol=1e-6)
+    assert not any(name.endswith("bias") for name, _ in head.named_parameters())
+
+
+def test_resnet_stem_depends_on_image_size():
+    small_stem, width = build_backbone("resnet18", 3, 32)
+    assert width == 512
+    assert small_stem.conv1.kernel_size == (3, 3) and small_stem.conv1.stride == (1, 1)
+    assert isinstance(small_stem.maxpool, torch.nn.Identity)
+    big_stem, _ = build_backbone("resnet18", 1, 96)
+    assert big_stem.conv1.kernel_size == (7, 7) and big_stem.conv1.in_channels == 1
+    assert isinstance(big_stem.maxpool, torch.nn.MaxPool2d)
+
+
+def test_cifar_stem_keeps_resolution_until_layer2():
+    net, _ = build_backbone("resnet18", 3, 32)
+    x = net.layer1(net.maxpool(net.relu(net.bn1(net.conv1(torch.randn(1, 3, 32, 32))))))
+    assert x.shape[-1] == 32

@@ -1,0 +1,152 @@
+"""Pre-training end to end on digits: files, exact resume, probes that leave the backbone alone."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from sclib import checkpoint, faults
+from sclib.config import make_config
+from sclib.evaluate import evaluate_run
+from sclib.probe import probe_run
+from sclib.train import Trainer, pretrain
+
+TINY = dict(image_size=8, mlp_hidden=32, mlp_out=16, batch_size=128, heads=[10, 20], device="cpu")
+
+
+def tiny(tmp_path, name="run", **overrides):
+    return make_config("digits", "fast", out=str(tmp_path / name), **{**TINY, "epochs": 3, "milestones": [1, 2], **overrides})
+
+
+def weights(run_dir):
+    return checkpoint.load(run_dir / "checkpoints" / "last.pt")["model"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    cfg = tiny(tmp)
+    metrics = pretrain(cfg, progress=False)
+    return cfg, tmp / "run", metrics
+
+
+def test_a_run_writes_every_file(finished_run):
+    cfg, run, metrics = finished_run
+    for name in ("config.json", "history.csv", "metrics.json", "checkpoints/last.pt",
+                 "checkpoints/epoch_0001.pt", "checkpoints/epoch_0002.pt", "checkpoints/epoch_0003.pt"):
+        assert (run / name).is_file(), name
+    record = json.loads((run / "config.json").read_text())
+    assert record["config"]["epochs"] == 3 and record["provenance"]["torch"] == torch.__version__
+    assert "finished" in record["provenance"]
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert {"loss", "lr", "clusters_used", "images_per_s"} <= set(rows[0])
+    assert set(metrics) >= {"nmi", "ami", "ari", "acc", "clusters_used"}
+    assert all(0 <= metrics[k] <= 1 for k in ("nmi", "ami", "acc"))
+    assert json.loads((run / "metrics.json").read_text()) == metrics
+
+
+def test_training_lowers_the_loss(finished_run):
+    _, run, _ = finished_run
+    losses = [float(r["loss"]) for r in csv.DictReader((run / "history.csv").open())]
+    assert losses[-1] < losses[0]
+
+
+def test_rerunning_a_finished_run_trains_nothing(finished_run):
+    cfg, run, metrics = finished_run
+    before = weights(run)
+    assert pretrain(cfg, progress=False) == metrics
+    after = weights(run)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_evaluate_and_probe_write_their_reports(finished_run):
+    _, run, metrics = finished_run
+    report = evaluate_run(run, device="cpu")
+    assert [h["head_size"] for h in report["heads"]] == [10, 20]
+    assert report["heads"][0]["acc"] == pytest.approx(metrics["acc"])
+    assert set(report["kmeans_pixels"]) == {"nmi", "ami", "ari", "acc"}
+    assert (run / "eval.json").is_file()
+    rows = probe_run(run, all_milestones=True, epochs=2, device="cpu")
+    assert sorted({(r["probe"], r["epoch"]) for r in rows}) == [
+        (p, e) for p in ("knn", "linear") for e in (1, 2, 3)]
+    assert all(0 <= r["top1"] <= r["top3"] <= 1 for r in rows)
+    assert (run / "probe.csv").is_file()
+
+
+def test_probing_leaves_backbone_weights_and_bn_statistics_unchanged(finished_run):
+    _, run, _ = finished_run
+    before = checkpoint.load(run / "checkpoints" / "epoch_0003.pt")["model"]
+    from sclib import probe
+    from sclib.runs import load_data, load_model, open_run
+
+    cfg, _ = open_run(run)
+    data = load_data(cfg)
+    seen = {}
+    original = probe.predict
+
+    def spy(model, *args, **kwargs):
+        seen["model"] = model
+        return original(model, *args, **kwargs)
+
+    probe.predict = spy
+    try:
+        probe.probe_checkpoint(run, data, run / "checkpoints" / "epoch_0003.pt", epochs=2, device="cpu")
+    finally:
+        probe.predict = original
+    after = seen["model"].state_dict()
+    assert not seen["model"].training
+    assert all(torch.equal(before[k], after[k]) for k in before), "probe changed the backbone or BN buffers"
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_identical_weights(tmp_path, monkeypatch):
+    straight = tiny(tmp_path, "straight", epochs=2, milestones=[])
+    pretrain(straight, progress=False)
+
+    broken = tiny(tmp_path, "broken", epochs=2, milestones=[])
+    calls = {"n": 0}
+
+    def interrupt_at_step(point):
+        if point == "step":
+            calls["n"] += 1
+            if calls["n"] == 13:  # mid-way through epoch 2 (9 steps an epoch)
+                raise Interrupt
+
+    monkeypatch.setattr(faults, "maybe_kill", interrupt_at_step)
+    with pytest.raises(Interrupt):
+        pretrain(broken, progress=False)
+    assert checkpoint.load(tmp_path / "broken" / "checkpoints" / "last.pt")["epoch"] == 1
+    monkeypatch.undo()
+    pretrain(broken, progress=False)
+
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "broken")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    history = list(csv.DictReader((tmp_path / "broken" / "history.csv").open()))
+    assert [int(r["epoch"]) for r in history] == [1, 2]
+
+
+def test_nearest_neighbour_queue_runs_and_resumes_its_state(tmp_path):
+    cfg = tiny(tmp_path, epochs=1, nn_queue=300)
+    pretrain(cfg, progress=False)
+    state = checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert state["queue"]["filled"] == 300 and state["queue"]["items"].shape == (300, 16)
+    trainer = Trainer(tiny(tmp_path, "other", epochs=2, nn_queue=300), progress=False)
+    z = torch.nn.functional.normalize(torch.randn(5, 16), dim=1)
+    trainer.queue.push(z)
+    assert torch.equal(trainer.queue.nearest(z + 1e-3), z)
+
+
+def test_multicrop_views_reach_the_loss(tmp_path):
+    cfg = tiny(tmp_path, epochs=1, local_crops=2, local_size=6, augment="byol", global_scale=[0.4, 1.0])
+    trainer = Trainer(cfg, progress=False)
+    gen = torch.Generator().manual_seed(0)
+    views = trainer.augment(trainer.images[:8], gen)
+    assert [tuple(v.shape[-2:]) for v in views] == [(8, 8), (8, 8), (6, 6), (6, 6)]
+    loss, logits = trainer.train_step(trainer.images[:8], gen)
+    assert torch.isfinite(loss) and logits.shape == (8, 10)
