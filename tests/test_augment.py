@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 
@@ -17,6 +18,7 @@ from sclib.augment import (
     adjust_contrast,
     adjust_hue,
     adjust_saturation,
+    affine_grid,
     affine_theta,
     blur_kernel_size,
     crop_flip_theta,
@@ -303,6 +305,13 @@ def test_crop_resize_matches_torchvision_resized_crop(box, out):
         # away from the crop border (where torchvision clamps to the crop and grid_sample reads
         # the neighbouring pixels) both sample the same points: agreement to rounding
         assert diff[..., 2:-2, 2:-2].max() < 1e-4
+
+
+def test_affine_grid_equals_torch_affine_grid():
+    theta = torch.randn(6, 2, 3, generator=gen(20))
+    for size in (5, 14, 32):
+        ref = F.affine_grid(theta, [6, 1, size, size], align_corners=False)
+        torch.testing.assert_close(affine_grid(theta, size), ref, atol=1e-6, rtol=1e-5)
 
 
 def test_affine_theta_moves_points_by_the_forward_transform():
