@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import typing
 
@@ -75,7 +76,8 @@ def _run(args: argparse.Namespace) -> int:
         from sclib.train import pretrain
 
         metrics = pretrain(config_from_args(args), progress=not args.no_progress)
-        print(json.dumps(metrics, indent=2))
+        if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+            print(json.dumps(metrics, indent=2))
     elif args.command == "evaluate":
         from sclib.evaluate import evaluate_run
 

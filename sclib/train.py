@@ -23,6 +23,7 @@ from torch import nn
 from sclib import __version__, checkpoint, distributed, evaluate, faults
 from sclib.augment import Augmenter
 from sclib.config import Config, ConfigError, differences, load_config
+from sclib.data import DataSplits
 from sclib.files import write_csv, write_json
 from sclib.loss import SelfClassifierLoss
 from sclib.model import SelfClassifier
@@ -122,7 +123,8 @@ def check_resumable(cfg: Config, paths: RunPaths) -> None:
 class Trainer:
     """Holds a run's moving parts; ``fit`` trains the remaining epochs and evaluates."""
 
-    def __init__(self, cfg: Config, progress: bool = True) -> None:
+    def __init__(self, cfg: Config, progress: bool = True, data: DataSplits | None = None) -> None:
+        """``data`` replaces the configured data set (benchmarks pass synthetic images)."""
         self.cfg = cfg.validate()
         self.paths = RunPaths(Path(cfg.out))
         check_resumable(cfg, self.paths)
@@ -131,7 +133,7 @@ class Trainer:
         if self.device.type == "cuda" and distributed.world_size() > 1:
             self.device = torch.device("cuda", distributed.local_rank())
         self.progress = progress and distributed.is_main_process()
-        self.data = load_data(cfg, download=cfg.download)
+        self.data = data if data is not None else load_data(cfg, download=cfg.download)
         self.info = self.data.info
         self.head = cfg.evaluated_head(len(self.info.classes))
         self._build()
@@ -336,7 +338,10 @@ class Trainer:
 
 def pretrain(cfg: Config, progress: bool = True) -> dict[str, float]:
     """Pre-train (or resume) the run in ``cfg.out`` and return its eval-split metrics."""
-    return Trainer(cfg, progress=progress).fit()
+    try:
+        return Trainer(cfg, progress=progress).fit()
+    finally:
+        distributed.cleanup()
 
 
 def _unwrap(model: nn.Module) -> SelfClassifier:
@@ -345,9 +350,17 @@ def _unwrap(model: nn.Module) -> SelfClassifier:
     return model
 
 
-def _progress(total: int, initial: int, enabled: bool):
-    from tqdm.auto import tqdm
+class _NoBar:
+    def update(self, n: int = 1) -> None: ...
+    def set_postfix(self, **kwargs: Any) -> None: ...
+    def close(self) -> None: ...
 
+
+def _progress(total: int, initial: int, enabled: bool):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # a bare GPU machine may lack tqdm; training does not need it
+        return _NoBar()
     return tqdm(total=total, initial=initial, desc="pre-training", unit="epoch", disable=not enabled, dynamic_ncols=True)
 
 
