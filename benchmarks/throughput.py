@@ -117,6 +117,28 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def report(device: str, batch: int, steps: int, warmup: int, workers: int, settings: list[str]) -> dict[str, tuple[float, float]]:
+    """Print and return (sclib, reference) images/s per setting."""
+    name = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    print(f"device: {name}; batch {batch}; {steps} timed steps after {warmup} warm-up; "
+          f"reference DataLoader workers: {workers}")
+    print(f"{'setting':<28}{'sclib img/s':>14}{'reference img/s':>18}{'ratio':>8}")
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for setting in settings:
+            n = max(batch * (steps + warmup), 2048)
+            fast = time_sclib(make_trainer(setting, batch, device, n, os.path.join(tmp, setting)), steps, warmup)
+            ref = time_reference(make_trainer(setting, batch, device, n, os.path.join(tmp, setting + "-ref")),
+                                 steps, warmup, workers)
+            s = SETTINGS[setting]
+            label = f"{setting} ({s['image_size']} px, {s['backbone']})"
+            print(f"{label:<28}{fast:>14.0f}{ref:>18.0f}{fast / ref:>8.2f}", flush=True)
+            if setting == "cifar":
+                print(f"{'':<28}CIFAR-10 epoch (50k images x 2 views) at this rate: {50_000 / fast:.1f} s", flush=True)
+            results[setting] = (fast, ref)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -127,26 +149,14 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     args = parser.parse_args()
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    batch = args.batch_size or (512 if cuda else 64)
-    steps = args.steps or (30 if cuda else 3)
-    warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
-    device = "cuda" if cuda else "cpu"
-    name = torch.cuda.get_device_name() if cuda else f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
-    print(f"device: {name}; batch {batch}; {steps} timed steps after {warmup} warm-up; "
-          f"reference DataLoader workers: {args.workers}")
-    print(f"{'setting':<28}{'sclib img/s':>14}{'reference img/s':>18}{'ratio':>8}")
-    with tempfile.TemporaryDirectory() as tmp:
-        for setting in args.settings:
-            n = max(batch * (steps + warmup), 2048)
-            trainer = make_trainer(setting, batch, device, n, os.path.join(tmp, setting))
-            fast = time_sclib(trainer, steps, warmup)
-            trainer = make_trainer(setting, batch, device, n, os.path.join(tmp, setting + "-ref"))
-            ref = time_reference(trainer, steps, warmup, args.workers)
-            s = SETTINGS[setting]
-            label = f"{setting} ({s['image_size']} px, {s['backbone']})"
-            print(f"{label:<28}{fast:>14.0f}{ref:>18.0f}{fast / ref:>8.2f}")
-            if setting == "cifar":
-                print(f"{'':<28}CIFAR-10 epoch (50k images x 2 views) at this rate: {50_000 / fast:.1f} s")
+    report(
+        device="cuda" if cuda else "cpu",
+        batch=args.batch_size or (512 if cuda else 64),
+        steps=args.steps or (30 if cuda else 3),
+        warmup=args.warmup if args.warmup is not None else (5 if cuda else 1),
+        workers=args.workers,
+        settings=args.settings,
+    )
 
 
 if __name__ == "__main__":
