@@ -62,7 +62,7 @@ class AugmentConfig:
 
     ``style="byol"`` is the BYOL/DINO recipe used by Self-Classifier. ``style="affine"`` is for
     tiny grayscale images such as 8x8 digits, where a resized crop throws away most of the
-    signal and a horizontal flip changes the class (2 vs 5, 3 vs E-like shapes).
+    signal and a horizontal flip changes the class (a mirrored 7 or 3 is not a digit).
     """
 
     image_size: int
