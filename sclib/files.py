@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import json
 import os
@@ -32,7 +33,7 @@ def write_bytes(path: str | Path, data: bytes, fault_point: str | None = None) -
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
         raise _cannot_write(path, err) from err
     try:
@@ -52,7 +53,36 @@ def write_bytes(path: str | Path, data: bytes, fault_point: str | None = None) -
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _remove_stale_temps(path)
     return path
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temp files of ``path`` left by writers that were killed mid-write.
+
+    A ``kill -9`` skips the cleanup above; the next successful write of the same file removes
+    the debris, so a resumed run folder holds no half-written files. A temp file whose writer
+    (the pid in its name) is another live process is left alone; one bearing this process's pid
+    is an earlier process's (one process never writes the same file twice at once).
+    """
+    for temp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = temp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue
+        try:
+            temp.unlink(missing_ok=True)
+        except OSError:  # debris we cannot remove must not fail a write that succeeded
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but belongs to someone else
+        return True
+    return True
 
 
 def write_text(path: str | Path, text: str, fault_point: str | None = None) -> Path:
