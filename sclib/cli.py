@@ -16,6 +16,13 @@ import typing
 from sclib.config import HELP, PRESETS, Config, ConfigError, coerce, make_config
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line in the same style as every other error."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"sclib: error: {message} (see {self.prog} --help)\n")
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per Config field, named as in config.json and the notebooks' parameters."""
     hints = typing.get_type_hints(Config)
@@ -43,7 +50,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sclib", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m sclib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     pre = sub.add_parser("pretrain", help="pre-train (or resume) a run", description="Pre-train a Self-Classifier; rerun to resume.")
@@ -105,12 +112,17 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     return (ConfigError, DataError, CheckpointError, RunFolderError, NonFiniteLossError, FileNotFoundError)
 
 
+def _one_line(err: BaseException) -> str:
+    """Messages that list files over several lines still end as one line on stderr."""
+    return " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _run(args)
     except expected_errors() as err:
-        print(f"sclib: error: {err}", file=sys.stderr)
+        print(f"sclib: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sclib: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
