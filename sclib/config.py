@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -36,6 +37,7 @@ class Config:
     download: bool = False
     unlabelled: bool = False
     backbone: str = "small"
+    small_width: int = 32
     image_size: int = 16
     epochs: int = 30
     batch_size: int = 256
@@ -95,17 +97,17 @@ def _problems(cfg: Config):
         yield f"device {cfg.device!r} is unknown; choose one of {', '.join(DEVICES)}"
     if cfg.augment not in AUGMENT_STYLES:
         yield f"augment {cfg.augment!r} is unknown; choose one of {', '.join(AUGMENT_STYLES)}"
-    for name in ("epochs", "batch_size", "image_size", "mlp_hidden", "mlp_out"):
+    for name in ("epochs", "batch_size", "image_size", "mlp_hidden", "mlp_out", "small_width"):
         if getattr(cfg, name) <= 0:
             yield f"{name} must be a positive integer, got {getattr(cfg, name)}"
     if cfg.batch_size == 1:
         yield "batch_size must be at least 2: the loss normalises over the batch"
     for name in ("lr", "row_tau", "col_tau"):
-        if not getattr(cfg, name) > 0:
-            yield f"{name} must be positive, got {getattr(cfg, name)}"
+        if not 0 < getattr(cfg, name) < math.inf:
+            yield f"{name} must be positive and finite, got {getattr(cfg, name)}"
     for name in ("start_lr", "min_lr", "weight_decay", "momentum", "warmup_epochs", "local_crops", "nn_queue"):
-        if getattr(cfg, name) < 0:
-            yield f"{name} must not be negative, got {getattr(cfg, name)}"
+        if not 0 <= getattr(cfg, name) < math.inf:
+            yield f"{name} must not be negative or non-finite, got {getattr(cfg, name)}"
     if not cfg.heads:
         yield "heads must list at least one head size, e.g. --heads 10 20 40 80"
     small = [h for h in cfg.heads if h < 2]
@@ -270,6 +272,7 @@ HELP = {
     "download": "download the data set through torchvision if it is missing",
     "unlabelled": "also pre-train on STL-10's 100k unlabelled images",
     "backbone": "resnet18 (CIFAR stem below 64 px) or small (a CNN for CPU runs)",
+    "small_width": "first-stage channels of the small CNN (stages w, 2w, 4w, 4w, 8w); ignored by resnet18",
     "image_size": "side of the square views the network sees, in pixels",
     "epochs": "pre-training epochs",
     "batch_size": "global batch size (split over processes under torchrun)",
