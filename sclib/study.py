@@ -38,6 +38,9 @@ STUDY_FIGURES = (
 )
 SWEEP_FIGURES = ("fig5_ablations",)
 
+# Where the runner (the real job) departs from the notebooks' quick defaults: the seed's probe.
+RUNNER_DEFAULTS: dict[str, Any] = {"probe_epochs": 100}
+
 # Notebook parameters that are Config fields: the runner fills them from the preset.
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(Config))
 
@@ -265,9 +268,14 @@ def cluster_table(labels: np.ndarray, assigned: np.ndarray, class_names: tuple[s
     rows = []
     for cluster, p in purity.items():
         members = labels[assigned == cluster]
-        cls = mapping.get(cluster, int(np.bincount(members).argmax()))
-        rows.append({"cluster": cluster, "size": int(members.size), "class": int(cls),
-                     "label": str(class_names[cls]), "purity": float(p), "matched": cluster in mapping})
+        counts = np.bincount(members)
+        majority = int(counts.argmax())
+        cls = mapping.get(cluster, majority)
+        label = str(class_names[cls])
+        if majority != cls:  # the matching can hand a cluster a class it barely holds: say what it does hold
+            label += f", mostly {class_names[majority]} ({counts[majority] / members.size:.0%})"
+        rows.append({"cluster": cluster, "size": int(members.size), "class": int(cls), "label": label,
+                     "purity": float(p), "matched": cluster in mapping, "majority": majority})
     rows.sort(key=lambda r: (-r["purity"], -r["size"], r["cluster"]))
     return rows
 
@@ -305,7 +313,7 @@ def grid_rows(clusters: list[dict[str, Any]], assigned: np.ndarray, per_cluster:
 
 # The grid notebook 06 builds when it finds no sweep: three variants that finish in a minute.
 TINY_GRID: dict[str, Any] = {
-    "base": {"mlp_hidden": 256},
+    "base": {"image_size": 8, "mlp_hidden": 128},
     "variants": {"base": {}, "batch 128": {"batch_size": 128}, "heads 1 x 10": {"heads": [10]}},
 }
 
@@ -633,7 +641,9 @@ def write_summary(out: Path, run_dir: Path, dataset: str, preset: str) -> Path:
              "## All heads", "", metrics_table_markdown(heads_rows(report), label="head")]
     probes = probe_summary(run_dir)
     if probes:
+        probe_epochs = json.loads((out / "study.json").read_text()).get("probe_epochs") if (out / "study.json").exists() else None
         lines += ["## Probes on frozen backbone features (newest milestone)", "",
+                  f"Linear probe: {probe_epochs or 'see notebook 02'} epochs (the seed: 100); kNN: 20 neighbours, no training.", "",
                   "| probe | epoch | top-1 | top-3 |", "|---|---:|---:|---:|"]
         lines += [f"| {name} | {p['epoch']} | {100 * p['top1']:.2f} | {100 * p['top3']:.2f} |" for name, p in probes.items()]
         lines.append("")
@@ -712,8 +722,10 @@ def run_study(dataset: str, out: str | Path, preset: str = "fast", params: list[
     base: dict[str, Any] = {"dataset": dataset, "preset": preset, "run_dir": str(run_dir)}
     # Config-valued notebook parameters come from the preset, not from the notebooks' quick defaults.
     base.update({k: getattr(cfg, k) for k in CONFIG_FIELDS if k not in ("dataset", "out")})
+    base.update(RUNNER_DEFAULTS)
     jobs = route_parameters(sources, base, user)
     (out / "study.json").write_text(json.dumps({"dataset": dataset, "preset": preset, "params": user,
+                                                "probe_epochs": user.get("probe_epochs", RUNNER_DEFAULTS["probe_epochs"]),
                                                 "config": cfg.to_dict()}, indent=2, default=str))
     kernel = kernel or ensure_kernel()
     title = f"Self-Classifier study: {dataset} (preset {preset})"
@@ -750,9 +762,9 @@ def run_sweep_study(dataset: str, grid: str | Path, out: str | Path, preset: str
     except StudyError:
         write_index(out, title, [f"Stopped at {SWEEP_NOTEBOOK}."], failed=SWEEP_NOTEBOOK)
         raise
-    run_dir = out / "run"
-    notes = [f"Preset: {preset}; device: {device_description(run_dir if run_dir.exists() else sweep_dir)}."]
-    notes.append(caveat(preset, _run_cfg(run_dir)))
+    # The study's run if there is one, else the sweep's first variant, tells the device and recipe.
+    described = next((d for d in [out / "run", *sorted(sweep_dir.iterdir())] if (d / "config.json").exists()), out / "run")
+    notes = [f"Preset: {preset}; device: {device_description(described)}.", caveat(preset, _run_cfg(described))]
     write_index(out, title, notes)
     return out
 

@@ -58,8 +58,9 @@ quick CPU check on `digits` (a few epochs of a small CNN), not that recipe: use
 dataset = "digits"  # one of sclib.config.DATASETS
 preset = "fast"  # "fast" (CPU-sized) or "seed" (the seed report's recipe)
 run_dir = "../runs/notebooks/digits"  # the run folder; rerunning resumes it
-epochs = 4  # None: the preset's
-batch_size = 256
+epochs = 8  # None: the preset's
+batch_size = 128
+image_size = 8  # digits' native size (the fast preset upsamples to 16)
 mlp_hidden = 256
 milestones = None  # epochs kept for the probe curve (None: spread over the run)
 device = "auto"
@@ -68,8 +69,8 @@ config_overrides = {}  # any other sclib.config.Config field, e.g. {"row_tau": 0
 """),
     code(SETUP + "\nfrom sclib.train import pretrain"),
     code("""
-cfg = study.run_config(dataset, preset, run_dir, epochs=epochs, batch_size=batch_size, mlp_hidden=mlp_hidden,
-                       milestones=milestones, device=device, seed=seed, **config_overrides)
+cfg = study.run_config(dataset, preset, run_dir, epochs=epochs, batch_size=batch_size, image_size=image_size,
+                       mlp_hidden=mlp_hidden, milestones=milestones, device=device, seed=seed, **config_overrides)
 display(Markdown(study.config_markdown(cfg, preset)))
 """),
     md("""
