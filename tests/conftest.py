@@ -1,0 +1,73 @@
+"""Fixtures shared by several test files; keep this small: only fixtures, no tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The smallest model the engine builds: a CPU pre-training epoch on digits takes about a second.
+TINY_ARGS = ("--dataset", "digits", "--batch-size", "128", "--image-size", "8", "--mlp-hidden", "64",
+             "--mlp-out", "16", "--heads", "10", "20", "--device", "cpu")
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err_lines: list[str]
+
+
+@pytest.fixture(scope="session")
+def tiny_args() -> tuple[str, ...]:
+    """CLI flags of a tiny digits run; add --epochs and --out."""
+    return TINY_ARGS
+
+
+@pytest.fixture
+def cli(capsys) -> Callable[..., CliResult]:
+    """Run ``python -m sclib ARGS`` in-process (fast) and capture its exit code and output."""
+    from sclib.cli import main
+
+    def run(*argv: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as exit_:  # argparse's own errors
+            code = exit_.code
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, [line for line in captured.err.splitlines() if line.strip()])
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def sclib_env() -> dict[str, str]:
+    """Environment for ``python -m sclib`` subprocesses: this checkout importable, no kill switch."""
+    env = {k: v for k, v in os.environ.items() if k != "SCLIB_KILL_AT"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+@pytest.fixture(scope="session")
+def sclib_command() -> Callable[..., list[str]]:
+    """argv of ``python -m sclib ...`` with this interpreter."""
+    return lambda *args: [sys.executable, "-m", "sclib", *map(str, args)]
+
+
+@pytest.fixture(scope="session")
+def run_sclib(sclib_env, sclib_command) -> Callable[..., subprocess.CompletedProcess]:
+    """Run ``python -m sclib ARGS`` as a real subprocess (for kill -9 and exit-status checks)."""
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run(sclib_command(*args), env={**sclib_env, **(env or {})}, cwd=REPO,
+                              capture_output=True, text=True, timeout=timeout)
+
+    return run
