@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
 import re
@@ -15,6 +16,7 @@ import torch
 from sclib.files import write_bytes
 
 LAST = "last.pt"
+_DIGEST = "sha256"  # key of the checksum save() adds; load() checks and removes it
 _MILESTONE = re.compile(r"epoch_(\d{4,})\.pt$")
 
 
@@ -27,8 +29,9 @@ def milestone_name(epoch: int) -> str:
 
 
 def save(path: str | Path, state: dict[str, Any], fault_point: str | None = None) -> Path:
+    """Save with a checksum of every value: the zip layer does not check tensor bytes on load."""
     buffer = io.BytesIO()
-    torch.save(state, buffer)
+    torch.save({**state, _DIGEST: _digest(state)}, buffer)
     return write_bytes(path, buffer.getvalue(), fault_point)
 
 
@@ -36,7 +39,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     """Load with ``weights_only=True``: a file carrying pickled code is refused, not executed."""
     path = Path(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path} does not exist") from None
     except pickle.UnpicklingError as err:
@@ -46,6 +49,40 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
         raise CheckpointError(f"checkpoint {path} is truncated or corrupted: {_first_line(err)}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} is not a training state (it holds a {type(state).__name__})")
+    expected = state.pop(_DIGEST, None)
+    if expected is not None and expected != _digest(state):
+        raise CheckpointError(f"checkpoint {path} is corrupted: its contents no longer match the checksum "
+                              "written with it")
+    return state
+
+
+def _digest(obj: Any) -> str:
+    digest = hashlib.sha256()
+    _feed(digest, obj)
+    return digest.hexdigest()
+
+
+def _feed(digest: Any, obj: Any) -> None:
+    """Hash a state's structure and values, tensors by their raw bytes."""
+    if isinstance(obj, torch.Tensor):
+        flat = obj.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"T{flat.dtype}{tuple(obj.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy())
+    elif isinstance(obj, dict):
+        digest.update(b"{")
+        for key, value in obj.items():
+            _feed(digest, key)
+            _feed(digest, value)
+        digest.update(b"}")
+    elif isinstance(obj, (list, tuple)):
+        digest.update(b"[")
+        for value in obj:
+            _feed(digest, value)
+        digest.update(b"]")
+    else:
+        digest.update(f"{type(obj).__name__}:{obj!r};".encode())
 
 
 def _first_line(err: BaseException) -> str:
