@@ -375,10 +375,28 @@ def _load_mnist_like(name: str, root: Path, download: bool) -> DataSplits:
 # CIFAR (python pickles: 'data' is uint8 [N, 3072] = R plane, G plane, B plane, each row-major 32x32)
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles the CIFAR files' dicts, lists and numpy arrays and nothing else.
+
+    A plain ``pickle.load`` runs whatever callable a file names; a data file must never be
+    able to execute code, so every global except numpy's array reconstruction is refused.
+    """
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}: CIFAR files hold only arrays and lists")
+        return super().find_class(module, name)
+
+
 def _read_pickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="latin1")
+            obj = _ArrayUnpickler(f, encoding="latin1").load()
     except Exception as exc:
         raise DataError(f"Cannot read CIFAR pickle {path}: {exc}. Delete it and download again.") from exc
     if not isinstance(obj, dict):
