@@ -122,6 +122,7 @@ def load_latest(folder: str | Path, map_location: str | torch.device = "cpu") ->
             continue
         if path.name != LAST:
             print(f"warning: resuming from milestone {path}", file=sys.stderr)
+        state["path"] = str(path)  # which file a later error should name
         return state
     raise CheckpointError(
         f"no intact checkpoint in {folder} (tried {', '.join(p.name for p in existing)}); "

@@ -201,8 +201,15 @@ class Trainer:
         state = checkpoint.load_latest(self.paths.checkpoints, map_location=self.device)
         if state is None:
             return False
-        _unwrap(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            _unwrap(self.model).load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise checkpoint.CheckpointError(
+                f"checkpoint {state['path']} does not fit the architecture in {self.paths.config} "
+                f"(backbone {self.cfg.backbone}, heads {self.cfg.heads}): {str(err).strip().splitlines()[0]}; "
+                "choose another --out or delete the run folder to start over"
+            ) from None
         self.epoch = int(state["epoch"])
         self.history = [dict(row) for row in state["history"]][: self.epoch]
         if self.queue and state.get("queue"):

@@ -15,10 +15,10 @@
 | unknown preset / parameter, argparse misuse  | CLI, papermill                | the flag                                             |
 | out that is a file                           | CLI                           | out                                                  |
 | run folder made with a different config      | CLI                           | what differs; folder byte-identical                  |
-| checkpoint from another architecture         | CLI evaluate, CLI resume      | the checkpoint (resume: xfail, see the test)         |
+| checkpoint from another architecture         | CLI evaluate, CLI resume      | the checkpoint                                       |
 | evaluate a folder that is not a run          | CLI                           | config.json                                          |
 | crafted pickle in last.pt (zip, plain)       | checkpoint.load, resume, eval | refused; the payload never runs                      |
-| crafted pickle in a CIFAR batch file         | load_dataset                  | xfail: sclib.data unpickles CIFAR without limits     |
+| crafted pickle in a CIFAR batch file         | load_dataset                  | refused by a restricted unpickler, not executed      |
 | tampered download (5 data sets)              | load_dataset(download=True)   | torchvision's md5 rejects it before extraction       |
 
 "Nothing written": the CLI cases check the --out folder was never created (or, for an existing
@@ -301,10 +301,6 @@ def test_evaluating_a_checkpoint_of_another_architecture_is_refused(cli, run_cop
     assert snapshot(run_copy) == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sclib/train.py Trainer.restore calls load_state_dict unguarded, so a last.pt of another "
-    "architecture ends in a RuntimeError traceback; the lead should wrap it in a CheckpointError "
-    "naming the file (see the worker report)"))
 def test_resuming_from_a_checkpoint_of_another_architecture_is_refused(cli, run_copy, tiny_args):
     for path in (run_copy / "checkpoints").glob("*.pt"):
         checkpoint.save(path, other_architecture_state())
@@ -368,9 +364,6 @@ def test_crafted_pickle_checkpoint_is_refused_on_resume_and_evaluate(cli, run_co
 
 # -- security: data files ----------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sclib/data.py _read_pickle uses pickle.load on CIFAR files, which runs any code a crafted "
-    "file carries; it needs a restricted Unpickler (see the worker report)"))
 def test_crafted_cifar_pickle_is_refused_and_not_executed(tmp_path):
     from sclib.data import DataError, load_dataset
 
