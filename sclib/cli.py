@@ -17,7 +17,12 @@ from sclib.config import HELP, PRESETS, Config, ConfigError, coerce, make_config
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line in the same style as every other error."""
+    """argparse, but a usage error is one line in the same style as every other error, and a
+    flag must be spelled out (``--epoch`` silently meaning ``--epochs`` hides typos)."""
+
+    def __init__(self, *args: typing.Any, **kwargs: typing.Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"sclib: error: {message} (see {self.prog} --help)\n")

@@ -15,6 +15,15 @@ from typing import Any
 from sclib import faults
 
 
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
 class RunFolderError(OSError):
     """The run folder cannot be written (full disk, read-only, not a folder)."""
 
@@ -37,6 +46,7 @@ def write_bytes(path: str | Path, data: bytes, fault_point: str | None = None) -
     except OSError as err:
         raise _cannot_write(path, err) from err
     try:
+        os.fchmod(fd, _FILE_MODE)  # mkstemp's 0600 would hide results from other users
         with os.fdopen(fd, "wb") as handle:
             half = len(data) // 2
             handle.write(data[:half])
