@@ -15,11 +15,12 @@ from torchvision.models import resnet18
 EmbeddingHook = Callable[[list[torch.Tensor]], list[torch.Tensor]]
 
 
-def build_backbone(name: str, in_channels: int, image_size: int) -> tuple[nn.Module, int]:
+def build_backbone(name: str, in_channels: int, image_size: int, small_width: int = 32) -> tuple[nn.Module, int]:
     """A feature extractor and its output width.
 
     ResNet-18 gets the CIFAR stem (3x3 stride-1 conv, no max-pool) below 64 px, because the
-    ImageNet stem would shrink a 32 px image to 8 px before the first block.
+    ImageNet stem would shrink a 32 px image to 8 px before the first block. ``small_width``
+    is the small CNN's first-stage width (its later stages are multiples of it).
     """
     if name == "resnet18":
         net = resnet18(weights=None)
@@ -32,7 +33,8 @@ def build_backbone(name: str, in_channels: int, image_size: int) -> tuple[nn.Mod
         net.fc = nn.Identity()
         return net, width
     if name == "small":
-        return SmallCNN(in_channels), SmallCNN.width
+        net = SmallCNN(in_channels, small_width)
+        return net, net.out_features
     raise ValueError(f"backbone {name!r} is unknown; choose resnet18 or small")
 
 
@@ -45,17 +47,20 @@ def _conv_block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
 
 
 class SmallCNN(nn.Sequential):
-    """A four-stage VGG-style CNN: fast enough to pre-train on a laptop CPU in minutes."""
+    """A VGG-style CNN (five 3x3 conv blocks, two of them strided): fast enough to pre-train
+    on a laptop CPU in minutes. ``width`` sets the first stage; the stages are w, 2w, 4w, 4w, 8w
+    channels, so compute grows with width squared and a narrower net buys more epochs."""
 
-    width = 256
-
-    def __init__(self, in_channels: int) -> None:
+    def __init__(self, in_channels: int, width: int = 32) -> None:
+        if width < 1:
+            raise ValueError(f"SmallCNN width must be a positive integer, got {width}")
+        self.out_features = 8 * width
         super().__init__(
-            _conv_block(in_channels, 32, 1),
-            _conv_block(32, 64, 1),
-            _conv_block(64, 128, 2),
-            _conv_block(128, 128, 1),
-            _conv_block(128, self.width, 2),
+            _conv_block(in_channels, width, 1),
+            _conv_block(width, 2 * width, 1),
+            _conv_block(2 * width, 4 * width, 2),
+            _conv_block(4 * width, 4 * width, 1),
+            _conv_block(4 * width, self.out_features, 2),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
         )
@@ -98,9 +103,10 @@ class SelfClassifier(nn.Module):
         heads: list[int],
         mlp_hidden: int = 4096,
         mlp_out: int = 128,
+        small_width: int = 32,
     ) -> None:
         super().__init__()
-        self.backbone, self.feature_dim = build_backbone(backbone, in_channels, image_size)
+        self.backbone, self.feature_dim = build_backbone(backbone, in_channels, image_size, small_width)
         self.projector = build_projector(self.feature_dim, mlp_hidden, mlp_out)
         self.heads = nn.ModuleList(CosineHead(mlp_out, c) for c in heads)
 
