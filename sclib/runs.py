@@ -63,7 +63,8 @@ def load_data(cfg: Config, download: bool = False) -> DataSplits:
 
 def build_model(cfg: Config, info: DatasetInfo) -> SelfClassifier:
     return SelfClassifier(
-        cfg.backbone, info.channels, cfg.image_size, cfg.heads, mlp_hidden=cfg.mlp_hidden, mlp_out=cfg.mlp_out
+        cfg.backbone, info.channels, cfg.image_size, cfg.heads, mlp_hidden=cfg.mlp_hidden, mlp_out=cfg.mlp_out,
+        small_width=cfg.small_width,
     )
 
 
