@@ -108,7 +108,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.tiny:
         args.device, args.backbone, args.image_size, args.batch_size, args.mlp_hidden = "cpu", "small", 8, 32, 64
-        args.minutes, args.max_epochs = 0.05, 2
+        args.minutes, args.max_epochs = 0.05, 1
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = "cuda" if cuda else "cpu"
     print(f"torch {torch.__version__}; device: {torch.cuda.get_device_name() if cuda else 'cpu'}", flush=True)
