@@ -17,6 +17,7 @@ import re
 import sys
 import time
 import typing
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,13 +248,17 @@ def embed_2d(features: np.ndarray, method: str = "tsne", seed: int = 0) -> tuple
         reducer = TSNE(n_components=2, init="pca", learning_rate="auto", perplexity=min(30.0, (n - 1) / 3),
                        random_state=seed)
     elif method == "umap":
-        import umap  # numba compiles on first use: measured separately
+        with warnings.catch_warnings():  # umap's tqdm import warns about ipywidgets in notebooks
+            warnings.simplefilter("ignore")
+            import umap  # numba compiles on first use: measured separately
 
         loaded = time.perf_counter()
         reducer = umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), random_state=seed)
     else:
         raise ValueError(f"method must be 'tsne' or 'umap', got {method!r}")
-    xy = reducer.fit_transform(x)
+    with warnings.catch_warnings():  # a fixed random_state makes umap run single-threaded, and it says so
+        warnings.filterwarnings("ignore", message="n_jobs value")
+        xy = reducer.fit_transform(x)
     done = time.perf_counter()
     return np.asarray(xy), {"import_s": loaded - start, "fit_s": done - loaded}
 
@@ -562,8 +567,9 @@ def execute(job: NotebookJob, out: Path, kernel: str, log=print) -> Path:
     target = out / f"{job.name}.ipynb"
     start = time.perf_counter()
     try:
-        papermill.execute_notebook(str(job.source), str(target), parameters=job.parameters, kernel_name=kernel,
-                                   cwd=str(out), progress_bar=False, log_output=False)
+        # Relative paths, so the executed notebooks record no folder of this machine.
+        papermill.execute_notebook(os.path.relpath(job.source), os.path.relpath(target), parameters=job.parameters,
+                                   kernel_name=kernel, cwd=str(out), progress_bar=False, log_output=False)
     except PapermillExecutionError as err:
         export_html(target)
         first = (err.source or "").strip().splitlines()
@@ -719,14 +725,15 @@ def run_study(dataset: str, out: str | Path, preset: str = "fast", params: list[
     run_dir = out / "run"
     cfg = run_config(dataset, preset, run_dir, **{k: v for k, v in user.items() if k in CONFIG_FIELDS})
     out.mkdir(parents=True, exist_ok=True)
-    base: dict[str, Any] = {"dataset": dataset, "preset": preset, "run_dir": str(run_dir)}
+    # The notebooks run with ``out`` as their working folder, so the run folder is just "run".
+    base: dict[str, Any] = {"dataset": dataset, "preset": preset, "run_dir": run_dir.name}
     # Config-valued notebook parameters come from the preset, not from the notebooks' quick defaults.
     base.update({k: getattr(cfg, k) for k in CONFIG_FIELDS if k not in ("dataset", "out")})
     base.update(RUNNER_DEFAULTS)
     jobs = route_parameters(sources, base, user)
     (out / "study.json").write_text(json.dumps({"dataset": dataset, "preset": preset, "params": user,
                                                 "probe_epochs": user.get("probe_epochs", RUNNER_DEFAULTS["probe_epochs"]),
-                                                "config": cfg.to_dict()}, indent=2, default=str))
+                                                "config": {**cfg.to_dict(), "out": run_dir.name}}, indent=2, default=str))
     kernel = kernel or ensure_kernel()
     title = f"Self-Classifier study: {dataset} (preset {preset})"
     log(f"study: {dataset}, preset {preset}, {cfg.epochs} epochs, backbone {cfg.backbone}, into {out}")
@@ -751,8 +758,10 @@ def run_sweep_study(dataset: str, grid: str | Path, out: str | Path, preset: str
     user = parse_params(params, _all_declared(sources))
     sweep_dir = out / "sweep"
     config_values = {k: v for k, v in user.items() if k in CONFIG_FIELDS}
-    run_sweep(dataset, grid, sweep_dir, preset, log=log, **config_values)
-    base = {"dataset": dataset, "preset": preset, "sweep_dir": str(sweep_dir), "grid": str(Path(grid).resolve()),
+    run_sweep(dataset, grid, os.path.relpath(sweep_dir), preset, log=log, **config_values)
+    # Notebook 06 runs in ``out``: paths relative to it keep this machine's folders out of the report.
+    base = {"dataset": dataset, "preset": preset, "sweep_dir": sweep_dir.name,
+            "grid": os.path.relpath(Path(grid).resolve(), out),
             **{k: None for k in CONFIG_FIELDS if k not in ("dataset", "out")}}
     jobs = route_parameters(sources, base, user)
     kernel = kernel or ensure_kernel()

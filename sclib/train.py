@@ -364,6 +364,8 @@ class _NoBar:
 
 
 def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
     try:
         from tqdm.auto import tqdm
     except ImportError:  # a bare GPU machine may lack tqdm; training does not need it
