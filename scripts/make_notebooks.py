@@ -17,7 +17,7 @@ SETUP = """%matplotlib inline
 import pandas as pd
 from IPython.display import Markdown, display
 
-from sclib import plots, study"""
+from sclib import plots, report"""
 
 
 def md(text: str):
@@ -69,9 +69,9 @@ config_overrides = {}  # any other sclib.config.Config field, e.g. {"row_tau": 0
 """),
     code(SETUP + "\nfrom sclib.train import pretrain"),
     code("""
-cfg = study.run_config(dataset, preset, run_dir, epochs=epochs, batch_size=batch_size, image_size=image_size,
+cfg = report.run_config(dataset, preset, run_dir, epochs=epochs, batch_size=batch_size, image_size=image_size,
                        mlp_hidden=mlp_hidden, milestones=milestones, device=device, seed=seed, **config_overrides)
-display(Markdown(study.config_markdown(cfg, preset)))
+display(Markdown(report.config_markdown(cfg, preset)))
 """),
     md("""
 ## Training
@@ -94,9 +94,9 @@ a drop is the collapse that the column softmax is meant to prevent. **Throughput
 images per second (two views each).
 """),
     code("""
-history = study.read_history(run_dir)
-fig = plots.training_curves(history, num_classes=study.class_count(cfg))
-study.save(fig, study.figures_dir(run_dir), "fig1_training")
+history = report.read_history(run_dir)
+fig = plots.training_curves(history, num_classes=report.class_count(cfg))
+report.save(fig, report.figures_dir(run_dir), "fig1_training")
 """),
     code("""
 history.tail()
@@ -125,7 +125,7 @@ device = "auto"
 """),
     code(SETUP + "\nfrom sclib.probe import probe_run"),
     code("""
-cfg = study.open_study_run(run_dir, dataset)
+cfg = report.open_study_run(run_dir, dataset)
 rows = probe_run(run_dir, all_milestones=True, epochs=probe_epochs, device=device)
 probes = pd.DataFrame(rows)
 probes.pivot(index="epoch", columns="probe", values=["top1", "top3"]).round(4)
@@ -139,7 +139,7 @@ top-1; a large gap means classes are confused with a few neighbours rather than 
 """),
     code("""
 fig = plots.probe_curves(probes)
-study.save(fig, study.figures_dir(run_dir), "fig2_probe")
+report.save(fig, report.figures_dir(run_dir), "fig2_probe")
 """),
 ]
 
@@ -163,9 +163,9 @@ device = "auto"
 """),
     code(SETUP + "\nfrom sclib.evaluate import evaluate_run\nfrom sclib.metrics import confusion_after_matching"),
     code("""
-cfg = study.open_study_run(run_dir, dataset)
-report = evaluate_run(run_dir, device=device)
-display(Markdown(plots.metrics_table_markdown(study.clustering_rows(report, dataset, cfg.epochs), label="run (percent)")))
+cfg = report.open_study_run(run_dir, dataset)
+evaluation = evaluate_run(run_dir, device=device)
+display(Markdown(plots.metrics_table_markdown(report.clustering_rows(evaluation, dataset, cfg.epochs), label="run (percent)")))
 """),
     md("""
 ## Every head
@@ -175,7 +175,7 @@ classes). Only the evaluated head has a meaningful ACC; NMI/AMI of the larger he
 consistently they split classes into sub-clusters. "used" counts non-empty clusters.
 """),
     code("""
-display(Markdown(plots.metrics_table_markdown(study.heads_rows(report), label="head (percent)")))
+display(Markdown(plots.metrics_table_markdown(report.heads_rows(evaluation), label="head (percent)")))
 """),
     md("""
 ## Confusion matrix after Hungarian matching
@@ -185,10 +185,10 @@ fraction of each true class. A strong diagonal is a good clustering; an off-diag
 shows two classes merged into one cluster (and then another cluster has to split a class).
 """),
     code("""
-view = study.load_view(run_dir, dataset, device)
+view = report.load_view(run_dir, dataset, device)
 cm = confusion_after_matching(view.labels, view.assigned)
 fig = plots.confusion_matrix_plot(cm, view.class_names)
-study.save(fig, view.figures, "confusion")
+report.save(fig, view.figures, "confusion")
 """),
 ]
 
@@ -216,31 +216,31 @@ seed = 0
 """),
     code(SETUP),
     code("""
-view = study.load_view(run_dir, dataset, device)
-idx = study.subsample(len(view.labels), max_points, seed)
+view = report.load_view(run_dir, dataset, device)
+idx = report.subsample(len(view.labels), max_points, seed)
 clusters = [f"cluster {c}" for c in range(view.head_size)]
 print(f"{len(idx)} of {len(view.labels)} eval images, features of width {view.features.shape[1]}")
 """),
     md("## t-SNE (Fig. 4a)"),
     code("""
-xy, seconds = study.embed_2d(view.features[idx], "tsne", seed)
+xy, seconds = report.embed_2d(view.features[idx], "tsne", seed)
 print(f"t-SNE: {seconds['fit_s']:.1f} s")
-study.save(plots.embedding_scatter(xy, view.labels[idx], view.class_names, title="t-SNE, true class"),
+report.save(plots.embedding_scatter(xy, view.labels[idx], view.class_names, title="t-SNE, true class"),
            view.figures, "fig4a_tsne")
 """),
     code("""
-study.save(plots.embedding_scatter(xy, view.assigned[idx], clusters, title="t-SNE, predicted cluster"),
+report.save(plots.embedding_scatter(xy, view.assigned[idx], clusters, title="t-SNE, predicted cluster"),
            view.figures, "fig4a_tsne_clusters")
 """),
     md("## UMAP\n\nUMAP's first use compiles numba code; the import and fit times are printed."),
     code("""
-xy, seconds = study.embed_2d(view.features[idx], "umap", seed)
+xy, seconds = report.embed_2d(view.features[idx], "umap", seed)
 print(f"UMAP: import {seconds['import_s']:.1f} s, fit {seconds['fit_s']:.1f} s")
-study.save(plots.embedding_scatter(xy, view.labels[idx], view.class_names, title="UMAP, true class"),
+report.save(plots.embedding_scatter(xy, view.labels[idx], view.class_names, title="UMAP, true class"),
            view.figures, "fig4a_umap")
 """),
     code("""
-study.save(plots.embedding_scatter(xy, view.assigned[idx], clusters, title="UMAP, predicted cluster"),
+report.save(plots.embedding_scatter(xy, view.assigned[idx], clusters, title="UMAP, predicted cluster"),
            view.figures, "fig4a_umap_clusters")
 """),
     md("""
@@ -250,7 +250,7 @@ The column softmax pushes towards equal-size classes. Bars far above the red lin
 clusters that absorb several classes; empty or tiny bars are classes the head has given up.
 """),
     code("""
-study.save(plots.cluster_histogram(view.assigned, view.head_size), view.figures, "fig4b_histogram")
+report.save(plots.cluster_histogram(view.assigned, view.head_size), view.figures, "fig4b_histogram")
 """),
 ]
 
@@ -275,19 +275,19 @@ seed = 0
 """),
     code(SETUP),
     code("""
-view = study.load_view(run_dir, dataset, device)
-table = study.cluster_table(view.labels, view.assigned, view.class_names)
+view = report.load_view(run_dir, dataset, device)
+table = report.cluster_table(view.labels, view.assigned, view.class_names)
 pd.DataFrame(table).set_index("cluster").round(3)
 """),
     md("## The most accurate clusters (Fig. 3, top)"),
     code("""
-best, worst = study.best_and_worst(table, clusters_per_grid)
-study.save(plots.cluster_grid(view.images, study.grid_rows(best, view.assigned, images_per_cluster, seed)),
+best, worst = report.best_and_worst(table, clusters_per_grid)
+report.save(plots.cluster_grid(view.images, report.grid_rows(best, view.assigned, images_per_cluster, seed)),
            view.figures, "fig3_clusters_best")
 """),
     md("## The least accurate clusters (Fig. 3, bottom)"),
     code("""
-study.save(plots.cluster_grid(view.images, study.grid_rows(worst, view.assigned, images_per_cluster, seed)),
+report.save(plots.cluster_grid(view.images, report.grid_rows(worst, view.assigned, images_per_cluster, seed)),
            view.figures, "fig3_clusters_worst")
 """),
 ]
@@ -316,20 +316,20 @@ epochs = 2  # None: the grid's / preset's
 device = "auto"
 config_overrides = {}  # any other sclib.config.Config field, applied to every variant
 """),
-    code(SETUP),
+    code(SETUP + "\nfrom sclib import sweep"),
     code("""
-done = study.run_sweep(dataset, grid, sweep_dir, preset, log=lambda m: None, epochs=epochs, device=device,
+done = sweep.run_sweep(dataset, grid, sweep_dir, preset, log=lambda m: None, epochs=epochs, device=device,
                        **config_overrides)
 pd.DataFrame(done)
 """),
     md("## This sweep (percent; the last column is the seed's ACC for the same variant on STL-10)"),
     code("""
-table = study.ablation_table(sweep_dir)
-display(Markdown(study.ablation_markdown(table)))
+table = sweep.ablation_table(sweep_dir)
+display(Markdown(sweep.ablation_markdown(table)))
 """),
     md("## The seed report's Table 2 (STL-10, ResNet-18, 300 epochs, percent)"),
     code("""
-display(Markdown(study.seed_table2_markdown()))
+display(Markdown(sweep.seed_table2_markdown()))
 """),
     md("""
 ## ACC per variant (Fig. 5)
@@ -339,10 +339,10 @@ Differences of a point or two are within seed-to-seed noise for short runs.
 """),
     code("""
 baseline = "base" if "base" in set(table["variant"]) else None
-study.save(plots.ablation_bars(table, "acc", baseline=baseline), study.figures_dir(sweep_dir), "fig5_ablations")
+report.save(plots.ablation_bars(table, "acc", baseline=baseline), report.figures_dir(sweep_dir), "fig5_ablations")
 """),
     code("""
-study.save(plots.ablation_bars(table, "nmi", baseline=baseline), study.figures_dir(sweep_dir), "fig5_ablations_nmi")
+report.save(plots.ablation_bars(table, "nmi", baseline=baseline), report.figures_dir(sweep_dir), "fig5_ablations_nmi")
 """),
 ]
 

@@ -13,8 +13,8 @@ import nbformat
 import numpy as np
 import pytest
 
-from sclib import seed, study
-from sclib.config import ConfigError
+from sclib import report, seed, study, sweep
+from sclib.config import ConfigError, make_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -61,16 +61,16 @@ def test_parse_params_types_and_errors():
 
 
 def test_fit_milestones_keeps_preset_points_or_spreads_them():
-    assert study.fit_milestones([5, 10, 20, 30], 30) == [5, 10, 20, 30]
-    assert study.fit_milestones([5, 10, 20, 30], 25) == [5, 10, 20, 25]
+    assert report.fit_milestones([5, 10, 20, 30], 30) == [5, 10, 20, 30]
+    assert report.fit_milestones([5, 10, 20, 30], 25) == [5, 10, 20, 25]
     for epochs in (1, 2, 4, 7):
-        points = study.fit_milestones([5, 10, 20, 30], epochs)
+        points = report.fit_milestones([5, 10, 20, 30], epochs)
         assert points[-1] == epochs and points == sorted(set(points)) and points[0] >= 1
 
 
 def test_run_config_prefers_explicit_values_over_preset():
-    cfg = study.run_config("digits", "fast", "somewhere", epochs=3, batch_size=None)
-    assert cfg.epochs == 3 and cfg.batch_size == study.make_config("digits").batch_size
+    cfg = report.run_config("digits", "fast", "somewhere", epochs=3, batch_size=None)
+    assert cfg.epochs == 3 and cfg.batch_size == make_config("digits").batch_size
     assert cfg.milestones[-1] == 3 and cfg.out == "somewhere"
 
 
@@ -101,25 +101,25 @@ def test_cluster_table_best_and_worst_match_brute_force():
     assigned += [6, 6]
     labels, assigned = np.array(labels), np.array(assigned)
     names = [f"class{c}" for c in range(7)]
-    table = study.cluster_table(labels, assigned, names)
+    table = report.cluster_table(labels, assigned, names)
     for row in table:
         assert row["purity"] == pytest.approx(_brute_purity(labels, assigned, row["cluster"]))
         assert row["size"] == int(np.sum(assigned == row["cluster"]))
-    best, worst = study.best_and_worst(table, count=2)
+    best, worst = report.best_and_worst(table, count=2)
     assert [r["cluster"] for r in best] == [0, 1]
     assert [r["cluster"] for r in worst] == [5, 4]
     assert best[0]["label"] == "class0"
-    few_best, few_worst = study.best_and_worst(table[:3], count=3)  # fewer clusters than 2 x count
+    few_best, few_worst = report.best_and_worst(table[:3], count=3)  # fewer clusters than 2 x count
     assert few_best and few_worst and not {r["cluster"] for r in few_best} & {r["cluster"] for r in few_worst}
 
     # Hungarian matching can give a cluster a class it barely holds; the label then says so.
-    forced = study.cluster_table(np.array([0] * 10 + [0] * 6 + [1] * 4), np.array([0] * 10 + [1] * 10), ["a", "b"])
+    forced = report.cluster_table(np.array([0] * 10 + [0] * 6 + [1] * 4), np.array([0] * 10 + [1] * 10), ["a", "b"])
     assert {r["cluster"]: r["label"] for r in forced} == {0: "a", 1: "b, mostly a (60%)"}
 
-    rows = study.grid_rows(best, assigned, per_cluster=5, seed=1)
+    rows = report.grid_rows(best, assigned, per_cluster=5, seed=1)
     for r in rows:
         assert len(r["indices"]) == 5 and all(assigned[i] == r["cluster"] for i in r["indices"])
-    assert rows == study.grid_rows(best, assigned, per_cluster=5, seed=1)
+    assert rows == report.grid_rows(best, assigned, per_cluster=5, seed=1)
 
 
 # -- sweep -----------------------------------------------------------------------------------------
@@ -127,23 +127,23 @@ def test_cluster_table_best_and_worst_match_brute_force():
 
 def test_grid_validation_and_precedence(tmp_path):
     grid = {"base": {"epochs": 7, "batch_size": 64}, "variants": {"base": {}, "batch 128": {"batch_size": 128}}}
-    variants = study.sweep_variants("digits", grid, tmp_path, epochs=3)
+    variants = sweep.sweep_variants("digits", grid, tmp_path, epochs=3)
     by_name = {v.name: v for v in variants}
     assert by_name["base"].cfg.epochs == 3 and by_name["base"].cfg.batch_size == 64  # override > base
     assert by_name["batch 128"].cfg.batch_size == 128  # variant > base
     assert by_name["batch 128"].folder == "batch-128"
     assert Path(by_name["batch 128"].cfg.out) == tmp_path / "batch-128"
     with pytest.raises(ConfigError, match="'typo'.*row_ta"):
-        study.sweep_variants("digits", {"variants": {"typo": {"row_ta": 1}}}, tmp_path)
+        sweep.sweep_variants("digits", {"variants": {"typo": {"row_ta": 1}}}, tmp_path)
     with pytest.raises(ConfigError, match="share the folder"):
-        study.sweep_variants("digits", {"variants": {"batch 128": {}, "Batch-128": {}}}, tmp_path)
+        sweep.sweep_variants("digits", {"variants": {"batch 128": {}, "Batch-128": {}}}, tmp_path)
     bad = tmp_path / "bad.yaml"
     bad.write_text("variant:\n  base: {}\n")
     with pytest.raises(ConfigError, match="variants"):
-        study.load_grid(bad)
-    shipped = study.load_grid(ROOT / "ablations.yaml")
+        sweep.load_grid(bad)
+    shipped = sweep.load_grid(ROOT / "ablations.yaml")
     assert "base" in shipped["variants"]
-    assert len(study.sweep_variants("digits", ROOT / "ablations.yaml", tmp_path / "s")) == len(shipped["variants"])
+    assert len(sweep.sweep_variants("digits", ROOT / "ablations.yaml", tmp_path / "s")) == len(shipped["variants"])
 
 
 def test_run_sweep_skips_finished_variants_and_tabulates(tmp_path, monkeypatch):
@@ -159,20 +159,20 @@ def test_run_sweep_skips_finished_variants_and_tabulates(tmp_path, monkeypatch):
 
     monkeypatch.setattr("sclib.train.pretrain", fake_pretrain)
     grid = {"variants": {"base": {}, "batch 128": {"batch_size": 128}, "my own idea": {"row_tau": 0.2}}}
-    study.run_sweep("digits", grid, tmp_path, epochs=2, log=lambda m: None)
+    sweep.run_sweep("digits", grid, tmp_path, epochs=2, log=lambda m: None)
     assert calls == ["base", "batch-128", "my-own-idea"]
     # an unfinished variant (fewer epochs than asked) is trained again, finished ones are skipped
     (tmp_path / "base" / "metrics.json").write_text(json.dumps({"nmi": 0, "ami": 0, "ari": 0, "acc": 0, "epoch": 1}))
-    done = study.run_sweep("digits", grid, tmp_path, epochs=2, log=lambda m: None)
+    done = sweep.run_sweep("digits", grid, tmp_path, epochs=2, log=lambda m: None)
     assert calls[3:] == ["base"]
     assert [d["status"].startswith("skipped") for d in done] == [False, True, True]
 
     (tmp_path / "my-own-idea" / "metrics.json").unlink()  # unfinished: left out of the table
-    table = study.ablation_table(tmp_path)
+    table = sweep.ablation_table(tmp_path)
     assert list(table["variant"]) == ["base", "batch 128"]
     assert table.loc[1, "acc"] == 0.5
     assert table.loc[1, "seed_acc"] == pytest.approx(seed.TABLE2["batch 128"]["acc"] / 100)
-    text = study.ablation_markdown(table)
+    text = sweep.ablation_markdown(table)
     assert "| batch 128 | 30.00 | 29.00 | 20.00 | 50.00 | 2 | 48.85 |" in text
 
 
