@@ -21,6 +21,7 @@ from typing import Any
 
 from sclib import seed as seed_report
 from sclib.config import Config, ConfigError, PRESETS, coerce
+from sclib.files import write_text
 from sclib.report import caveat, clustering_rows, heads_rows, probe_summary, run_config
 from sclib.sweep import run_sweep
 
@@ -177,7 +178,7 @@ def export_html(notebook: Path) -> Path:
     exporter = HTMLExporter(exclude_input_prompt=True, exclude_output_prompt=True, embed_images=True)
     body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
     target = notebook.with_suffix(".html")
-    target.write_text(body, encoding="utf-8")
+    write_text(target, body)
     return target
 
 
@@ -225,7 +226,7 @@ def write_summary(out: Path, run_dir: Path, dataset: str, preset: str) -> Path:
               for k, row in seed_report.TABLE1.items()]
     lines.append("")
     target = out / "summary.md"
-    target.write_text("\n".join(lines), encoding="utf-8")
+    write_text(target, "\n".join(lines))
     return target
 
 
@@ -256,7 +257,7 @@ pre{{background:#f6f6f6;padding:1em;overflow-x:auto}}</style></head><body>
 </body></html>
 """
     target = out / "index.html"
-    target.write_text(page, encoding="utf-8")
+    write_text(target, page)
     return target
 
 
@@ -297,9 +298,9 @@ def run_study(dataset: str, out: str | Path, preset: str = "fast", params: list[
     base.update({k: getattr(cfg, k) for k in CONFIG_FIELDS if k not in ("dataset", "out")})
     base.update(RUNNER_DEFAULTS)
     jobs = route_parameters(sources, base, user)
-    (out / "study.json").write_text(json.dumps({"dataset": dataset, "preset": preset, "params": user,
-                                                "probe_epochs": user.get("probe_epochs", RUNNER_DEFAULTS["probe_epochs"]),
-                                                "config": {**cfg.to_dict(), "out": run_dir.name}}, indent=2, default=str))
+    write_text(out / "study.json", json.dumps({"dataset": dataset, "preset": preset, "params": user,
+                                              "probe_epochs": user.get("probe_epochs", RUNNER_DEFAULTS["probe_epochs"]),
+                                              "config": {**cfg.to_dict(), "out": run_dir.name}}, indent=2, default=str))
     kernel = kernel or ensure_kernel()
     title = f"Self-Classifier study: {dataset} (preset {preset})"
     log(f"study: {dataset}, preset {preset}, {cfg.epochs} epochs, backbone {cfg.backbone}, into {out}")
