@@ -228,11 +228,11 @@ class Trainer:
     # -- training ---------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
         """Train the epochs still to do, then evaluate the eval split into metrics.json."""
-        resumed = self.restore()
-        self._write_config(resumed)
+        self.restore()
         if self.epoch >= self.cfg.epochs and self.paths.metrics.exists():
             self._log(f"run {self.paths.root} is already complete ({self.epoch} epochs)")
             return _read_metrics(self.paths)
+        self._write_config()
         bar = _progress(self.cfg.epochs, self.epoch, self.progress)
         while self.epoch < self.cfg.epochs:
             row = self.train_epoch()
@@ -322,7 +322,8 @@ class Trainer:
         return metrics
 
     # -- provenance -------------------------------------------------------------------------
-    def _write_config(self, resumed: bool) -> None:
+    def _write_config(self) -> None:
+        """A new run records its config and provenance; a rerun appends when and where it resumed."""
         if not distributed.is_main_process():
             return
         if self.paths.config.exists():

@@ -55,10 +55,11 @@ def test_training_lowers_the_loss(finished_run):
 
 def test_rerunning_a_finished_run_trains_nothing(finished_run):
     cfg, run, metrics = finished_run
-    before = weights(run)
+    before, record = weights(run), (run / "config.json").read_bytes()
     assert pretrain(cfg, progress=False) == metrics
     after = weights(run)
     assert all(torch.equal(before[k], after[k]) for k in before)
+    assert (run / "config.json").read_bytes() == record
 
 
 def test_evaluate_and_probe_write_their_reports(finished_run):
