@@ -58,10 +58,10 @@ quick CPU check on `digits` (a few epochs of a small CNN), not that recipe: use
 dataset = "digits"  # one of sclib.config.DATASETS
 preset = "fast"  # "fast" (CPU-sized) or "seed" (the seed report's recipe)
 run_dir = "../runs/notebooks/digits"  # the run folder; rerunning resumes it
-epochs = 8  # None: the preset's
-batch_size = 128
-image_size = 8  # digits' native size (the fast preset upsamples to 16)
-mlp_hidden = 256
+epochs = 8  # a quick look; None: the preset's (e.g. 800 with preset "seed")
+batch_size = None  # None: the preset's
+image_size = None  # None: the preset's (digits 8, MNIST 28, CIFAR 32, STL-10 96)
+mlp_hidden = None  # None: the preset's
 milestones = None  # epochs kept for the probe curve (None: spread over the run)
 device = "auto"
 seed = 0
