@@ -24,7 +24,7 @@ from sclib import __version__, checkpoint, distributed, evaluate, faults
 from sclib.augment import Augmenter
 from sclib.config import Config, ConfigError, differences, load_config
 from sclib.data import DataSplits
-from sclib.files import write_csv, write_json
+from sclib.files import read_json, write_csv, write_json
 from sclib.loss import SelfClassifierLoss
 from sclib.model import SelfClassifier
 from sclib.optim import build_optimizer, lr_at, set_lr
@@ -231,7 +231,7 @@ class Trainer:
         self.restore()
         if self.epoch >= self.cfg.epochs and self.paths.metrics.exists():
             self._log(f"run {self.paths.root} is already complete ({self.epoch} epochs)")
-            return _read_metrics(self.paths)
+            return read_json(self.paths.metrics)
         self._write_config()
         bar = _progress(self.cfg.epochs, self.epoch, self.progress)
         while self.epoch < self.cfg.epochs:
@@ -327,7 +327,7 @@ class Trainer:
         if not distributed.is_main_process():
             return
         if self.paths.config.exists():
-            record = _read_json(self.paths.config)
+            record = read_json(self.paths.config)
             record.setdefault("provenance", {}).setdefault("resumed", []).append(
                 {"at": _now(), "epoch": self.epoch, "device": str(self.device)})
         else:
@@ -335,7 +335,7 @@ class Trainer:
         write_json(self.paths.config, record)
 
     def _finish_config(self) -> None:
-        record = _read_json(self.paths.config)
+        record = read_json(self.paths.config)
         record["provenance"]["finished"] = _now()
         write_json(self.paths.config, record)
 
@@ -371,17 +371,7 @@ def _progress(total: int, initial: int, enabled: bool):
         from tqdm.auto import tqdm
     except ImportError:  # a bare GPU machine may lack tqdm; training does not need it
         return _NoBar()
-    return tqdm(total=total, initial=initial, desc="pre-training", unit="epoch", disable=not enabled, dynamic_ncols=True)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    import json
-
-    return json.loads(path.read_text())
-
-
-def _read_metrics(paths: RunPaths) -> dict[str, float]:
-    return _read_json(paths.metrics)
+    return tqdm(total=total, initial=initial, desc="pre-training", unit="epoch", dynamic_ncols=True)
 
 
 def _now() -> str:

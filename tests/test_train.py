@@ -80,7 +80,7 @@ def test_probing_leaves_backbone_weights_and_bn_statistics_unchanged(finished_ru
     _, run, _ = finished_run
     before = checkpoint.load(run / "checkpoints" / "epoch_0003.pt")["model"]
     from sclib import probe
-    from sclib.runs import load_data, load_model, open_run
+    from sclib.runs import load_data, open_run
 
     cfg, _ = open_run(run)
     data = load_data(cfg)
