@@ -36,6 +36,7 @@ class Config:
     data_root: str | None = None
     download: bool = False
     unlabelled: bool = False
+    val_fraction: float = 0.0
     backbone: str = "small"
     small_width: int = 32
     image_size: int = 16
@@ -117,6 +118,8 @@ def _problems(cfg: Config):
         lo_hi = getattr(cfg, name)
         if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1] <= 1:
             yield f"{name} must be two numbers 0 < low <= high <= 1, got {lo_hi}"
+    if not 0 <= cfg.val_fraction < 1:
+        yield f"val_fraction must lie in [0, 1), got {cfg.val_fraction}"
     if any(m <= 0 for m in cfg.milestones):
         yield f"milestones are epochs >= 1, got {cfg.milestones}"
     if cfg.local_size is not None and cfg.local_size <= 0:
@@ -276,6 +279,7 @@ HELP = {
     "data_root": "folder holding the data set files (default: $SCLIB_DATA or ./data)",
     "download": "download the data set through torchvision if it is missing",
     "unlabelled": "also pre-train on STL-10's 100k unlabelled images",
+    "val_fraction": "hold out this fraction of the train split and evaluate on it (for tuning); 0: the test split",
     "backbone": "resnet18 (CIFAR stem below 64 px) or small (a CNN for CPU runs)",
     "small_width": "first-stage channels of the small CNN (stages w, 2w, 4w, 4w, 8w); ignored by resnet18",
     "image_size": "side of the square views the network sees, in pixels",

@@ -146,6 +146,24 @@ def load_dataset(
     return _load_stl10(root, download, unlabelled)
 
 
+def hold_out(splits: DataSplits, fraction: float, seed: int = 0) -> DataSplits:
+    """Train on part of the train split and evaluate on the rest: a validation split for tuning.
+
+    The cut is a fixed random permutation (``seed``, not the run's seed), so every seed and
+    variant of a tuning sweep is scored on the same images and the test split stays unseen.
+    """
+    if not 0 < fraction < 1:
+        raise DataError(f"the validation fraction must lie strictly between 0 and 1, got {fraction}")
+    n = len(splits.train_images)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    held = max(1, round(fraction * n))
+    if held >= n:
+        raise DataError(f"a validation fraction of {fraction} leaves no training images out of {n}")
+    keep, val = order[held:].sort().values, order[:held].sort().values
+    return DataSplits(splits.info, splits.train_images[keep], splits.train_labels[keep],
+                      splits.train_images[val], splits.train_labels[val], splits.unlabelled_images)
+
+
 def dataset_info(name: str, data_root: str | Path | None = None, image_size: int | None = None) -> DatasetInfo:
     """Metadata for a data set; reads no pixels for the standard sets (published statistics).
 

@@ -14,7 +14,7 @@ import torch
 from sclib import checkpoint
 from sclib.augment import AugmentConfig
 from sclib.config import Config, load_config
-from sclib.data import DataSplits, DatasetInfo, load_dataset
+from sclib.data import DataSplits, DatasetInfo, hold_out, load_dataset
 from sclib.model import SelfClassifier
 
 
@@ -56,9 +56,13 @@ class RunPaths:
 
 
 def load_data(cfg: Config, download: bool = False) -> DataSplits:
-    """The run's data set; only an ImageFolder is resized on load (its images vary in size)."""
-    return load_dataset(cfg.dataset, cfg.data_root, download=download, unlabelled=cfg.unlabelled,
-                        image_size=cfg.image_size if cfg.dataset == "imagefolder" else None)
+    """The run's data set; only an ImageFolder is resized on load (its images vary in size).
+
+    With ``val_fraction`` the eval split is a validation split cut from the train split.
+    """
+    splits = load_dataset(cfg.dataset, cfg.data_root, download=download, unlabelled=cfg.unlabelled,
+                          image_size=cfg.image_size if cfg.dataset == "imagefolder" else None)
+    return hold_out(splits, cfg.val_fraction) if cfg.val_fraction else splits
 
 
 def build_model(cfg: Config, info: DatasetInfo) -> SelfClassifier:

@@ -467,3 +467,31 @@ def test_dataset_info_without_files():
         assert (len(info.classes), info.channels, info.native_size) == (n_classes, channels, size)
         assert len(info.mean) == len(info.std) == channels and all(0 < v < 1 for v in info.mean + info.std)
     assert data.dataset_info("digits") == load_dataset("digits").info
+
+
+def test_hold_out_cuts_a_fixed_validation_split_from_train():
+    from sclib.data import hold_out, load_dataset
+
+    full = load_dataset("digits")
+    split = hold_out(full, 0.2)
+    n = len(full.train_images)
+    assert len(split.eval_images) == round(0.2 * n) and len(split.train_images) == n - round(0.2 * n)
+    # every train image lands on exactly one side, with its own label
+    def rows(images, labels):
+        return [bytes(x.numpy()) + bytes([int(y)]) for x, y in zip(images, labels)]
+
+    parts = rows(split.train_images, split.train_labels) + rows(split.eval_images, split.eval_labels)
+    assert sorted(parts) == sorted(rows(full.train_images, full.train_labels))
+    # the test split is never touched, and the cut does not depend on anything but its own seed
+    assert torch.equal(hold_out(full, 0.2).eval_images, split.eval_images)
+    assert not torch.equal(hold_out(full, 0.2, seed=1).eval_images, split.eval_images)
+
+
+def test_val_fraction_makes_the_run_evaluate_on_the_validation_split():
+    from sclib.config import ConfigError, make_config
+    from sclib.runs import load_data
+
+    data = load_data(make_config("digits", val_fraction=0.25))
+    assert len(data.eval_images) == round(0.25 * 1257)
+    with pytest.raises(ConfigError, match="val_fraction"):
+        make_config("digits", val_fraction=1.0)
