@@ -18,9 +18,10 @@ are shown in percent; passing percents is rejected loudly rather than drawn 100x
 from __future__ import annotations
 
 import functools
+import io
+import math
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -84,8 +85,90 @@ def _new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
+class _TickPercentFormatter(PercentFormatter):
+    """Fractions as percents with as many decimals as the current ticks need, and no more.
+
+    ``PercentFormatter(decimals=0)`` prints ticks 0.9975 and 1.0 both as "100%" once an axis
+    spans less than a few points (top-3 accuracy near 1); a fixed larger ``decimals`` clutters
+    wide axes. Matplotlib hands a formatter all tick locations before labelling them, so the
+    smallest number of decimals that writes every tick exactly is chosen there: 95% / 96% on a
+    1-point grid, 99.75% / 99.80% on a 0.05-point grid. Exact labels of distinct ticks are
+    distinct. Called on a single value (no ``set_locs``), it prints whole percents.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(xmax=1.0, decimals=0)
+
+    def set_locs(self, locs: Any) -> None:
+        super().set_locs(locs)
+        self.decimals = _percent_decimals(locs)
+
+
+def _percent_decimals(locs: Any, most: int = 6) -> int:
+    pct = 100.0 * np.asarray(locs, dtype=float)
+    pct = pct[np.isfinite(pct)]
+    for decimals in range(most + 1):
+        if np.allclose(pct, np.round(pct, decimals), rtol=0.0, atol=1e-7):
+            return decimals
+    return most
+
+
 def _percent_axis(axis: Any) -> None:
-    axis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+    axis.set_major_formatter(_TickPercentFormatter())
+
+
+def _line_values(ax: Any) -> np.ndarray:
+    """Finite y values of every line in ``ax``, data curves and reference lines alike."""
+    values = [np.asarray(line.get_ydata(), dtype=float).ravel() for line in ax.get_lines()]
+    finite = np.concatenate(values) if values else np.empty(0)
+    return finite[np.isfinite(finite)]
+
+
+def _fraction_limits(ax: Any, min_span: float) -> None:
+    """Y limits of an accuracy panel: at least ``min_span`` tall and kept within [0, 1].
+
+    Autoscaling stretches any range to full height, so a top-3 curve moving between 99.7% and
+    100% (one or two test images) would look like a large swing, and a flat line at 100% would
+    get an axis running to 105%. The span is widened symmetrically around the data, shifted
+    back inside [0, 1], and given matplotlib's usual 5% margins so points at 100% stay whole.
+    """
+    finite = _line_values(ax)
+    if finite.size == 0:
+        return
+    lo, hi = float(finite.min()), float(finite.max())
+    span = max(hi - lo, min_span)
+    if span <= 0.0:  # one value and no minimum span: leave matplotlib's own expansion
+        return
+    lo = (lo + hi - span) / 2.0
+    lo = min(max(lo, 0.0), 1.0 - span)  # data and min_span are fractions: span <= 1
+    margin = float(mpl.rcParams["axes.ymargin"]) * span
+    ax.set_ylim(lo - margin, lo + span + margin)
+
+
+def _integer_axis(axis: Any) -> None:
+    """Ticks at whole numbers only, for counts (clusters, samples) and epochs.
+
+    ``MaxNLocator(integer=True)`` alone still falls back to steps below 1 whenever fewer than
+    two integers are in view (a constant count of 10 is shown on 9.5..10.5 and gets ticks
+    9.6, 9.8, ...); ``min_n_ticks=1`` keeps integer steps as long as one integer is visible.
+    Steps and density are those of matplotlib's default locator (20, 40, ... not 15, 30, ...).
+    """
+    axis.set_major_locator(MaxNLocator(nbins="auto", steps=[1, 2, 2.5, 5, 10], integer=True,
+                                       min_n_ticks=1))
+
+
+def _count_limits(ax: Any) -> None:
+    """Widen a count panel whose lines (data and references) span less than 2 to +-1 around
+    them, so a constant series shows its value between integer ticks, never on the edge."""
+    finite = _line_values(ax)
+    if finite.size == 0:
+        return
+    lo, hi = float(finite.min()), float(finite.max())
+    if hi - lo < 2.0:
+        bottom = math.floor(lo) - 1.0
+        if lo >= 0.0:  # counts: show 0 at most half a step below, never a "-1" tick
+            bottom = max(bottom, -0.5)
+        ax.set_ylim(bottom, math.ceil(hi) + 1.0)
 
 
 def _check_fractions(values: Any, what: str, low: float = 0.0) -> np.ndarray:
@@ -149,7 +232,8 @@ def training_curves(history: pd.DataFrame, num_classes: int | None = None) -> Fi
 
     Cluster usage is the early warning for Self-Classifier's failure mode (collapse onto few
     classes), hence the reference line at ``num_classes``. Panels appear only for columns
-    present, so partial logs still plot.
+    present, so partial logs still plot. A ``seed`` column draws one line per seed, so a seed
+    that drifts away from the others shows where it starts to.
     """
     _require_frame(history, "history", ["epoch"])
     panels = [p for p in _HISTORY_PANELS if p[0] in history.columns]
@@ -160,7 +244,8 @@ def training_curves(history: pd.DataFrame, num_classes: int | None = None) -> Fi
         )
     if len(history) == 0:
         raise ValueError("history is empty; log at least one epoch before plotting")
-    hist = history.sort_values("epoch")
+    runs = _by_seed(history)
+    hist = runs[0][1]
     ncols = len(panels) if len(panels) <= 3 else 2
     nrows = -(-len(panels) // ncols)
     fig = _new_figure(3.6 * ncols, 2.8 * nrows)
@@ -168,18 +253,30 @@ def training_curves(history: pd.DataFrame, num_classes: int | None = None) -> Fi
     for ax in axes[len(panels):]:
         fig.delaxes(ax)
     marker = "o" if len(hist) <= 30 else None
+    colours = [_MAIN] if len(runs) == 1 else _palette(len(runs))
     for ax, (col, title, ylabel) in zip(axes, panels):
-        ax.plot(hist["epoch"], hist[col], color=_MAIN, marker=marker)
+        for (name, run), colour in zip(runs, colours):
+            ax.plot(run["epoch"], run[col], color=colour, marker=marker, label=name)
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
+        _integer_axis(ax.xaxis)
         if col == "clusters_used":
-            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            _integer_axis(ax.yaxis)
             if num_classes is not None:
                 ax.axhline(num_classes, color=_ACCENT, ls="--", lw=1,
                            label=f"number of classes ({num_classes})")
-                ax.legend(loc="lower right")
+            _count_limits(ax)
+        if ax.get_legend_handles_labels()[0] and (len(runs) > 1 or col == "clusters_used"):
+            ax.legend(loc="lower right")
     return fig
+
+
+def _by_seed(frame: pd.DataFrame) -> list[tuple[str | None, pd.DataFrame]]:
+    """One epoch-sorted frame per seed (a single unnamed one without a ``seed`` column)."""
+    if "seed" not in frame.columns or frame["seed"].nunique() <= 1:
+        return [(None, frame.sort_values("epoch"))]
+    return [(f"seed {s}", g.sort_values("epoch")) for s, g in frame.groupby("seed", sort=True)]
 
 
 def _seed_reference(ax: Any, seed: Mapping[str, Any], key: str) -> None:
@@ -198,15 +295,27 @@ def _seed_reference(ax: Any, seed: Mapping[str, Any], key: str) -> None:
 
 
 @_styled
-def probe_curves(df: pd.DataFrame, seed: Mapping[str, Any] | None = None) -> Figure:
+def probe_curves(
+    df: pd.DataFrame,
+    seed: Mapping[str, Any] | None = None,
+    *,
+    min_span: float = 0.05,
+) -> Figure:
     """Probe top-1 / top-3 accuracy against pre-training epochs (the seed report's Fig. 2).
 
     Shows when representation quality saturates, i.e. how many pre-training epochs a budget
     needs. ``df`` has ``epoch``, ``top1`` and/or ``top3`` (fractions) and optionally ``probe``
-    (e.g. linear / knn), one line per probe. ``seed`` adds the seed report's numbers as a
+    (e.g. linear / knn), one line per probe. With a ``seed`` column holding several seeds, the
+    line is their mean and a band spans plus and minus one standard deviation. ``seed`` adds the seed report's numbers as a
     dashed reference: scalars ``{"top1": 0.6, "top3": 0.85}`` draw horizontal lines, lists with
     an ``"epoch"`` list draw a curve; ``"label"`` names it.
+
+    Each panel's y range covers at least ``min_span`` (5 points by default) within [0, 1], so
+    differences of a test image or two near 100% are not blown up to full height; pass 0 to
+    zoom onto the data. Tick labels get as many decimals as the tick spacing needs.
     """
+    if not 0.0 <= min_span <= 1.0:
+        raise ValueError(f"min_span must be a fraction in [0, 1], got {min_span!r}")
     _require_frame(df, "df", ["epoch"])
     metrics = [m for m in ("top1", "top3") if m in df.columns]
     if not metrics:
@@ -220,15 +329,21 @@ def probe_curves(df: pd.DataFrame, seed: Mapping[str, Any] | None = None) -> Fig
     axes = fig.subplots(1, len(metrics), squeeze=False).ravel()
     for ax, metric in zip(axes, metrics):
         for name, group in groups:
-            g = group.sort_values("epoch")
-            label = f"{name} probe" if name is not None else "probe"
-            ax.plot(g["epoch"], g[metric], marker="o" if len(g) <= 30 else None, label=label)
+            g = group.groupby("epoch")[metric].agg(["mean", "std", "count"]).reset_index()
+            seeds = int(g["count"].max())
+            label = (f"{name} probe" if name is not None else "probe") + (f" (mean of {seeds} seeds)" if seeds > 1 else "")
+            line = ax.plot(g["epoch"], g["mean"], marker="o" if len(g) <= 30 else None, label=label)[0]
+            if seeds > 1:
+                ax.fill_between(g["epoch"], g["mean"] - g["std"], g["mean"] + g["std"], color=line.get_color(),
+                                alpha=0.2, linewidth=0)
         if seed is not None:
             _seed_reference(ax, seed, metric)
         ax.set_title(f"top-{metric[-1]} accuracy")
         ax.set_xlabel("pre-training epoch")
         ax.set_ylabel(f"top-{metric[-1]} accuracy")
+        _integer_axis(ax.xaxis)
         _percent_axis(ax.yaxis)
+        _fraction_limits(ax, min_span)
         if len(groups) > 1 or seed is not None:
             ax.legend(loc="lower right")
     return fig
@@ -410,6 +525,7 @@ def cluster_histogram(
                       rotation=0 if num_clusters <= 20 else 90)
     ax.set_xlabel("predicted cluster" + (" (sorted by size)" if order == "size" else ""))
     ax.set_ylabel("samples")
+    _integer_axis(ax.yaxis)
     used = int(np.count_nonzero(counts))
     ax.set_title(f"samples per cluster ({len(pred):,} samples, {used}/{num_clusters} used)")
     ax.legend(loc="upper right")
@@ -567,38 +683,30 @@ def save_figure(
     fig: Figure,
     directory: str | os.PathLike[str],
     stem: str,
-    dpi: int = 150,
-    formats: Sequence[str] = ("png", "svg"),
+    dpi: int = 120,
+    formats: Sequence[str] = ("png",),
 ) -> list[Path]:
-    """Write ``stem.png`` and ``stem.svg`` atomically, then close the figure.
+    """Write ``stem.<format>`` for each format atomically (``sclib.files``), then close the figure.
 
-    Atomic (temp file in the same directory + ``os.replace``) so an interrupted run or a
-    reader polling the results folder never sees a half-written image. SVGs are made
-    reproducible (no date, fixed hash salt) so re-running leaves unchanged figures unchanged
-    in git. Closing frees memory in long sweeps that draw many figures.
+    A reader polling the results folder never sees a half-written image. PNG is the default;
+    ask for ``("png", "svg")`` or ``"pdf"`` for print. SVGs are made reproducible (no date, fixed
+    hash salt) so re-running leaves unchanged figures unchanged in git. Closing frees memory in
+    long sweeps that draw many figures.
     """
+    from sclib.files import write_bytes
+
     if not isinstance(fig, Figure):
         raise ValueError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
     if not stem or Path(stem).name != stem or stem in (".", ".."):
         raise ValueError(f"stem must be a plain file name without directories, got {stem!r}")
-    out_dir = Path(directory)
-    out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     try:
         for fmt in formats:
-            target = out_dir / f"{stem}.{fmt}"
-            fd, tmp_name = tempfile.mkstemp(dir=out_dir, prefix=f".{stem}.", suffix=f".{fmt}.tmp")
-            os.close(fd)
-            try:
-                metadata = {"Date": None} if fmt == "svg" else None
-                with mpl.rc_context({"svg.hashsalt": "sclib"}):
-                    fig.savefig(tmp_name, format=fmt, dpi=dpi, metadata=metadata)
-                os.chmod(tmp_name, 0o644)
-                os.replace(tmp_name, target)
-            except BaseException:
-                Path(tmp_name).unlink(missing_ok=True)
-                raise
-            written.append(target)
+            buffer = io.BytesIO()
+            metadata = {"Date": None} if fmt == "svg" else None
+            with mpl.rc_context({"svg.hashsalt": "sclib"}):
+                fig.savefig(buffer, format=fmt, dpi=dpi, metadata=metadata)
+            written.append(write_bytes(Path(directory) / f"{stem}.{fmt}", buffer.getvalue()))
     finally:
         _close(fig)
     return written

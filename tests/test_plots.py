@@ -8,6 +8,7 @@ import matplotlib.colors as mcolors
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
@@ -30,6 +31,34 @@ def _hlines_at(ax, y: float) -> list:
         if ydata.size and np.allclose(ydata, y):
             found.append(line)
     return found
+
+
+def _shown_ticks(axis) -> list[tuple[float, str]]:
+    """(location, label) of the major ticks inside the view, as an Agg draw lays them out."""
+    fig = axis.axes.figure
+    FigureCanvasAgg(fig).draw()  # tick locations and labels are computed at draw time
+    lo, hi = sorted(axis.get_view_interval())
+    tol = 1e-9 * max(1.0, abs(lo), abs(hi))
+    along = 1 if axis.axis_name == "y" else 0
+    return [(float(t.get_position()[along]), t.get_text()) for t in axis.get_majorticklabels()
+            if lo - tol <= t.get_position()[along] <= hi + tol]
+
+
+def _assert_integer_ticks(axis, at_least: int = 2) -> None:
+    shown = _shown_ticks(axis)
+    assert len(shown) >= at_least, shown
+    for loc, text in shown:
+        assert loc == round(loc), shown
+        assert text.replace("\N{MINUS SIGN}", "-").lstrip("-").isdigit(), shown
+
+
+def _assert_percent_ticks_distinct_and_exact(axis) -> None:
+    shown = _shown_ticks(axis)
+    labels = [text for _, text in shown]
+    assert len(shown) >= 2 and len(set(labels)) == len(labels), labels
+    for loc, text in shown:  # each label reads back as its own tick, not a rounded neighbour
+        assert text.endswith("%"), labels
+        assert float(text[:-1]) == pytest.approx(100.0 * loc, abs=1e-9), labels
 
 
 # ----------------------------------------------------------------------------------- training
@@ -61,6 +90,26 @@ def test_training_curves_skips_missing_columns_and_four_panels_fit_a_grid():
     fig = plots.training_curves(full)
     assert len(fig.axes) == 4
     assert not _hlines_at(fig.axes[2], 10)  # no class line unless num_classes given
+
+
+@pytest.mark.parametrize("used", [[10, 10, 10, 10], [7, 9, 10, 10], [1, 1], [10]])
+def test_training_curves_clusters_used_has_integer_ticks_and_visible_class_line(used):
+    history = pd.DataFrame({"epoch": np.arange(1, len(used) + 1), "clusters_used": used})
+    fig = plots.training_curves(history, num_classes=10)
+    ax = fig.axes[0]
+    _assert_integer_ticks(ax.yaxis)  # a count: never 9.5 / 10.0 / 10.5, also when constant
+    lo, hi = ax.get_ylim()
+    assert lo < 10 < hi  # the num_classes reference stays inside the panel, not on its edge
+    assert lo < min(used) and max(used) < hi
+    # epochs are counted too: whole numbers even for one or two of them (one epoch: one tick)
+    _assert_integer_ticks(ax.xaxis, at_least=min(2, len(used)))
+
+
+def test_training_curves_clusters_used_integer_ticks_without_reference_line():
+    fig = plots.training_curves(pd.DataFrame({"epoch": [1, 2, 3], "clusters_used": [4, 4, 4]}))
+    _assert_integer_ticks(fig.axes[0].yaxis)
+    lo, hi = fig.axes[0].get_ylim()
+    assert lo < 4 < hi
 
 
 def test_training_curves_rejects_bad_history():
@@ -114,6 +163,50 @@ def test_probe_curves_rejects_percents_and_missing_metrics():
                            seed={"top1": [0.4, 0.5]})
 
 
+def _near_perfect_top3() -> pd.DataFrame:
+    return pd.DataFrame({"epoch": [10, 25, 50, 100],
+                         "top1": [0.950, 0.967, 0.974, 0.976],
+                         "top3": [0.9971, 0.9984, 0.9990, 1.0]})
+
+
+def test_probe_curves_near_100_percent_has_distinct_tick_labels_and_a_sane_range():
+    fig = plots.probe_curves(_near_perfect_top3())
+    top1_ax, top3_ax = fig.axes
+    for ax in (top1_ax, top3_ax):
+        _assert_percent_ticks_distinct_and_exact(ax.yaxis)
+        _assert_integer_ticks(ax.xaxis)
+    lo, hi = top3_ax.get_ylim()
+    # at least the default minimum span, never far beyond 100%, and every point inside
+    assert hi - lo >= 0.05 - 1e-12
+    assert 1.0 < hi <= 1.01
+    assert lo < 0.9971
+
+
+def test_probe_curves_labels_stay_distinct_in_any_narrow_view():
+    fig = plots.probe_curves(_near_perfect_top3())
+    top3_ax = fig.axes[1]
+    for view in [(0.996, 1.0), (0.99975, 1.0), (0.5, 0.52), (0.0, 1.0)]:  # a reader zooming
+        top3_ax.set_ylim(*view)
+        _assert_percent_ticks_distinct_and_exact(top3_ax.yaxis)
+
+
+def test_probe_curves_min_span():
+    # min_span=0 zooms onto the 0.3-point range of the data: labels must gain decimals.
+    fig = plots.probe_curves(_near_perfect_top3(), min_span=0.0)
+    lo, hi = fig.axes[1].get_ylim()
+    assert hi - lo < 0.01 and lo < 0.9971 and hi > 1.0
+    _assert_percent_ticks_distinct_and_exact(fig.axes[1].yaxis)
+    # a flat line at 100% gets the minimum span below it, not an axis running to 105%
+    flat = plots.probe_curves(pd.DataFrame({"epoch": [1, 2], "top1": [1.0, 1.0]}))
+    lo, hi = flat.axes[0].get_ylim()
+    assert hi - lo >= 0.05 - 1e-12 and 1.0 < hi <= 1.01
+    # a wide range is left as autoscaling draws it
+    wide = plots.probe_curves(pd.DataFrame({"epoch": [1, 2], "top1": [0.2, 0.6]}))
+    np.testing.assert_allclose(wide.axes[0].get_ylim(), (0.18, 0.62))
+    with pytest.raises(ValueError, match="min_span"):
+        plots.probe_curves(_near_perfect_top3(), min_span=2.0)
+
+
 # ------------------------------------------------------------------------- confusion matrix
 
 
@@ -130,6 +223,14 @@ def test_confusion_matrix_row_normalised_colours_and_count_annotations():
     assert texts == sorted(str(v) for v in cm.ravel())
     assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b", "c"]
     assert ax.get_ylabel() == "true class" and ax.get_xlabel() == "matched cluster"
+
+
+def test_confusion_matrix_colorbar_percent_labels_are_whole_percents():
+    fig = plots.confusion_matrix_plot(np.array([[3, 1], [0, 4]]), ["a", "b"])
+    cbar_ax = fig.axes[1]
+    _assert_percent_ticks_distinct_and_exact(cbar_ax.yaxis)
+    assert [text for _, text in _shown_ticks(cbar_ax.yaxis)] == [
+        "0%", "20%", "40%", "60%", "80%", "100%"]
 
 
 def test_confusion_matrix_large_is_not_annotated_and_names_must_match():
@@ -214,6 +315,14 @@ def test_cluster_histogram_sorted_order_and_explicit_expected():
     order = np.argsort(-np.bincount(pred, minlength=7), kind="stable")
     assert [t.get_text() for t in ax.get_xticklabels()] == [str(i) for i in order]
     assert len(_hlines_at(ax, 50.0)) == 1
+
+
+@pytest.mark.parametrize("pred", [np.array([0, 1, 1]), np.array([0]), np.arange(7) % 3])
+def test_cluster_histogram_counts_axis_has_integer_ticks(pred):
+    fig = plots.cluster_histogram(pred, num_clusters=int(pred.max()) + 2)
+    ax = fig.axes[0]
+    _assert_integer_ticks(ax.yaxis)
+    assert ax.get_ylim()[1] > np.bincount(pred).max()
 
 
 def test_cluster_histogram_rejects_ids_outside_the_head():
@@ -343,12 +452,16 @@ def test_save_figure_writes_png_and_svg_atomically_and_closes(tmp_path):
     ax.plot([0, 1], [0, 1])
     number = fig.number
     out = tmp_path / "figs" / "nested"
-    paths = plots.save_figure(fig, out, "curve")
+    assert [p.name for p in plots.save_figure(fig, out, "only")] == ["only.png"]  # PNG unless asked
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    number = fig.number
+    paths = plots.save_figure(fig, out, "curve", formats=("png", "svg"))
     assert [p.name for p in paths] == ["curve.png", "curve.svg"]
     png, svg = paths
     assert png.read_bytes()[:8] == PNG_MAGIC
     assert b"<svg" in svg.read_bytes()[:1000]
-    assert sorted(os.listdir(out)) == ["curve.png", "curve.svg"]  # no temp files left
+    assert sorted(os.listdir(out)) == ["curve.png", "curve.svg", "only.png"]  # no temp files left
     assert not plt.fignum_exists(number)
 
 
@@ -356,8 +469,8 @@ def test_save_figure_overwrites_reproducibly_and_rejects_paths(tmp_path):
     def draw():
         return plots.cluster_histogram(np.array([0, 1, 1]), 2)
 
-    first = plots.save_figure(draw(), tmp_path, "hist")[1].read_bytes()
-    second = plots.save_figure(draw(), tmp_path, "hist")[1].read_bytes()
+    first = plots.save_figure(draw(), tmp_path, "hist", formats=("png", "svg"))[1].read_bytes()
+    second = plots.save_figure(draw(), tmp_path, "hist", formats=("png", "svg"))[1].read_bytes()
     assert first == second  # SVG carries no date / random ids: reruns leave git clean
     assert sorted(os.listdir(tmp_path)) == ["hist.png", "hist.svg"]
     with pytest.raises(ValueError, match="stem"):
