@@ -1,19 +1,27 @@
-"""``python -m sclib``: pretrain, evaluate, probe, study and sweep, with one error style.
-
-Every expected failure (bad parameter, missing data, damaged checkpoint, unwritable folder)
-ends with one line on stderr and exit status 2, never a traceback.
-"""
+"""Command line: ``python -m sclib COMMAND``; one parameter vocabulary and one exit-status rule."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import typing
 
-from sclib.config import HELP, PRESETS, Config, ConfigError, coerce, make_config
+from sclib import __version__
+from sclib.config import HELP, PRESETS, Config, ConfigError, Recipe, coerce, to_yaml
+
+DESCRIPTION = """\
+Self-Classifier (Amrani, Karlinsky, Bronstein, ECCV 2022) on small image data sets.
+
+Every training parameter is a flag of pretrain, study and sweep, named as in config.json and
+in the notebooks' parameters. Recipes are files, sclib/recipes/PRESET/DATASET.yaml;
+`python -m sclib pretrain --dataset D --preset P --print-config` shows one resolved."""
+
+EPILOG = """\
+exit status: 0 done; 1 a run or notebook failed (its traceback is kept); 2 bad input (a
+parameter, a missing data set, a damaged checkpoint, an unwritable folder); 130 interrupted
+(rerun the same command to resume)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,83 +36,221 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"sclib: error: {message} (see {self.prog} --help)\n")
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per Config field, named as in config.json and the notebooks' parameters."""
+# ----------------------------------------------------------------------------------------------
+# Config flags: one per Config field, with the value the resolved recipe would use
+
+
+def _shown_defaults(argv: list[str]) -> tuple[Config | None, str]:
+    """The config the recipe flags already given on the command line resolve to, for --help."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for flag in ("--dataset", "--preset", "--config", "--data-root"):
+        pre.add_argument(flag)
+    known, _ = pre.parse_known_args(argv)
+    recipe = Recipe(dataset=known.dataset, preset=known.preset or "fast", file=known.config,
+                    overrides={"data_root": known.data_root} if known.data_root else {})
+    try:
+        return recipe.resolve(), recipe.describe()
+    except (ConfigError, OSError, ValueError) as err:
+        return None, f"{recipe.describe()} (cannot be resolved: {err})"
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, argv: list[str], skip: tuple[str, ...] = ()) -> None:
+    """``skip``: fields the command decides itself (a study puts its runs in OUT/run)."""
+    shown, source = _shown_defaults(argv)
+    group = parser.add_argument_group(
+        "training parameters",
+        f"Defaults shown are those of {source}; pass --dataset/--preset/--config before --help "
+        "to see another recipe's.")
+    group.add_argument("--preset", choices=PRESETS, default=None,
+                       help="recipe family: fast (CPU minutes), gpu (GPU minutes), seed (the seed report's "
+                            "800 epochs) (default: fast)")
+    group.add_argument("--config", metavar="FILE",
+                       help="start from a run's config.json or a recipe YAML instead of a preset")
     hints = typing.get_type_hints(Config)
-    defaults = Config()
-    parser.add_argument("--preset", choices=PRESETS, default="fast",
-                        help="fast: tuned for a CPU; seed: the seed report's recipe (default: fast)")
+    flags = tuple(f.name for f in dataclasses.fields(Config) if f.name != "preset" and f.name not in skip)
+    parser.set_defaults(config_flags=flags)
     for f in dataclasses.fields(Config):
+        if f.name not in flags:
+            continue
         flag = "--" + f.name.replace("_", "-")
+        default = f" (default: {getattr(shown, f.name)})" if shown is not None else ""
+        help_text = HELP[f.name].replace("%", "%%") + default.replace("%", "%%")
         hint = hints[f.name]
-        help_text = f"{HELP[f.name]} (fast-preset default for digits: {getattr(defaults, f.name)})"
         if hint is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif typing.get_origin(hint) is list:
-            parser.add_argument(flag, dest=f.name, nargs="+", default=None, metavar="V", help=help_text)
+            group.add_argument(flag, dest=f.name, nargs="+", default=None, metavar="V", help=help_text)
         else:
-            parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=help_text)
+            group.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=help_text)
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
+def recipe_from_args(args: argparse.Namespace) -> Recipe:
+    """The recipe the flags name plus the flags given explicitly, typed."""
+    if args.config and args.preset:
+        raise ConfigError("--config and --preset both name a recipe; pass one")
     hints = typing.get_type_hints(Config)
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)}
-    values = {k: coerce(k, v, hints[k]) for k, v in values.items() if v is not None}
-    dataset = values.pop("dataset", "digits")
-    return make_config(dataset, args.preset, **values)
+    overrides = {name: coerce(name, getattr(args, name), hints[name])
+                 for name in args.config_flags if name != "dataset" and getattr(args, name) is not None}
+    return Recipe(dataset=args.dataset, preset=args.preset or "fast", file=args.config, overrides=overrides)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m sclib", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def _seeds(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds are integers, got {value!r}") from None
 
-    pre = sub.add_parser("pretrain", help="pre-train (or resume) a run", description="Pre-train a Self-Classifier; rerun to resume.")
-    _add_config_flags(pre)
+
+# ----------------------------------------------------------------------------------------------
+# The parser
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = _Parser(prog="python -m sclib", description=DESCRIPTION, epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"sclib {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    pre = sub.add_parser("pretrain", help="pre-train (or resume) a run", epilog=EPILOG,
+                         description="Pre-train a Self-Classifier; rerun the same command to resume.")
+    _add_config_flags(pre, argv)
+    pre.add_argument("--seeds", nargs="+", type=_seeds, metavar="N",
+                     help="train one run per seed into OUT/seed<N> (sibling run folders) instead of one run in OUT")
+    pre.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     pre.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    ev = sub.add_parser("evaluate", help="clustering metrics of every head and k-means baselines into eval.json")
-    ev.add_argument("--run", required=True, help="run folder")
+    ev = sub.add_parser("evaluate", epilog=EPILOG,
+                        help="score every head and the k-means baselines (eval.json, arrays.npz)",
+                        description="Score a run (or every run of a --seeds folder) on its eval split and "
+                                    "export the arrays the reports draw from.")
+    ev.add_argument("--run", required=True, help="run folder, or a folder of seed runs")
     ev.add_argument("--checkpoint", help="checkpoint file (default: the newest)")
     ev.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
-    pr = sub.add_parser("probe", help="linear and kNN probes on frozen features into probe.csv")
-    pr.add_argument("--run", required=True, help="run folder")
+    pr = sub.add_parser("probe", help="linear and kNN probes on frozen features (probe.csv)", epilog=EPILOG,
+                        description="Probe a run (or every run of a --seeds folder) on frozen backbone features.")
+    pr.add_argument("--run", required=True, help="run folder, or a folder of seed runs")
     pr.add_argument("--checkpoint", help="checkpoint file (default: the newest)")
     pr.add_argument("--all-milestones", action="store_true", help="probe every milestone checkpoint")
-    pr.add_argument("--epochs", type=int, default=100, help="linear probe epochs (default 100)")
+    pr.add_argument("--epochs", type=int, default=100, help="linear probe epochs (default: 100, the seed's)")
     pr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
-    try:
-        from sclib import study
-    except ImportError:  # the study runner needs papermill; the engine does not
-        study = None
-    if study is not None:
-        study.add_commands(sub)
+    st = sub.add_parser("study", help="run notebooks 01-05 into an HTML report and summary.md", epilog=EPILOG,
+                        description="Train (or resume) the seeds of a recipe and execute the study notebooks; "
+                                    "with --runs, render runs trained elsewhere without training.")
+    _add_config_flags(st, argv, skip=("out", "seed"))
+    _study_flags(st, default_seeds=[0, 1, 2])
+    st.add_argument("--runs", metavar="DIR",
+                    help="render these finished runs (a run or a folder of seed runs, e.g. copied home from a GPU "
+                         "machine without checkpoints) instead of training; the recipe is read from them")
+
+    sw = sub.add_parser("sweep", help="run an ablation grid (resumable) and notebook 06", epilog=EPILOG,
+                        description="Pre-train every variant of an ablation grid, then tabulate it like the seed's "
+                                    "Table 2. Precedence: recipe < grid base < flags < variant.")
+    _add_config_flags(sw, argv, skip=("out", "seed"))
+    _study_flags(sw, default_seeds=[0])
+    sw.add_argument("--grid", required=True, help="YAML grid: base (shared overrides) and variants (see ablations.yaml)")
     return parser
 
 
-def _run(args: argparse.Namespace) -> int:
-    if args.command == "pretrain":
-        from sclib.train import pretrain
+def _study_flags(parser: argparse.ArgumentParser, default_seeds: list[int]) -> None:
+    parser.add_argument("--seeds", nargs="+", type=_seeds, default=default_seeds, metavar="N",
+                        help=f"seeds to train, one run folder each (default: {' '.join(map(str, default_seeds))})")
+    parser.add_argument("--param", action="append", metavar="KEY=VALUE",
+                        help="a notebook parameter that is not a training flag, e.g. --param probe_epochs=20 "
+                             "(repeatable)")
+    parser.add_argument("--results", action="store_true",
+                        help="write into results/DATASET (the committed report) instead of runs/study/DATASET")
+    parser.add_argument("--out", help="output folder (default: runs/study/DATASET, or results/DATASET with --results)")
+    parser.add_argument("--note", help="a line the report shows beside the numbers, e.g. where the data came from")
+    parser.add_argument("--notebooks", help="folder holding the notebooks (default: the repository's notebooks/)")
+    parser.add_argument("--kernel", help="Jupyter kernel name (default: one installed for this interpreter)")
 
-        metrics = pretrain(config_from_args(args), progress=not args.no_progress)
-        if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
-            print(json.dumps(metrics, indent=2))
-    elif args.command == "evaluate":
-        from sclib.evaluate import evaluate_run
 
-        report = evaluate_run(args.run, args.checkpoint, args.device)
-        print(json.dumps(report, indent=2))
-    elif args.command == "probe":
-        from sclib.probe import probe_run
+# ----------------------------------------------------------------------------------------------
+# Commands
 
-        if args.epochs <= 0:
-            raise ConfigError(f"--epochs must be positive, got {args.epochs}")
-        rows = probe_run(args.run, args.checkpoint, args.all_milestones, args.epochs, args.device)
-        print(json.dumps(rows, indent=2))
-    else:
-        return args.handler(args)
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from sclib.train import pretrain_seeds
+
+    recipe = recipe_from_args(args)
+    if args.print_config:
+        print(to_yaml(recipe.resolve()), end="")
+        return 0
+    rows = pretrain_seeds(recipe, args.seeds, progress=not args.no_progress)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        print(_table(rows, ("run", "epoch", "acc", "nmi", "ami", "ari", "clusters_used")))
     return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from sclib.evaluate import evaluate_runs
+
+    rows = evaluate_runs(args.run, args.checkpoint, args.device)
+    print(_table(rows, ("run", "epoch", "what", "acc", "nmi", "ami", "ari", "clusters_used")))
+    return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from sclib.probe import probe_runs
+
+    if args.epochs <= 0:
+        raise ConfigError(f"--epochs must be positive, got {args.epochs}")
+    rows = probe_runs(args.run, args.checkpoint, args.all_milestones, args.epochs, args.device)
+    print(_table(rows, ("run", "epoch", "probe", "top1", "top3")))
+    return 0
+
+
+def _study(args: argparse.Namespace) -> int:
+    from sclib.study import render_study, run_study
+
+    out = _study_out(args)
+    if args.runs:
+        if recipe_from_args(args).overrides or args.config or args.preset or args.dataset:
+            raise ConfigError("--runs renders finished runs with their own recipe; drop the training flags")
+        folder = render_study(args.runs, out, args.param, args.notebooks, args.kernel, note=args.note, log=_log)
+    else:
+        folder = run_study(recipe_from_args(args), args.seeds, out, args.param, args.notebooks, args.kernel,
+                           note=args.note, log=_log)
+    _log(f"study: report in {folder / 'index.html'}, summary in {folder / 'summary.md'}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from sclib.study import run_sweep_study
+
+    folder = run_sweep_study(recipe_from_args(args), args.grid, args.seeds, _study_out(args), args.param,
+                             args.notebooks, args.kernel, note=args.note, log=_log)
+    _log(f"sweep: report in {folder / '06_ablations.html'}")
+    return 0
+
+
+def _study_out(args: argparse.Namespace) -> str:
+    if args.out:
+        return args.out
+    dataset = args.dataset or "digits"
+    return f"results/{dataset}" if args.results else f"runs/study/{dataset}"
+
+
+COMMANDS = {"pretrain": _pretrain, "evaluate": _evaluate, "probe": _probe, "study": _study, "sweep": _sweep}
+
+
+def _table(rows: list[dict[str, typing.Any]], columns: tuple[str, ...]) -> str:
+    """A plain aligned table: fractions shown as percent, the rest as given."""
+    columns = tuple(c for c in columns if any(c in r for r in rows))
+    cells = [[_cell(c, r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths))) for row in cells]
+    return "\n".join(lines)
+
+
+def _cell(column: str, value: typing.Any) -> str:
+    if isinstance(value, float) and column in ("acc", "nmi", "ami", "ari", "top1", "top3"):
+        return f"{100 * value:.2f}"
+    return str(value)
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:
@@ -122,13 +268,23 @@ def _one_line(err: BaseException) -> str:
     return " ".join(line.strip() for line in str(err).splitlines() if line.strip())
 
 
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from sclib.study import StudyError
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
-        return _run(args)
+        return COMMANDS[args.command](args)
     except expected_errors() as err:
         print(f"sclib: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except StudyError as err:
+        print(f"sclib: error: {_one_line(err)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("sclib: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130

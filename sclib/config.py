@@ -1,7 +1,15 @@
 """One parameter vocabulary for the CLI, the notebooks' papermill parameters and config.json.
 
-Every run is described by a single :class:`Config`. Presets are data (dicts of overrides per
-data set), so the seed report's recipe and the tuned CPU recipe differ only in values.
+A run is one :class:`Config`, resolved in one place (:func:`make_config`) in two layers:
+
+1. a recipe file, ``sclib/recipes/<preset>/<dataset>.yaml`` (or, with ``--config``, a run's own
+   ``config.json`` or any recipe file of your own), which sets every training choice;
+2. explicit overrides: CLI flags, notebook parameters, a sweep's variant.
+
+The fields a recipe must set have no default below, so a recipe file cannot silently inherit a
+value from somewhere else; the remaining defaults are the method's (multi-crop sizes, no
+nearest-neighbour queue) and where and how a run executes (device, seed, folder). ``--help`` and
+``--print-config`` show the resolved values, never these defaults alone.
 """
 
 from __future__ import annotations
@@ -11,62 +19,79 @@ import json
 import math
 import types
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar20", "stl10", "imagefolder")
-NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar20": 20, "stl10": 10}
-BACKBONES = ("resnet18", "small")
-OPTIMIZERS = ("sgd", "lars", "adamw")
+from sclib.augment import STYLES
+from sclib.data import DATASETS
+from sclib.model import BACKBONES
+from sclib.optim import OPTIMIZERS
+
+RECIPES = Path(__file__).with_name("recipes")
+PRESETS: tuple[str, ...] = tuple(sorted(p.name for p in RECIPES.iterdir() if p.is_dir()))
 DEVICES = ("auto", "cpu", "cuda")
-AUGMENT_STYLES = ("byol", "affine")
-PRESETS = ("fast", "seed")
 
 
 class ConfigError(ValueError):
     """A parameter value that cannot describe a run; the message says which and how to fix it."""
 
 
-@dataclass
+def _param(help: str, default: Any = MISSING) -> Any:
+    """A Config field with its help text beside it (the CLI flag's help)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(kw_only=True)
 class Config:
     """A pre-training run. Field names are the CLI flags (``--batch-size``) and papermill names."""
 
-    dataset: str = "digits"
-    data_root: str | None = None
-    download: bool = False
-    unlabelled: bool = False
-    val_fraction: float = 0.0
-    backbone: str = "small"
-    small_width: int = 32
-    image_size: int = 16
-    epochs: int = 30
-    batch_size: int = 256
-    lr: float = 0.4
-    start_lr: float = 0.01
-    min_lr: float = 0.0004
-    warmup_epochs: int = 3
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    optimizer: str = "sgd"
-    heads: list[int] = field(default_factory=lambda: [10, 20, 40, 80])
-    row_tau: float = 0.1
-    col_tau: float = 0.05
-    mlp_hidden: int = 1024
-    mlp_out: int = 128
-    augment: str = "affine"
-    global_scale: list[float] = field(default_factory=lambda: [0.14, 1.0])
-    local_scale: list[float] = field(default_factory=lambda: [0.05, 0.4])
-    local_crops: int = 0
-    local_size: int | None = None
-    nn_queue: int = 0
-    milestones: list[int] = field(default_factory=list)
-    device: str = "auto"
-    amp: bool = True
-    compile: bool = False
-    sync_bn: bool = False
-    seed: int = 0
-    out: str = "runs/digits"
+    # -- the data
+    dataset: str = _param("data set: " + ", ".join(DATASETS))
+    data_root: str | None = _param("folder holding the data set files; none: $SCLIB_DATA, else ./data", None)
+    download: bool = _param("download the data set through torchvision if it is missing", False)
+    unlabelled: bool = _param("also pre-train on STL-10's 100k unlabelled images", False)
+    val_fraction: float = _param(
+        "hold out this fraction of the train split and evaluate on it (for tuning); 0: the test split", 0.0)
+
+    # -- the recipe: every recipe file sets these
+    backbone: str = _param("network: " + ", ".join(BACKBONES) + " (resnet18 gets the CIFAR stem below 64 px)")
+    image_size: int = _param("side of the square views the network sees, in pixels")
+    heads: list[int] = _param("classification head sizes; the one equal to the number of classes is scored")
+    mlp_hidden: int = _param("hidden width of the projector")
+    mlp_out: int = _param("output width of the projector (the embedding the heads read)")
+    row_tau: float = _param("temperature of the softmax over classes")
+    col_tau: float = _param("temperature of the softmax over the batch")
+    epochs: int = _param("pre-training epochs")
+    batch_size: int = _param("global batch size (split over processes under torchrun)")
+    optimizer: str = _param("optimiser: " + ", ".join(OPTIMIZERS))
+    momentum: float = _param("SGD/LARS momentum")
+    weight_decay: float = _param("weight decay (not applied to biases and norm layers)")
+    start_lr: float = _param("learning rate at the first step of the warm-up")
+    lr: float = _param("peak learning rate, reached after the warm-up")
+    min_lr: float = _param("learning rate at the end of the cosine decay")
+    warmup_epochs: int = _param("epochs of linear warm-up")
+    augment: str = _param("view recipe: byol (crops, flips, colour, blur, solarise) or affine (small digits)")
+    global_scale: list[float] = _param("area range of the two global crops")
+    local_crops: int = _param("number of extra local views per image (multi-crop); 0 turns it off")
+    milestones: list[int] = _param("epochs whose checkpoints are kept for the probe-vs-epoch curve")
+
+    # -- the method's defaults, which a recipe may change
+    small_width: int = _param("first-stage channels of the small CNN (stages w, 2w, 4w, 4w, 8w)", 32)
+    local_scale: list[float] = _param("area range of the local crops", [0.05, 0.4])
+    local_size: int | None = _param("side of the local crops; none: DINO's 96/224 of image_size", None)
+    nn_queue: int = _param("length of the nearest-neighbour queue for view 1 (official code); 0 turns it off", 0)
+
+    # -- where and how it runs
+    preset: str = _param("the recipe this config was resolved from (a label; 'custom' for none)", "custom")
+    device: str = _param("auto, cpu or cuda", "auto")
+    amp: bool = _param("bf16 autocast on CUDA", True)
+    compile: bool = _param("torch.compile the model (pays off on long GPU runs only)", False)
+    sync_bn: bool = _param("synchronise batch norm across processes under torchrun", False)
+    seed: int = _param("random seed of initialisation, order and augmentations", 0)
+    out: str = _param("run folder (rerunning the same command there resumes)", "")
 
     def validate(self) -> "Config":
         """Fail at once, before any data is read, with one message per wrong value."""
@@ -79,25 +104,31 @@ class Config:
         return dataclasses.asdict(self)
 
     def evaluated_head(self, num_classes: int) -> int:
-        """Index of the head the study evaluates: the one whose size is the number of classes."""
+        """Index of the head the study scores: the one whose size is the number of classes."""
+        return self.heads.index(num_classes) if num_classes in self.heads else 0
+
+    def head_warning(self, num_classes: int) -> str | None:
+        """Why the scored head is not the natural one, when no head has ``num_classes`` classes."""
         if num_classes in self.heads:
-            return self.heads.index(num_classes)
-        return 0
+            return None
+        return (f"no head has {num_classes} classes (heads {self.heads}), so head 0 with {self.heads[0]} "
+                f"clusters is scored: ACC then counts every cluster left without a class as wrong; "
+                f"add {num_classes} to --heads to score a {num_classes}-way classifier")
+
+
+HELP = {f.name: f.metadata["help"] for f in fields(Config)}
+RECIPE_FIELDS = tuple(f.name for f in fields(Config)
+                      if f.default is MISSING and f.default_factory is MISSING and f.name != "dataset")
 
 
 def _problems(cfg: Config):
-    if cfg.dataset not in DATASETS:
-        yield f"dataset {cfg.dataset!r} is unknown; choose one of {', '.join(DATASETS)}"
+    for name, value, known in (("dataset", cfg.dataset, DATASETS), ("backbone", cfg.backbone, BACKBONES),
+                               ("optimizer", cfg.optimizer, OPTIMIZERS), ("device", cfg.device, DEVICES),
+                               ("augment", cfg.augment, STYLES)):
+        if value not in known:
+            yield f"{name} {value!r} is unknown; choose one of {', '.join(known)}"
     if cfg.dataset == "imagefolder" and not cfg.data_root:
         yield "dataset 'imagefolder' needs data_root: a folder with train/<class>/* and test/<class>/*"
-    if cfg.backbone not in BACKBONES:
-        yield f"backbone {cfg.backbone!r} is unknown; choose one of {', '.join(BACKBONES)}"
-    if cfg.optimizer not in OPTIMIZERS:
-        yield f"optimizer {cfg.optimizer!r} is unknown; choose one of {', '.join(OPTIMIZERS)}"
-    if cfg.device not in DEVICES:
-        yield f"device {cfg.device!r} is unknown; choose one of {', '.join(DEVICES)}"
-    if cfg.augment not in AUGMENT_STYLES:
-        yield f"augment {cfg.augment!r} is unknown; choose one of {', '.join(AUGMENT_STYLES)}"
     for name in ("epochs", "batch_size", "image_size", "mlp_hidden", "mlp_out", "small_width"):
         if getattr(cfg, name) <= 0:
             yield f"{name} must be a positive integer, got {getattr(cfg, name)}"
@@ -109,6 +140,8 @@ def _problems(cfg: Config):
     for name in ("start_lr", "min_lr", "weight_decay", "momentum", "warmup_epochs", "local_crops", "nn_queue"):
         if not 0 <= getattr(cfg, name) < math.inf:
             yield f"{name} must not be negative or non-finite, got {getattr(cfg, name)}"
+    if not 0 <= cfg.val_fraction < 1:
+        yield f"val_fraction must lie in [0, 1), got {cfg.val_fraction}"
     if not cfg.heads:
         yield "heads must list at least one head size, e.g. --heads 10 20 40 80"
     small = [h for h in cfg.heads if h < 2]
@@ -118,8 +151,6 @@ def _problems(cfg: Config):
         lo_hi = getattr(cfg, name)
         if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1] <= 1:
             yield f"{name} must be two numbers 0 < low <= high <= 1, got {lo_hi}"
-    if not 0 <= cfg.val_fraction < 1:
-        yield f"val_fraction must lie in [0, 1), got {cfg.val_fraction}"
     if any(m <= 0 for m in cfg.milestones):
         yield f"milestones are epochs >= 1, got {cfg.milestones}"
     if cfg.local_size is not None and cfg.local_size <= 0:
@@ -133,79 +164,135 @@ def _problems(cfg: Config):
         yield "out must name a run folder"
 
 
-# Per-data-set facts shared by both presets.
-_DATA = {
-    "digits": {"image_size": 16, "heads": [10, 20, 40, 80], "augment": "affine"},
-    "mnist": {"image_size": 28, "heads": [10, 20, 40, 80], "augment": "affine"},
-    "fashion_mnist": {"image_size": 28, "heads": [10, 20, 40, 80], "augment": "byol"},
-    "cifar10": {"image_size": 32, "heads": [10, 20, 40, 80], "augment": "byol"},
-    "cifar20": {"image_size": 32, "heads": [20, 40, 80, 160], "augment": "byol"},
-    "stl10": {"image_size": 96, "heads": [10, 20, 40, 80], "augment": "byol"},
-    "imagefolder": {"image_size": 64, "augment": "byol"},
-}
-
-# The seed report's recipe (../shared/study/seed-results.md): ResNet-18, 800 epochs, batch 512,
-# SGD 0.01 -> 0.4 over 10 epochs then cosine to 0.0004, temperatures 0.1 / 0.05.
-_SEED = {
-    "backbone": "resnet18", "epochs": 800, "batch_size": 512, "lr": 0.4, "start_lr": 0.01,
-    "min_lr": 0.0004, "warmup_epochs": 10, "weight_decay": 1e-4, "momentum": 0.9,
-    "optimizer": "sgd", "row_tau": 0.1, "col_tau": 0.05, "mlp_hidden": 4096, "mlp_out": 128,
-    "augment": "byol", "global_scale": [0.14, 1.0], "local_crops": 0,
-    "milestones": [50, 100, 200, 300, 400, 500, 600, 700, 800],
-}
-
-# Tuned for a 2-core CPU: a small CNN that pre-trains in minutes.
-_FAST = {
-    "backbone": "small", "epochs": 30, "batch_size": 256, "lr": 0.4, "start_lr": 0.01,
-    "min_lr": 0.0004, "warmup_epochs": 3, "mlp_hidden": 1024, "mlp_out": 128,
-    "milestones": [5, 10, 20, 30],
-}
-# Measured in results/tuning.md. digits: native 8 px, a narrow CNN, 100 epochs and two extra
-# affine views (multi-crop), about 1.5 CPU-minutes; more views steadied the seeds most.
-# Fashion-MNIST: half resolution (14 px) and 5 epochs fit a 30-minute CPU budget.
-_FAST_DATA = {
-    "digits": {"image_size": 8, "small_width": 16, "epochs": 100, "local_crops": 2,
-               "milestones": [10, 25, 50, 100]},
-    "mnist": {"image_size": 28},
-    "fashion_mnist": {"image_size": 14, "small_width": 16, "epochs": 5, "warmup_epochs": 1,
-                      "global_scale": [0.25, 1.0], "milestones": [1, 2, 3, 4, 5]},
-}
+# ----------------------------------------------------------------------------------------------
+# Resolution: recipe file, then overrides
 
 
-def preset(name: str, dataset: str) -> dict[str, Any]:
-    """Overrides a preset makes for a data set; the seed preset keeps each data set's native size."""
-    if name not in PRESETS:
-        raise ConfigError(f"preset {name!r} is unknown; choose one of {', '.join(PRESETS)}")
+def recipe_path(preset: str, dataset: str) -> Path:
+    """The recipe file of a preset for a data set."""
+    if preset not in PRESETS:
+        raise ConfigError(f"preset {preset!r} is unknown; choose one of {', '.join(PRESETS)} "
+                          "(or pass --config with a recipe file of your own)")
     if dataset not in DATASETS:
         raise ConfigError(f"dataset {dataset!r} is unknown; choose one of {', '.join(DATASETS)}")
-    values = dict(_DATA[dataset])
-    if name == "seed":
-        values.update(_SEED)
-        if dataset in ("mnist", "digits"):
-            values["augment"] = _DATA[dataset]["augment"]
-    else:
-        values.update(_FAST)
-        values.update(_FAST_DATA.get(dataset, {}))
-    values["out"] = f"runs/{dataset}"
+    path = RECIPES / preset / f"{dataset}.yaml"
+    if not path.exists():
+        have = sorted(p.stem for p in (RECIPES / preset).glob("*.yaml"))
+        raise ConfigError(f"preset {preset!r} has no recipe for {dataset} (it has {', '.join(have)}); "
+                          "choose another --preset")
+    return path
+
+
+def read_recipe(path: str | Path) -> dict[str, Any]:
+    """A recipe file's values: a YAML mapping of Config fields, checked for unknown and missing ones."""
+    import yaml
+
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"recipe file {path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"recipe file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"recipe file {path} must be a mapping of config fields, e.g. 'epochs: 100'")
+    _check_names(values, f"recipe file {path}")
     return values
 
 
+def preset(name: str, dataset: str) -> dict[str, Any]:
+    """The values a preset's recipe sets for a data set."""
+    return read_recipe(recipe_path(name, dataset))
+
+
 def make_config(dataset: str = "digits", preset_name: str = "fast", **overrides: Any) -> Config:
-    """A validated config: data-set preset first, then explicit overrides (CLI or papermill)."""
-    values = preset(preset_name, dataset)
-    values["dataset"] = dataset
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    """A validated config: the preset's recipe for ``dataset``, then explicit overrides."""
+    values = {"out": f"runs/{dataset}", **preset(preset_name, dataset), "dataset": dataset, "preset": preset_name}
+    return _resolve(values, overrides, f"recipe {preset_name}/{dataset}")
+
+
+def config_from_file(path: str | Path, **overrides: Any) -> Config:
+    """A validated config from a run's ``config.json`` or a recipe file (YAML), then overrides.
+
+    This is ``--config``: rerun a run exactly, or run a recipe of your own. A recipe file without
+    a ``dataset`` key takes the data set from the overrides.
+    """
+    path = Path(path)
+    if path.suffix == ".json":
+        values = dict(_read_config_json(path))
+    else:
+        values = read_recipe(path)
+    values.setdefault("preset", "custom")
+    dataset = overrides.get("dataset") or values.get("dataset")
+    if not dataset:
+        raise ConfigError(f"{path} names no dataset; add 'dataset: NAME' to it or pass --dataset")
+    values.setdefault("out", f"runs/{dataset}")
+    return _resolve(values, overrides, str(path))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A recipe (a preset, or a file) and the overrides given explicitly on top of it.
+
+    Commands keep the two apart until the end, because a sweep's grid slots in between:
+    recipe < ``under`` (a grid's base) < overrides < ``over`` (a variant, a seed).
+    """
+
+    dataset: str | None = None
+    preset: str = "fast"
+    file: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def resolve(self, under: dict[str, Any] | None = None, over: dict[str, Any] | None = None) -> Config:
+        values = {**(under or {}), **self.overrides, **(over or {})}
+        if self.file:
+            return config_from_file(self.file, dataset=self.dataset, **values)
+        return make_config(self.dataset or "digits", self.preset, **values)
+
+    def describe(self) -> str:
+        return f"recipe file {self.file}" if self.file else f"recipe {self.preset}/{self.dataset or 'digits'}"
+
+
+def fit_milestones(milestones: list[int], epochs: int, points: int = 4) -> list[int]:
+    """The recipe's milestones that fall inside a (shortened) run, or evenly spaced ones.
+
+    A probe curve needs a few points; a 4-epoch run with the 800-epoch milestones would have
+    only its last checkpoint.
+    """
+    inside = sorted({m for m in milestones if 1 <= m <= epochs})
+    if len(inside) >= min(points, epochs) - 1 and inside:
+        return sorted(set(inside) | {epochs})
+    return sorted({max(1, round(epochs * k / points)) for k in range(1, points + 1)})
+
+
+def _resolve(values: dict[str, Any], overrides: dict[str, Any], source: str) -> Config:
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values.update(given)
+    if "epochs" in given and "milestones" not in given and "milestones" in values:
+        # a shortened (or lengthened) run keeps a probe curve of a few points
+        values["milestones"] = fit_milestones(coerce("milestones", values["milestones"], list[int]),
+                                              coerce("epochs", values["epochs"], int))
+    missing = [name for name in RECIPE_FIELDS if name not in values]
+    if missing:
+        raise ConfigError(f"{source} does not set {', '.join(missing)}; a recipe sets every training choice")
     return from_dict(values).validate()
+
+
+def _check_names(values: dict[str, Any], where: str) -> None:
+    names = [f.name for f in fields(Config)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(names)}")
 
 
 def from_dict(values: dict[str, Any]) -> Config:
     """Build a Config from loose values (JSON, papermill strings), checking every field's type."""
-    names = {f.name: f for f in fields(Config)}
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise ConfigError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(names)}")
+    _check_names(values, "config")
     hints = typing.get_type_hints(Config)
-    return Config(**{k: coerce(k, v, hints[k]) for k, v in values.items()})
+    try:
+        return Config(**{k: coerce(k, v, hints[k]) for k, v in values.items()})
+    except TypeError as err:  # a required field is missing
+        raise ConfigError(f"incomplete config: {err}") from None
 
 
 def coerce(name: str, value: Any, hint: Any) -> Any:
@@ -258,56 +345,34 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
+def _read_config_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"config file {path} is not valid JSON: {err}") from None
+    return data.get("config", data) if isinstance(data, dict) else {}
+
+
 def load_config(path: str | Path) -> Config:
     """Read a run's config.json (ignoring its provenance block)."""
-    data = json.loads(Path(path).read_text())
-    return from_dict(data.get("config", data))
+    return from_dict(_read_config_json(Path(path)))
+
+
+def to_yaml(cfg: Config) -> str:
+    """The resolved config as a recipe file: what ``--print-config`` prints and ``--config`` reads."""
+    lines = [f"# resolved from preset {cfg.preset!r}; rerun with: python -m sclib pretrain --config FILE"]
+    for f in fields(Config):
+        lines.append(f"{f.name + ':':<15} {json.dumps(getattr(cfg, f.name)):<24} # {f.metadata['help']}")
+    return "\n".join(lines) + "\n"
 
 
 # Fields that decide what a run computes; a run folder refuses to resume when any differs.
-RESUME_INSENSITIVE = ("out", "device", "download", "data_root", "compile", "milestones")
+RESUME_INSENSITIVE = ("out", "device", "download", "data_root", "compile", "milestones", "preset")
 
 
 def differences(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
     """The fields that would change what a resumed run computes."""
     a, b = old.to_dict(), new.to_dict()
     return {k: (a[k], b[k]) for k in a if k not in RESUME_INSENSITIVE and a[k] != b[k]}
-
-
-HELP = {
-    "dataset": "data set: " + ", ".join(DATASETS),
-    "data_root": "folder holding the data set files (default: $SCLIB_DATA or ./data)",
-    "download": "download the data set through torchvision if it is missing",
-    "unlabelled": "also pre-train on STL-10's 100k unlabelled images",
-    "val_fraction": "hold out this fraction of the train split and evaluate on it (for tuning); 0: the test split",
-    "backbone": "resnet18 (CIFAR stem below 64 px) or small (a CNN for CPU runs)",
-    "small_width": "first-stage channels of the small CNN (stages w, 2w, 4w, 4w, 8w); ignored by resnet18",
-    "image_size": "side of the square views the network sees, in pixels",
-    "epochs": "pre-training epochs",
-    "batch_size": "global batch size (split over processes under torchrun)",
-    "lr": "peak learning rate, reached after the warm-up",
-    "start_lr": "learning rate at the first step of the warm-up",
-    "min_lr": "learning rate at the end of the cosine decay",
-    "warmup_epochs": "epochs of linear warm-up",
-    "weight_decay": "weight decay (not applied to biases and norm layers)",
-    "momentum": "SGD/LARS momentum",
-    "optimizer": "sgd, lars or adamw",
-    "heads": "classification head sizes; the one equal to the number of classes is evaluated",
-    "row_tau": "temperature of the softmax over classes",
-    "col_tau": "temperature of the softmax over the batch",
-    "mlp_hidden": "hidden width of the projector",
-    "mlp_out": "output width of the projector (the embedding the heads read)",
-    "augment": "view recipe: byol (crops, flips, colour, blur, solarise) or affine (small digits)",
-    "global_scale": "area range of the two global crops",
-    "local_scale": "area range of the local crops",
-    "local_crops": "number of small local crops per image (multi-crop); 0 turns it off",
-    "local_size": "side of the local crops (default: derived from image_size)",
-    "nn_queue": "size of the nearest-neighbour queue for view 1's embeddings; 0 turns it off",
-    "milestones": "epochs whose checkpoints are kept for the probe-vs-epoch curve",
-    "device": "auto, cpu or cuda",
-    "amp": "bf16 autocast on CUDA",
-    "compile": "torch.compile the model",
-    "sync_bn": "synchronise batch norm across processes under torchrun",
-    "seed": "random seed of initialisation, order and augmentations",
-    "out": "run folder (rerunning the same command there resumes)",
-}

@@ -22,14 +22,12 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-
-DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar20", "stl10", "imagefolder")
 
 DATA_ROOT_ENV = "SCLIB_DATA"
 DEFAULT_DATA_ROOT = "data"  # relative to the current working directory
@@ -132,18 +130,18 @@ def load_dataset(
     always matches the pixels actually used (for the real files they equal the published values).
     """
     key = _canonical_name(name)
-    if key == "digits":
-        return _load_digits()
-    if key == "imagefolder":
-        return _load_image_folder(_resolve_root(data_root, must_exist=True), image_size)
-    root = _resolve_root(data_root, must_exist=False)
-    if key in ("mnist", "fashion_mnist"):
-        return _load_mnist_like(key, root, download)
-    if key == "cifar10":
-        return _load_cifar10(root, download)
-    if key == "cifar20":
-        return _load_cifar20(root, download)
-    return _load_stl10(root, download, unlabelled)
+    root = _resolve_root(data_root, must_exist=key == "imagefolder")
+    return LOADERS[key](LoadRequest(root, download, unlabelled, image_size))
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """What a loader may need; each reads only its own part."""
+
+    root: Path
+    download: bool = False
+    unlabelled: bool = False
+    image_size: int | None = None
 
 
 def hold_out(splits: DataSplits, fraction: float, seed: int = 0) -> DataSplits:
@@ -637,3 +635,18 @@ def _to_array(images: list, mode: str, size: int) -> np.ndarray:
         arr = np.asarray(im, dtype=np.uint8)
         out[i] = arr[None] if channels == 1 else arr.transpose(2, 0, 1)
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the registry: one loader per data set name, in the order the study lists them
+
+LOADERS: dict[str, Callable[[LoadRequest], DataSplits]] = {
+    "digits": lambda r: _load_digits(),
+    "mnist": lambda r: _load_mnist_like("mnist", r.root, r.download),
+    "fashion_mnist": lambda r: _load_mnist_like("fashion_mnist", r.root, r.download),
+    "cifar10": lambda r: _load_cifar10(r.root, r.download),
+    "cifar20": lambda r: _load_cifar20(r.root, r.download),
+    "stl10": lambda r: _load_stl10(r.root, r.download, r.unlabelled),
+    "imagefolder": lambda r: _load_image_folder(r.root, r.image_size),
+}
+DATASETS: tuple[str, ...] = tuple(LOADERS)

@@ -15,27 +15,34 @@ from torchvision.models import resnet18
 EmbeddingHook = Callable[[list[torch.Tensor]], list[torch.Tensor]]
 
 
-def build_backbone(name: str, in_channels: int, image_size: int, small_width: int = 32) -> tuple[nn.Module, int]:
-    """A feature extractor and its output width.
+def _resnet18(in_channels: int, image_size: int, small_width: int) -> tuple[nn.Module, int]:
+    """ResNet-18 with the CIFAR stem (3x3 stride-1 conv, no max-pool) below 64 px, because the
+    ImageNet stem would shrink a 32 px image to 8 px before the first block."""
+    net = resnet18(weights=None)
+    if image_size < 64:
+        net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+    elif in_channels != 3:
+        net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+    width = net.fc.in_features
+    net.fc = nn.Identity()
+    return net, width
 
-    ResNet-18 gets the CIFAR stem (3x3 stride-1 conv, no max-pool) below 64 px, because the
-    ImageNet stem would shrink a 32 px image to 8 px before the first block. ``small_width``
-    is the small CNN's first-stage width (its later stages are multiples of it).
-    """
-    if name == "resnet18":
-        net = resnet18(weights=None)
-        if image_size < 64:
-            net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
-            net.maxpool = nn.Identity()
-        elif in_channels != 3:
-            net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
-        width = net.fc.in_features
-        net.fc = nn.Identity()
-        return net, width
-    if name == "small":
-        net = SmallCNN(in_channels, small_width)
-        return net, net.out_features
-    raise ValueError(f"backbone {name!r} is unknown; choose resnet18 or small")
+
+def _small(in_channels: int, image_size: int, small_width: int) -> tuple[nn.Module, int]:
+    net = SmallCNN(in_channels, small_width)
+    return net, net.out_features
+
+
+# name -> builder(in_channels, image_size, small_width) -> (feature extractor, its output width)
+BACKBONES: dict[str, Callable[[int, int, int], tuple[nn.Module, int]]] = {"resnet18": _resnet18, "small": _small}
+
+
+def build_backbone(name: str, in_channels: int, image_size: int, small_width: int = 32) -> tuple[nn.Module, int]:
+    """A feature extractor and its output width; ``small_width`` only shapes the small CNN."""
+    if name not in BACKBONES:
+        raise ValueError(f"backbone {name!r} is unknown; choose one of {', '.join(BACKBONES)}")
+    return BACKBONES[name](in_channels, image_size, small_width)
 
 
 def _conv_block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
@@ -114,9 +121,14 @@ class SelfClassifier(nn.Module):
         """Backbone features, what probes and t-SNE read."""
         return self.backbone(x)
 
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backbone features and the L2-normalised projector output (the embedding the heads read)."""
+        features = self.backbone(x)
+        return features, F.normalize(self.projector(features), dim=1)
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """L2-normalised projector output."""
-        return F.normalize(self.projector(self.backbone(x)), dim=1)
+        return self.encode(x)[1]
 
     def classify(self, z: torch.Tensor) -> list[torch.Tensor]:
         """Per-head logits of embeddings."""

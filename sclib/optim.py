@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -33,14 +34,9 @@ def _decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
-    groups = _decay_groups(model, weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
-    if name == "lars":
-        return LARS(groups, lr=lr, momentum=momentum)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
-    raise ValueError(f"optimizer {name!r} is unknown; choose sgd, lars or adamw")
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer {name!r} is unknown; choose one of {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name](_decay_groups(model, weight_decay), lr, momentum)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -76,3 +72,11 @@ class LARS(torch.optim.Optimizer):
                 buf = state["momentum_buffer"].mul_(group["momentum"]).add_(update)
                 p.add_(buf, alpha=-group["lr"])
         return loss
+
+
+# name -> builder(parameter groups, lr, momentum)
+OPTIMIZERS: dict[str, Callable[[list[dict], float, float], torch.optim.Optimizer]] = {
+    "sgd": lambda groups, lr, momentum: torch.optim.SGD(groups, lr=lr, momentum=momentum),
+    "lars": lambda groups, lr, momentum: LARS(groups, lr=lr, momentum=momentum),
+    "adamw": lambda groups, lr, momentum: torch.optim.AdamW(groups, lr=lr),
+}

@@ -104,6 +104,17 @@ def probe_run(run_dir: str | Path, checkpoint_path: str | Path | None = None, al
     data = load_data(cfg)
     rows = [row for target in targets for row in probe_checkpoint(run_dir, data, target, epochs, device)]
     rows.sort(key=lambda r: (r["probe"], r["epoch"]))
+    for row in rows:
+        row["probe_epochs"] = epochs if row["probe"] == "linear" else 0
     write_csv(paths.probe, rows)
-    write_json(paths.root / "probe.json", rows)
+    write_json(paths.probe_json, rows)
     return rows
+
+
+def probe_runs(path: str | Path, checkpoint_path: str | Path | None = None, all_milestones: bool = False,
+               epochs: int = 100, device: str = "auto") -> list[dict[str, Any]]:
+    """Probe a run or every seed run of a group; one row per run, checkpoint and probe."""
+    from sclib.runs import run_folders
+
+    return [{"run": str(run), **row} for run in run_folders(path)
+            for row in probe_run(run, checkpoint_path, all_milestones, epochs, device)]

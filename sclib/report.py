@@ -1,7 +1,9 @@
-"""What the notebooks compute beyond one call: run configs, tables, embeddings, cluster grids.
+"""What the notebooks compute beyond one call: runs of a study, tables, embeddings, cluster grids.
 
 The notebooks stay thin (narrative, parameters, calls, figures); anything more lives here, so it
-is tested like the rest of the package.
+is tested like the rest of the package. Notebooks 02-05 read what ``evaluate`` and ``probe``
+wrote into the run folders and recompute only what is missing, so a study renders on a CPU
+from runs trained elsewhere.
 """
 
 from __future__ import annotations
@@ -15,58 +17,38 @@ from typing import Any
 import numpy as np
 
 from sclib import seed as seed_report
-from sclib.config import Config, ConfigError, make_config
+from sclib.config import Config, ConfigError, Recipe, load_config
+from sclib.files import read_json
+from sclib.runs import RunPaths, run_folders
 
 # ----------------------------------------------------------------------------------------------
-# Configs and run folders
+# The runs of a study: one folder per seed
 
 
-def fit_milestones(milestones: list[int], epochs: int, points: int = 4) -> list[int]:
-    """The preset's milestones that fall inside a (shortened) run, or evenly spaced ones.
+def prepare_runs(dataset: str, preset: str, run_dir: str | Path, seeds: list[int],
+                 config_overrides: dict[str, Any] | None = None, config_file: str | None = None,
+                 train: bool = True, progress: str = "log") -> list[Config]:
+    """The seed runs of a study: trained (or resumed) here, or, with ``train=False``, read as finished.
 
-    A probe curve needs a few points; a 4-epoch run with the 800-epoch milestones would have
-    only its last checkpoint.
+    ``train=False`` renders runs made elsewhere (a GPU machine) from their own config.json, so
+    neither the recipe nor the data set nor a checkpoint needs to be here.
     """
-    inside = sorted({m for m in milestones if 1 <= m <= epochs})
-    if len(inside) >= min(points, epochs) - 1 and inside:
-        return sorted(set(inside) | {epochs})
-    return sorted({max(1, round(epochs * k / points)) for k in range(1, points + 1)})
+    from sclib.train import pretrain, seed_configs
 
-
-def run_config(dataset: str, preset: str, run_dir: str | Path, **overrides: Any) -> Config:
-    """A validated config for a study run; ``None`` overrides keep the preset's value."""
-    chosen = {k: v for k, v in overrides.items() if v is not None}
-    cfg = make_config(dataset, preset, **{**chosen, "out": str(run_dir)})
-    if "milestones" not in chosen:
-        cfg.milestones = fit_milestones(cfg.milestones, cfg.epochs)
-    return cfg.validate()
-
-
-@dataclass
-class RunView:
-    """A run's model outputs on its eval split: what notebooks 03-05 draw from."""
-
-    cfg: Config
-    run_dir: Path
-    images: np.ndarray          # uint8 [N, C, H, W]
-    labels: np.ndarray          # int [N]
-    class_names: tuple[str, ...]
-    features: np.ndarray        # backbone features [N, D]
-    logits: list[np.ndarray]    # per head
-    head: int                   # evaluated head
-    epoch: int
-
-    @property
-    def assigned(self) -> np.ndarray:
-        return self.logits[self.head].argmax(axis=1)
-
-    @property
-    def head_size(self) -> int:
-        return int(self.logits[self.head].shape[1])
-
-    @property
-    def figures(self) -> Path:
-        return self.run_dir / "figures"
+    if not train:
+        configs = [load_config(RunPaths(p).config) for p in run_folders(run_dir)]
+        for cfg, folder in zip(configs, run_folders(run_dir)):
+            check_dataset(cfg, dataset, folder)
+            if not RunPaths(folder).metrics.exists():
+                raise ConfigError(f"run {folder} has not finished (no metrics.json); train it first or pass train=True")
+            cfg.out = str(folder)
+        return configs
+    recipe = Recipe(dataset=dataset, preset=preset, file=config_file,
+                    overrides={**(config_overrides or {}), "out": str(run_dir)})
+    configs = seed_configs(recipe, seeds)
+    for cfg in configs:
+        pretrain(cfg, progress=progress)
+    return configs
 
 
 def check_dataset(cfg: Config, dataset: str | None, run_dir: str | Path) -> None:
@@ -78,82 +60,153 @@ def check_dataset(cfg: Config, dataset: str | None, run_dir: str | Path) -> None
         )
 
 
-def load_view(run_dir: str | Path, dataset: str | None = None, device: str = "auto") -> RunView:
-    """Load a finished run's newest model and run it once over the eval split."""
-    from sclib.evaluate import predict
-    from sclib.runs import augment_config, load_data, load_model, open_run, resolve_device
-
-    cfg, paths = open_run(run_dir)
-    check_dataset(cfg, dataset, run_dir)
-    data = load_data(cfg)
-    dev = resolve_device(device)
-    model, epoch = load_model(run_dir, data.info, device=dev)
-    preds = predict(model, data.eval_images, augment_config(cfg, data.info), dev)
-    return RunView(cfg=cfg, run_dir=Path(run_dir), images=data.eval_images.numpy(), labels=data.eval_labels.numpy(),
-                   class_names=tuple(data.info.classes), features=preds.features, logits=preds.logits,
-                   head=cfg.evaluated_head(len(data.info.classes)), epoch=epoch)
+def open_runs(run_dir: str | Path, dataset: str | None = None) -> list[tuple[Config, RunPaths]]:
+    """The finished or running seed runs in ``run_dir`` (or the single run it is)."""
+    runs = []
+    for folder in run_folders(run_dir):
+        cfg = load_config(RunPaths(folder).config)
+        check_dataset(cfg, dataset, folder)
+        runs.append((cfg, RunPaths(folder)))
+    return runs
 
 
-def open_study_run(run_dir: str | Path, dataset: str | None = None) -> Config:
-    """A run's config, checked against the notebook's ``dataset`` parameter."""
-    from sclib.runs import open_run
-
-    cfg, _ = open_run(run_dir)
-    check_dataset(cfg, dataset, run_dir)
-    return cfg
-
-
-def figures_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "figures"
-
-
-def class_count(cfg: Config) -> int:
-    from sclib.data import dataset_info
-
-    return len(dataset_info(cfg.dataset, cfg.data_root).classes)
-
-
-def config_markdown(cfg: Config, preset: str) -> str:
+def config_markdown(cfg: Config, seeds: list[int]) -> str:
     """The few settings a reader needs to place a run, as a Markdown list."""
     return "\n".join([
-        f"- data set **{cfg.dataset}**, preset **{preset}**, run folder `{cfg.out}`",
+        f"- data set **{cfg.dataset}**, recipe **{cfg.preset}**, seeds {seeds}, run folders `{Path(cfg.out).parent}/seed<N>`",
         f"- backbone {cfg.backbone}, image size {cfg.image_size}, heads {cfg.heads}",
         f"- {cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.start_lr} -> {cfg.lr} -> {cfg.min_lr}",
-        f"- temperatures: row {cfg.row_tau}, column {cfg.col_tau}; local crops {cfg.local_crops}",
+        f"- temperatures: row {cfg.row_tau}, column {cfg.col_tau}; extra views {cfg.local_crops}; "
+        f"NN queue {cfg.nn_queue or 'off'}",
         f"- milestones (probed in notebook 02): {cfg.milestones}",
-        f"- {caveat(preset, cfg)}",
+        f"- {caveat(cfg)}",
     ])
 
 
-def read_history(run_dir: str | Path):
+def final_metrics(runs: list[tuple[Config, RunPaths]]):
+    """Each seed's metrics.json (the scored head after the last epoch), one row per seed."""
     import pandas as pd
 
-    path = Path(run_dir) / "history.csv"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist; pre-train the run first (notebook 01)")
-    return pd.read_csv(path)
+    return pd.DataFrame([{"seed": cfg.seed, **read_json(paths.metrics)} for cfg, paths in runs]).set_index("seed")
+
+
+def class_count(runs: list[tuple[Config, RunPaths]]) -> int:
+    """The number of classes, as the first run recorded it (no data set needed)."""
+    return int(read_json(runs[0][1].metrics)["num_classes"])
+
+
+def pick_run(runs: list[tuple[Config, RunPaths]], seed: int | None = None) -> tuple[Config, RunPaths]:
+    """The run of ``seed`` (the first run when None) for the figures drawn from one run."""
+    if seed is None:
+        return runs[0]
+    for cfg, paths in runs:
+        if cfg.seed == seed:
+            return cfg, paths
+    raise ConfigError(f"no run of seed {seed}; the runs have seeds {[cfg.seed for cfg, _ in runs]}")
+
+
+def figures_dir(run_dir: str | Path) -> Path:
+    """Figures of a study go beside its seed runs, in ``run_dir/figures``."""
+    return Path(run_dir) / "figures"
+
+
+def read_history(runs: list[tuple[Config, RunPaths]]):
+    """Every seed's per-epoch history in one frame, with a ``seed`` column."""
+    import pandas as pd
+
+    frames = []
+    for cfg, paths in runs:
+        if not paths.history.exists():
+            raise FileNotFoundError(f"{paths.history} does not exist; pre-train the run first (notebook 01)")
+        frames.append(pd.read_csv(paths.history).assign(seed=cfg.seed))
+    return pd.concat(frames, ignore_index=True)
 
 
 def save(fig, figures_dir: str | Path, stem: str):
-    """Save a figure as PNG and SVG under its stable name and hand it back for display."""
+    """Save a figure as ``figures_dir/stem.png`` and show it in the notebook by a link to that file.
+
+    The executed notebook and its HTML page then refer to the one PNG instead of carrying their
+    own copies, which keeps a study folder small.
+    """
+    import os
+
+    from IPython.display import Image
+
     from sclib.plots import save_figure
 
-    save_figure(fig, figures_dir, stem)
-    return fig
+    (png,) = save_figure(fig, figures_dir, stem, formats=("png",))
+    return Image(url=Path(os.path.relpath(png)).as_posix(), embed=False)
 
 
 # ----------------------------------------------------------------------------------------------
-# Tables next to the seed report
+# Evaluation and probes: read when written for this epoch, recomputed otherwise
 
 
-def clustering_rows(report: dict[str, Any], dataset: str, epochs: int | None = None) -> dict[str, dict[str, float]]:
-    """The evaluated head, the k-means baselines and the seed's Table 1 row, all as fractions."""
-    head = report["evaluated_head"]
-    h = report["heads"][head]
-    rows = {f"this run: head {head} ({h['head_size']} clusters)"
-            + (f", {epochs} epochs" if epochs else ""): h,
-            "k-means on backbone features": report["kmeans_features"],
-            "k-means on pixels": report["kmeans_pixels"]}
+def ensure_evaluated(cfg: Config, paths: RunPaths, device: str = "auto") -> dict[str, Any]:
+    """The run's eval.json, evaluating first if it or arrays.npz is missing or stale."""
+    from sclib.evaluate import evaluate_run
+
+    if paths.eval.exists() and paths.arrays.exists():
+        report = read_json(paths.eval)
+        if report.get("epoch") == cfg.epochs:
+            return report
+    return evaluate_run(paths.root, device=device)
+
+
+def ensure_probed(cfg: Config, paths: RunPaths, probe_epochs: int, device: str = "auto"):
+    """The run's probe rows per milestone, probing first if they are missing or were made otherwise.
+
+    Without checkpoints (a run copied home) the probe results that came with it are used as they are.
+    """
+    import pandas as pd
+
+    from sclib import checkpoint
+    from sclib.probe import probe_run
+
+    milestones = [checkpoint.milestone_epoch(p) for p in checkpoint.milestones(paths.checkpoints)]
+    if paths.probe.exists():
+        rows = pd.read_csv(paths.probe)
+        linear = rows[rows["probe"] == "linear"]
+        done = set(linear["epoch"]) >= set(milestones) and bool(
+            (linear.get("probe_epochs", pd.Series([probe_epochs])) == probe_epochs).all())
+        if done or not milestones:
+            return rows.assign(seed=cfg.seed)
+    if not milestones:
+        raise FileNotFoundError(f"{paths.root} has neither probe.csv nor milestone checkpoints to probe")
+    return pd.DataFrame(probe_run(paths.root, all_milestones=True, epochs=probe_epochs, device=device)).assign(seed=cfg.seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables next to the seed report (fractions; plots.metrics_table_markdown prints percent)
+
+
+def seed_rows(reports: list[dict[str, Any]], seeds: list[int]) -> dict[str, dict[str, float]]:
+    """Each seed's scored head, then their mean and standard deviation (sample std, ddof 1)."""
+    scored = [r["heads"][r["evaluated_head"]] for r in reports]
+    rows = {f"seed {s}": {m: h[m] for m in seed_report.METRICS} for s, h in zip(seeds, scored)}
+    if len(scored) > 1:
+        values = {m: np.array([h[m] for h in scored]) for m in seed_report.METRICS}
+        rows[f"mean of {len(scored)} seeds"] = {m: float(v.mean()) for m, v in values.items()}
+        rows["std"] = {m: float(v.std(ddof=1)) for m, v in values.items()}
+    return rows
+
+
+def mean_std(reports: list[dict[str, Any]], key: str | None = None) -> dict[str, tuple[float, float]]:
+    """{metric: (mean, std)} of the scored head (``key=None``) or of a baseline over seeds."""
+    rows = [r[key] if key else r["heads"][r["evaluated_head"]] for r in reports]
+    out = {}
+    for m in seed_report.METRICS:
+        v = np.array([row[m] for row in rows], dtype=float)
+        out[m] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"))
+    return out
+
+
+def clustering_rows(reports: list[dict[str, Any]], seeds: list[int], dataset: str) -> dict[str, dict[str, float]]:
+    """Seeds, their mean and std, the k-means baselines (mean over seeds) and the seed's Table 1 row."""
+    rows = seed_rows(reports, seeds)
+    for key, label in (("kmeans_features", "k-means on backbone features"), ("kmeans_pixels", "k-means on pixels")):
+        rows[label + (" (mean over seeds)" if len(reports) > 1 else "")] = {
+            m: mv[0] for m, mv in mean_std(reports, key).items()}
     found = seed_report.table1_row(dataset)
     if found is not None:
         label, percent = found
@@ -165,26 +218,64 @@ def heads_rows(report: dict[str, Any]) -> dict[str, dict[str, float]]:
     """One row per head, marking the evaluated one."""
     rows = {}
     for i, h in enumerate(report["heads"]):
-        mark = " (evaluated)" if i == report["evaluated_head"] else ""
+        mark = " (scored)" if i == report["evaluated_head"] else ""
         rows[f"head {i}: {h['head_size']} clusters, {h['clusters_used']} used{mark}"] = h
     return rows
 
 
-def probe_summary(run_dir: str | Path) -> dict[str, dict[str, float]]:
-    """Top-1 / top-3 of each probe at the newest probed epoch."""
-    import pandas as pd
-
-    path = Path(run_dir) / "probe.csv"
-    if not path.exists():
-        return {}
-    df = pd.read_csv(path)
-    last = df[df["epoch"] == df["epoch"].max()]
-    return {str(r["probe"]): {"epoch": int(r["epoch"]), "top1": float(r["top1"]), "top3": float(r["top3"])}
-            for _, r in last.iterrows()}
+def probe_summary(probes) -> dict[str, dict[str, float]]:
+    """Per probe, top-1 / top-3 at the newest probed epoch: mean and std over seeds."""
+    last = probes[probes["epoch"] == probes["epoch"].max()]
+    out = {}
+    for name, group in last.groupby("probe"):
+        out[str(name)] = {"epoch": int(group["epoch"].iloc[0]), "seeds": len(group),
+                          **{f"{k}{suffix}": float(fn(group[k])) for k in ("top1", "top3")
+                             for suffix, fn in (("", np.mean), ("_std", lambda s: s.std(ddof=1) if len(s) > 1 else np.nan))}}
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
-# Embeddings and cluster grids
+# One run's eval split, from arrays.npz
+
+
+@dataclass
+class RunView:
+    """A run's exported eval-split arrays: what notebooks 03-05 draw from."""
+
+    cfg: Config
+    paths: RunPaths
+    labels: np.ndarray          # int [N]
+    class_names: tuple[str, ...]
+    features: np.ndarray        # float16 backbone features [N, D]
+    heads: np.ndarray           # int [H, N]: every head's cluster of every image
+    head_sizes: tuple[int, ...]
+    head: int                   # the scored head
+    epoch: int
+    sample_index: np.ndarray    # eval indices of the exported sample images
+    sample_images: np.ndarray   # uint8 [K, C, h, w]
+
+    @property
+    def assigned(self) -> np.ndarray:
+        return self.heads[self.head].astype(np.int64)
+
+    @property
+    def head_size(self) -> int:
+        return self.head_sizes[self.head]
+
+    @property
+    def figures(self) -> Path:
+        return self.paths.figures
+
+
+def load_view(cfg: Config, paths: RunPaths, device: str = "auto") -> RunView:
+    """A run's eval split as exported by ``evaluate`` (evaluated first when missing)."""
+    report = ensure_evaluated(cfg, paths, device)
+    with np.load(paths.arrays) as arrays:
+        data = {k: arrays[k] for k in arrays.files}
+    return RunView(cfg=cfg, paths=paths, labels=data["labels"], class_names=tuple(report["classes"]),
+                   features=data["features"], heads=data["assigned"], head_sizes=tuple(int(s) for s in data["head_sizes"]),
+                   head=int(report["evaluated_head"]), epoch=int(report["epoch"]),
+                   sample_index=data["sample_index"], sample_images=data["sample_images"])
 
 
 def subsample(n: int, max_points: int, seed: int = 0) -> np.ndarray:
@@ -269,15 +360,26 @@ def best_and_worst(table: list[dict[str, Any]], count: int = 3, min_size: int = 
     return best, worst
 
 
-def grid_rows(clusters: list[dict[str, Any]], assigned: np.ndarray, per_cluster: int = 8, seed: int = 0) -> list[dict[str, Any]]:
-    """Rows for ``plots.cluster_grid``: a random sample of each cluster's images."""
+def grid_rows(clusters: list[dict[str, Any]], assigned: np.ndarray, available: np.ndarray | None = None,
+              per_cluster: int = 8, seed: int = 0) -> list[dict[str, Any]]:
+    """Rows for ``plots.cluster_grid``: a random sample of each cluster's images.
+
+    ``available`` lists the eval indices whose pixels are at hand (the sample ``evaluate``
+    exports); the rows' ``indices`` then point into that list, as the exported images do.
+    """
+    assigned = np.asarray(assigned)
+    available = np.arange(len(assigned)) if available is None else np.asarray(available)
     rng = np.random.default_rng(seed)
     rows = []
     for r in clusters:
-        members = np.flatnonzero(np.asarray(assigned) == r["cluster"])
+        members = np.flatnonzero(assigned[available] == r["cluster"])
         pick = np.sort(rng.choice(members, size=min(per_cluster, members.size), replace=False))
         rows.append({"cluster": r["cluster"], "indices": pick.tolist(), "label": r["label"], "purity": r["purity"]})
     return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# What the numbers can be compared with
 
 
 def comparable(cfg: Config) -> bool:
@@ -285,9 +387,9 @@ def comparable(cfg: Config) -> bool:
     return cfg.backbone == "resnet18" and cfg.epochs == seed_report.TABLE1_EPOCHS
 
 
-def caveat(preset: str, cfg: Config | None) -> str:
+def caveat(cfg: Config | None) -> str:
     if cfg is not None and comparable(cfg):
         return "The run follows the seed's recipe (ResNet-18, 800 epochs): its numbers are comparable with Table 1."
-    what = f"backbone {cfg.backbone}, {cfg.epochs} epochs" if cfg is not None else "a shortened recipe"
-    return (f"WARNING: preset '{preset}' ({what}) numbers are NOT comparable with the seed's 800-epoch "
-            "ResNet-18; they check that the pipeline works, not the seed's results. Use --preset seed on a GPU.")
+    what = f"recipe '{cfg.preset}': backbone {cfg.backbone}, {cfg.epochs} epochs" if cfg is not None else "a shortened recipe"
+    return (f"Not the seed's recipe ({what}): the Table 1 row shows what the full 800-epoch ResNet-18 reached, "
+            "not a like-for-like comparison.")

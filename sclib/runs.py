@@ -6,6 +6,7 @@ rebuilds a run's model and view recipe from its config.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,15 @@ class RunPaths:
         return self.root / "probe.csv"
 
     @property
+    def probe_json(self) -> Path:
+        return self.root / "probe.json"
+
+    @property
+    def arrays(self) -> Path:
+        """What the reports draw: eval features, every head's assignments, sample images."""
+        return self.root / "arrays.npz"
+
+    @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 
@@ -53,6 +63,23 @@ class RunPaths:
     @property
     def figures(self) -> Path:
         return self.root / "figures"
+
+
+def seed_folder(group: str | Path, seed: int) -> Path:
+    """Where ``--seeds`` puts one seed's run: sibling folders inside the group folder."""
+    return Path(group) / f"seed{seed}"
+
+
+def run_folders(path: str | Path) -> list[Path]:
+    """A run folder, or the seed runs of a group folder (``--seeds``), in seed order."""
+    path = Path(path)
+    if (path / "config.json").exists():
+        return [path]
+    runs = [p for p in path.glob("seed*") if (p / "config.json").exists() and p.name[4:].isdigit()]
+    if not runs:
+        raise FileNotFoundError(f"{path} is neither a run folder nor a folder of seed runs (no config.json); "
+                                f"pre-train first: python -m sclib pretrain --out {path}")
+    return sorted(runs, key=lambda p: int(p.name[4:]))
 
 
 def load_data(cfg: Config, download: bool = False) -> DataSplits:
@@ -84,6 +111,13 @@ def augment_config(cfg: Config, info: DatasetInfo) -> AugmentConfig:
         local_crops=cfg.local_crops,
         local_size=cfg.local_size,
     )
+
+
+def autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when ``amp`` is on; full precision everywhere else."""
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def resolve_device(name: str) -> torch.device:

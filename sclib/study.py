@@ -1,17 +1,16 @@
 """The study runner: executes the notebooks with papermill and writes the HTML report.
 
-``python -m sclib study`` runs notebooks 01-05 in a kernel of the current interpreter and turns
-them into HTML next to an ``index.html`` and a ``summary.md`` with the seed's numbers;
-``python -m sclib sweep`` runs an ablation grid (``sclib.sweep``) and then notebook 06.
+``python -m sclib study`` trains the seeds of a recipe and runs notebooks 01-05 in a kernel of the
+current interpreter, or, with ``--runs``, renders finished runs without training (runs trained
+on a GPU machine and copied home). ``python -m sclib sweep`` runs an ablation grid
+(``sclib.sweep``) and then notebook 06. The front page (``index.html``, ``summary.md``) is
+``sclib.summary``'s.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import html
-import json
 import os
+import shutil
 import sys
 import time
 import typing
@@ -19,29 +18,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sclib import seed as seed_report
-from sclib.config import Config, ConfigError, PRESETS, coerce
-from sclib.files import write_text
-from sclib.report import caveat, clustering_rows, heads_rows, probe_summary, run_config
-from sclib.sweep import run_sweep
+from sclib.config import Config, ConfigError, Recipe
+from sclib.files import write_json, write_text
+from sclib.runs import RunPaths, run_folders
 
 STUDY_NOTEBOOKS = ("01_pretrain", "02_linear_probe", "03_clustering_metrics", "04_embeddings", "05_cluster_images")
 SWEEP_NOTEBOOK = "06_ablations"
 ALL_NOTEBOOKS = (*STUDY_NOTEBOOKS, SWEEP_NOTEBOOK)
 KERNEL_NAME = "sclib"
-
-# Figures every study run must produce (stems in the run's figures/ folder).
-STUDY_FIGURES = (
-    "fig1_training", "fig2_probe", "confusion", "fig4a_tsne", "fig4a_tsne_clusters", "fig4a_umap",
-    "fig4a_umap_clusters", "fig4b_histogram", "fig3_clusters_best", "fig3_clusters_worst",
-)
-SWEEP_FIGURES = ("fig5_ablations",)
+RUN_GROUP = "run"  # the study's seed runs live in OUT/run/seed<N>
 
 # Where the runner (the real job) departs from the notebooks' quick defaults: the seed's probe.
 RUNNER_DEFAULTS: dict[str, Any] = {"probe_epochs": 100}
 
-# Notebook parameters that are Config fields: the runner fills them from the preset.
-CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(Config))
+# Parameters the runner sets itself; --param may not.
+RUNNER_PARAMS = ("dataset", "preset", "run_dir", "seeds", "config_overrides", "config_file", "train", "sweep_dir",
+                 "grid")
 
 
 class StudyError(RuntimeError):
@@ -49,7 +41,7 @@ class StudyError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------------------------
-# The runner
+# Notebooks and kernels
 
 
 def notebooks_dir() -> Path:
@@ -92,31 +84,34 @@ def ensure_kernel(name: str = KERNEL_NAME) -> str:
                      f"`{sys.executable} -m ipykernel install --sys-prefix --name {name}`")
 
 
+def notebook_parameters(path: Path) -> set[str]:
+    import papermill
+
+    return set(papermill.inspect_notebook(str(path)))
+
+
 def parse_params(items: list[str] | None, known: set[str]) -> dict[str, Any]:
-    """``key=value`` strings -> values (YAML scalars/lists; Config fields get their declared type)."""
+    """``key=value`` strings -> values (YAML scalars/lists) for notebook parameters that are not flags."""
     import yaml
 
-    hints = typing.get_type_hints(Config)
+    training = set(typing.get_type_hints(Config))
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
-            raise ConfigError(f"--param {item!r} is not key=value, e.g. --param epochs=2")
-        if key not in known and key not in hints:
-            raise ConfigError(f"--param {key} is not a notebook parameter or config field; known: {', '.join(sorted(known | set(hints)))}")
+            raise ConfigError(f"--param {item!r} is not key=value, e.g. --param probe_epochs=20")
+        if key in training:
+            raise ConfigError(f"--param {key} is a training parameter: pass it as --{key.replace('_', '-')} instead")
+        if key in RUNNER_PARAMS:
+            raise ConfigError(f"--param {key} is set by the runner; use --dataset, --preset, --seeds, --out or --runs")
+        if key not in known:
+            raise ConfigError(f"--param {key} is not a parameter of these notebooks; they take {', '.join(sorted(known))}")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            out[key] = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
-            value = raw
-        out[key] = coerce(key, value, hints[key]) if key in hints and value is not None else value
+            out[key] = raw
     return out
-
-
-def notebook_parameters(path: Path) -> set[str]:
-    import papermill
-
-    return set(papermill.inspect_notebook(str(path)))
 
 
 @dataclass
@@ -126,30 +121,33 @@ class NotebookJob:
     parameters: dict[str, Any]
 
 
-def route_parameters(sources: dict[str, Path], base: dict[str, Any], user: dict[str, Any]) -> list[NotebookJob]:
-    """Each notebook gets the parameters it declares; Config fields it lacks go into ``config_overrides``."""
+def plan(sources: dict[str, Path], values: dict[str, Any]) -> list[NotebookJob]:
+    """Each notebook gets the parameters it declares, and only those."""
     jobs = []
     for name, path in sources.items():
         declared = notebook_parameters(path)
-        params = {k: v for k, v in {**base, **user}.items() if k in declared}
-        if "config_overrides" in declared:
-            extra = {k: v for k, v in user.items() if k in CONFIG_FIELDS and k not in declared}
-            params["config_overrides"] = extra
-        jobs.append(NotebookJob(name, path, params))
+        jobs.append(NotebookJob(name, path, {k: v for k, v in values.items() if k in declared}))
     return jobs
 
 
 def execute(job: NotebookJob, out: Path, kernel: str, log=print) -> Path:
-    """Run one notebook into ``out``; on failure keep it (with the traceback) and raise StudyError."""
+    """Run one notebook into ``out``; on failure keep it (with the traceback) and raise StudyError.
+
+    What the notebook prints (training progress among it) is passed through to stderr as it runs.
+    """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     target = out / f"{job.name}.ipynb"
     start = time.perf_counter()
+    log(f"study: {job.name} ...")
     try:
         # Relative paths, so the executed notebooks record no folder of this machine.
         papermill.execute_notebook(os.path.relpath(job.source), os.path.relpath(target), parameters=job.parameters,
-                                   kernel_name=kernel, cwd=str(out), progress_bar=False, log_output=False)
+                                   kernel_name=kernel, cwd=str(out), progress_bar=False, log_output=False,
+                                   stdout_file=sys.stderr,
+                                   # the kernel's own start-up notices are not the study's output
+                                   extra_arguments=["--IPKernelApp.log_level=ERROR"])
     except PapermillExecutionError as err:
         export_html(target)
         first = (err.source or "").strip().splitlines()
@@ -171,97 +169,33 @@ def _first_line(text: str) -> str:
 
 
 def export_html(notebook: Path) -> Path:
-    """A self-contained HTML page of an executed notebook (images embedded, no prompts)."""
+    """A light HTML page of an executed notebook: nbconvert's bare body and the study's shared stylesheet.
+
+    nbconvert's full templates embed 350 KB of CSS in every page; figures are files the
+    notebooks link to, so a page weighs what its text and tables do.
+    """
+    import html
+
     import nbformat
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(exclude_input_prompt=True, exclude_output_prompt=True, embed_images=True)
-    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    from sclib.summary import STYLESHEET, write_stylesheet
+
+    nb = nbformat.read(notebook, as_version=4)
+    body, _ = HTMLExporter(template_name="basic", exclude_input_prompt=True,
+                           exclude_output_prompt=True).from_notebook_node(nb)
+    title = next((c.source.splitlines()[0].lstrip("# ") for c in nb.cells if c.cell_type == "markdown" and c.source),
+                 notebook.stem)
+    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>\n'
+            f'<link rel="stylesheet" href="{STYLESHEET}"></head>\n<body class="notebook">'
+            f'<p class="nav"><a href="index.html">study index</a></p>\n{body}\n</body></html>\n')
+    write_stylesheet(notebook.parent)
     target = notebook.with_suffix(".html")
-    write_text(target, body)
-    return target
-
-
-def device_description(run_dir: Path) -> str:
-    path = run_dir / "config.json"
-    if not path.exists():
-        return "unknown (no run yet)"
-    record = json.loads(path.read_text())
-    dev = record.get("config", {}).get("device", "auto")
-    name = record.get("provenance", {}).get("device", "")
-    resolved = dev
-    if dev == "auto":
-        import torch
-
-        resolved = "cuda" if torch.cuda.is_available() else "cpu"
-    return f"{resolved} ({name})" if name and name != resolved else resolved
-
-
-def write_summary(out: Path, run_dir: Path, dataset: str, preset: str) -> Path:
-    """``summary.md``: this run's metrics next to the seed's Table 1 row, plus probes and caveats."""
-    from sclib.config import load_config
-    from sclib.plots import metrics_table_markdown
-
-    cfg = load_config(run_dir / "config.json")
-    report = json.loads((run_dir / "eval.json").read_text())
-    lines = [f"# Self-Classifier study: {dataset}", "",
-             f"- preset: **{preset}**; device: **{device_description(run_dir)}**",
-             f"- backbone {cfg.backbone}, {cfg.epochs} epochs, batch {cfg.batch_size}, heads {cfg.heads}, "
-             f"temperatures (row {cfg.row_tau}, column {cfg.col_tau})",
-             f"- run folder: `{os.path.relpath(run_dir, out)}/`", "", f"> {caveat(preset, cfg)}", "",
-             "## Clustering on the eval split (percent)", "",
-             metrics_table_markdown(clustering_rows(report, dataset, cfg.epochs), label="run"),
-             "## All heads", "", metrics_table_markdown(heads_rows(report), label="head")]
-    probes = probe_summary(run_dir)
-    if probes:
-        probe_epochs = json.loads((out / "study.json").read_text()).get("probe_epochs") if (out / "study.json").exists() else None
-        lines += ["## Probes on frozen backbone features (newest milestone)", "",
-                  f"Linear probe: {probe_epochs or 'see notebook 02'} epochs (the seed: 100); kNN: 20 neighbours, no training.", "",
-                  "| probe | epoch | top-1 | top-3 |", "|---|---:|---:|---:|"]
-        lines += [f"| {name} | {p['epoch']} | {100 * p['top1']:.2f} | {100 * p['top3']:.2f} |" for name, p in probes.items()]
-        lines.append("")
-    lines += ["## Seed report, Table 1 (ResNet-18, 800 epochs, percent)", "",
-              "| dataset | NMI | AMI | ARI | ACC |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {seed_report.TABLE1_NAMES[k]} | " + " | ".join(f"{row[m]:.4f}" for m in seed_report.METRICS) + " |"
-              for k, row in seed_report.TABLE1.items()]
-    lines.append("")
-    target = out / "summary.md"
-    write_text(target, "\n".join(lines))
-    return target
-
-
-def write_index(out: Path, title: str, notes: list[str], failed: str | None = None) -> Path:
-    """``index.html`` linking every notebook report and figure found in ``out``."""
-    items = []
-    for name in ALL_NOTEBOOKS:
-        nb = out / f"{name}.ipynb"
-        if not nb.exists():
-            continue
-        status = " <strong>(failed: see the traceback)</strong>" if name == failed else ""
-        items.append(f'<li><a href="{name}.html">{name}</a> (<a href="{name}.ipynb">notebook</a>){status}</li>')
-    figures = sorted(p for p in out.rglob("figures/*.png") if "checkpoints" not in p.parts)
-    thumbs = [f'<figure><a href="{html.escape(p.relative_to(out).as_posix())}"><img src="{html.escape(p.relative_to(out).as_posix())}" '
-              f'alt="{p.stem}"></a><figcaption>{p.stem}</figcaption></figure>' for p in figures]
-    summary = out / "summary.md"
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}}
-.warn{{background:#fff3cd;border:1px solid #e0c060;padding:.6em}}
-figure{{display:inline-block;margin:.5em;text-align:center}} img{{max-width:22em;max-height:16em}}
-pre{{background:#f6f6f6;padding:1em;overflow-x:auto}}</style></head><body>
-<h1>{html.escape(title)}</h1>
-{''.join(f'<p class="{"warn" if n.startswith("WARNING") else "note"}">{html.escape(n)}</p>' for n in notes)}
-<h2>Reports</h2><ul>{''.join(items)}</ul>
-{f'<h2>Summary</h2><p><a href="summary.md">summary.md</a></p><pre>{html.escape(summary.read_text())}</pre>' if summary.exists() else ''}
-<h2>Figures</h2>{''.join(thumbs) or '<p>none yet</p>'}
-</body></html>
-"""
-    target = out / "index.html"
     write_text(target, page)
     return target
 
 
-def _sources(names: tuple[str, ...], folder: Path | None) -> dict[str, Path]:
+def _sources(names: tuple[str, ...], folder: str | Path | None) -> dict[str, Path]:
     folder = Path(folder) if folder else notebooks_dir()
     sources = {name: folder / f"{name}.ipynb" for name in names}
     missing = [str(p) for p in sources.values() if not p.exists()]
@@ -270,131 +204,115 @@ def _sources(names: tuple[str, ...], folder: Path | None) -> dict[str, Path]:
     return sources
 
 
-def _all_declared(sources: dict[str, Path]) -> set[str]:
-    return set().union(*(notebook_parameters(p) for p in sources.values())) - {"config_overrides"}
-
-
-def _run_cfg(run_dir: Path) -> Config | None:
-    from sclib.config import load_config
-
-    return load_config(run_dir / "config.json") if (run_dir / "config.json").exists() else None
-
-
-def run_study(dataset: str, out: str | Path, preset: str = "fast", params: list[str] | None = None,
-              notebooks: str | Path | None = None, kernel: str | None = None, log=print) -> Path:
-    """Execute notebooks 01-05 into ``out`` and write their HTML, ``index.html`` and ``summary.md``."""
-    out = Path(out).resolve()
-    sources = _sources(STUDY_NOTEBOOKS, notebooks)
-    user = parse_params(params, _all_declared(sources))
-    for key in ("dataset", "run_dir", "preset"):
-        if key in user:
-            raise ConfigError(f"--param {key} is set by the runner; use --dataset, --out or --preset instead")
-    run_dir = out / "run"
-    cfg = run_config(dataset, preset, run_dir, **{k: v for k, v in user.items() if k in CONFIG_FIELDS})
-    out.mkdir(parents=True, exist_ok=True)
-    # The notebooks run with ``out`` as their working folder, so the run folder is just "run".
-    base: dict[str, Any] = {"dataset": dataset, "preset": preset, "run_dir": run_dir.name}
-    # Config-valued notebook parameters come from the preset, not from the notebooks' quick defaults.
-    base.update({k: getattr(cfg, k) for k in CONFIG_FIELDS if k not in ("dataset", "out")})
-    base.update(RUNNER_DEFAULTS)
-    jobs = route_parameters(sources, base, user)
-    write_text(out / "study.json", json.dumps({"dataset": dataset, "preset": preset, "params": user,
-                                              "probe_epochs": user.get("probe_epochs", RUNNER_DEFAULTS["probe_epochs"]),
-                                              "config": {**cfg.to_dict(), "out": run_dir.name}}, indent=2, default=str))
-    kernel = kernel or ensure_kernel()
-    title = f"Self-Classifier study: {dataset} (preset {preset})"
-    log(f"study: {dataset}, preset {preset}, {cfg.epochs} epochs, backbone {cfg.backbone}, into {out}")
-    for job in jobs:
-        try:
-            execute(job, out, kernel, log)
-        except StudyError:
-            write_index(out, title, [f"Stopped at {job.name}."], failed=job.name)
-            raise
-    write_summary(out, run_dir, dataset, preset)
-    notes = [f"Preset: {preset}; device: {device_description(run_dir)}.", caveat(preset, _run_cfg(run_dir))]
-    write_index(out, title, notes)
-    return out
-
-
-def run_sweep_study(dataset: str, grid: str | Path, out: str | Path, preset: str = "fast",
-                    params: list[str] | None = None, notebooks: str | Path | None = None,
-                    kernel: str | None = None, log=print) -> Path:
-    """Run the ablation grid into ``out/sweep`` (resumable), then notebook 06 into ``out``."""
-    out = Path(out).resolve()
-    sources = _sources((SWEEP_NOTEBOOK,), notebooks)
-    user = parse_params(params, _all_declared(sources))
-    sweep_dir = out / "sweep"
-    config_values = {k: v for k, v in user.items() if k in CONFIG_FIELDS}
-    run_sweep(dataset, grid, os.path.relpath(sweep_dir), preset, log=log, **config_values)
-    # Notebook 06 runs in ``out``: paths relative to it keep this machine's folders out of the report.
-    base = {"dataset": dataset, "preset": preset, "sweep_dir": sweep_dir.name,
-            "grid": os.path.relpath(Path(grid).resolve(), out),
-            **{k: None for k in CONFIG_FIELDS if k not in ("dataset", "out")}}
-    jobs = route_parameters(sources, base, user)
-    kernel = kernel or ensure_kernel()
-    title = f"Self-Classifier study: {dataset} (preset {preset})"
-    try:
-        execute(jobs[0], out, kernel, log)
-    except StudyError:
-        write_index(out, title, [f"Stopped at {SWEEP_NOTEBOOK}."], failed=SWEEP_NOTEBOOK)
-        raise
-    # The study's run if there is one, else the sweep's first variant, tells the device and recipe.
-    described = next((d for d in [out / "run", *sorted(sweep_dir.iterdir())] if (d / "config.json").exists()), out / "run")
-    notes = [f"Preset: {preset}; device: {device_description(described)}.", caveat(preset, _run_cfg(described))]
-    write_index(out, title, notes)
-    return out
+def _declared(sources: dict[str, Path]) -> set[str]:
+    return set().union(*(notebook_parameters(p) for p in sources.values()))
 
 
 # ----------------------------------------------------------------------------------------------
-# CLI
+# Studies
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    """``study`` and ``sweep`` subcommands for ``python -m sclib``."""
-    st = sub.add_parser("study", help="run notebooks 01-05 with papermill into an HTML report and summary.md",
-                        description="Execute the study notebooks for one data set (rerun to resume).")
-    _common(st)
-    st.set_defaults(handler=_study_command)
+def run_study(recipe: Recipe, seeds: list[int], out: str | Path, params: list[str] | None = None,
+              notebooks: str | Path | None = None, kernel: str | None = None, note: str | None = None,
+              log=print) -> Path:
+    """Train (or resume) every seed into ``out/run/seed<N>`` and execute notebooks 01-05 into ``out``."""
+    from sclib.train import seed_configs
 
-    sw = sub.add_parser("sweep", help="run an ablation grid (resumable) and notebook 06",
-                        description="Pre-train every variant of an ablation grid, then tabulate it like the seed's Table 2.")
-    _common(sw)
-    sw.add_argument("--grid", required=True, help="YAML grid: base (shared overrides) and variants (see ablations.yaml)")
-    sw.set_defaults(handler=_sweep_command)
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="digits", help="data set (default: digits)")
-    parser.add_argument("--preset", choices=PRESETS, default="fast",
-                        help="fast: CPU-sized (default); seed: the seed report's recipe (GPU)")
-    parser.add_argument("--param", action="append", metavar="KEY=VALUE",
-                        help="a notebook parameter or config field, e.g. --param epochs=2 (repeatable)")
-    parser.add_argument("--out", help="output folder (default: results/DATASET)")
-    parser.add_argument("--notebooks", help="folder holding the notebooks (default: the repository's notebooks/)")
-    parser.add_argument("--kernel", help=f"Jupyter kernel name (default: {KERNEL_NAME!r}, installed for this interpreter)")
+    out = Path(out).resolve()
+    sources = _sources(STUDY_NOTEBOOKS, notebooks)
+    user = parse_params(params, _declared(sources))
+    # Validate every seed's config before anything runs or is written.
+    configs = seed_configs(Recipe(recipe.dataset, recipe.preset, recipe.file,
+                                  {**recipe.overrides, "out": str(out / RUN_GROUP)}), seeds)
+    cfg = configs[0]
+    values = {"dataset": cfg.dataset, "preset": cfg.preset, "run_dir": RUN_GROUP, "seeds": list(seeds),
+              "config_overrides": {k: v for k, v in recipe.overrides.items() if k != "out"},
+              "config_file": os.path.relpath(Path(recipe.file).resolve(), out) if recipe.file else None,
+              "train": True, "note": note, **RUNNER_DEFAULTS, **user}
+    return _run(sources, values, out, kernel, log, f"{cfg.dataset}, recipe {cfg.preset}, seeds {list(seeds)}, "
+                                                     f"{cfg.epochs} epochs of {cfg.backbone}")
 
 
-def _study_command(args: argparse.Namespace) -> int:
+def render_study(runs: str | Path, out: str | Path, params: list[str] | None = None,
+                 notebooks: str | Path | None = None, kernel: str | None = None, note: str | None = None,
+                 log=print) -> Path:
+    """Report finished runs (a run or a folder of seed runs) without training: copy their files
+    (not their checkpoints) into ``out/run`` and execute notebooks 01-05 on them."""
+    from sclib.config import load_config
+
+    out = Path(out).resolve()
+    folders = run_folders(runs)
+    configs = [load_config(RunPaths(f).config) for f in folders]
+    if len({c.dataset for c in configs}) > 1:
+        raise ConfigError(f"{runs} mixes data sets ({sorted({c.dataset for c in configs})}); render one at a time")
+    group = out / RUN_GROUP
+    for folder, cfg in zip(folders, configs):
+        if not RunPaths(folder).metrics.exists():
+            raise ConfigError(f"run {folder} has not finished (no metrics.json); finish it before rendering")
+        target = group / f"seed{cfg.seed}"
+        if folder.resolve() != target.resolve():
+            shutil.copytree(folder, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoints"))
+    sources = _sources(STUDY_NOTEBOOKS, notebooks)
+    user = parse_params(params, _declared(sources))
+    cfg = configs[0]
+    values = {"dataset": cfg.dataset, "preset": cfg.preset, "run_dir": RUN_GROUP, "seeds": [c.seed for c in configs],
+              "train": False, "note": note, **RUNNER_DEFAULTS, **user}
+    return _run(sources, values, out, kernel, log, f"{cfg.dataset}, recipe {cfg.preset}, {len(configs)} finished "
+                                                     f"run(s) from {runs}")
+
+
+def _run(sources: dict[str, Path], values: dict[str, Any], out: Path, kernel: str | None, log, what: str) -> Path:
+    from sclib.summary import write_index, write_summary
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "study.json", {k: v for k, v in values.items() if k != "train"})
+    write_lock(out)
+    kernel = kernel or ensure_kernel()
+    log(f"study: {what}, into {out}")
+    times: dict[str, float] = {}
+    for job in plan(sources, values):
+        start = time.perf_counter()
+        try:
+            execute(job, out, kernel, log)
+        except StudyError:
+            write_index(out, failed=job.name)
+            raise
+        times[job.name] = time.perf_counter() - start
+    write_summary(out, times)
+    write_index(out)
+    return out
+
+
+def write_lock(out: Path) -> Path:
+    """``requirements.lock.txt``: the exact package versions that produced a study's numbers."""
+    from importlib import metadata
+
+    versions = sorted({f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions() if d.metadata["Name"]},
+                      key=str.lower)
+    return write_text(out / "requirements.lock.txt", "\n".join(versions) + "\n")
+
+
+def run_sweep_study(recipe: Recipe, grid: str | Path, seeds: list[int], out: str | Path,
+                    params: list[str] | None = None, notebooks: str | Path | None = None,
+                    kernel: str | None = None, note: str | None = None, log=print) -> Path:
+    """Run the ablation grid into ``out/sweep`` (resumable), then notebook 06 into ``out``."""
+    from sclib.summary import write_index
+    from sclib.sweep import run_sweep
+
+    out = Path(out).resolve()
+    sources = _sources((SWEEP_NOTEBOOK,), notebooks)
+    user = parse_params(params, _declared(sources))
+    sweep_dir = out / "sweep"
+    run_sweep(recipe, grid, sweep_dir, seeds, log=log)
+    write_lock(out)
+    # Notebook 06 runs in ``out``: paths relative to it keep this machine's folders out of the report.
+    values = {"dataset": recipe.dataset or "digits", "preset": recipe.preset, "sweep_dir": sweep_dir.name,
+              "grid": os.path.relpath(Path(grid).resolve(), out), "seeds": list(seeds), "train": False, **user}
+    kernel = kernel or ensure_kernel()
     try:
-        out = run_study(args.dataset, args.out or f"results/{args.dataset}", args.preset, args.param,
-                        args.notebooks, args.kernel, log=_log)
-    except StudyError as err:
-        print(f"sclib: error: {err}", file=sys.stderr)
-        return 1
-    _log(f"study: report in {out / 'index.html'}, summary in {out / 'summary.md'}")
-    return 0
-
-
-def _sweep_command(args: argparse.Namespace) -> int:
-    try:
-        out = run_sweep_study(args.dataset, args.grid, args.out or f"results/{args.dataset}", args.preset,
-                              args.param, args.notebooks, args.kernel, log=_log)
-    except StudyError as err:
-        print(f"sclib: error: {err}", file=sys.stderr)
-        return 1
-    _log(f"sweep: report in {out / (SWEEP_NOTEBOOK + '.html')}")
-    return 0
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+        execute(plan(sources, values)[0], out, kernel, log)
+    except StudyError:
+        write_index(out, failed=SWEEP_NOTEBOOK)
+        raise
+    write_index(out)
+    return out

@@ -1,4 +1,5 @@
-"""The ablation sweep: one run folder per variant of a grid, resumable, tabulated like Table 2."""
+"""The ablation sweep: one folder per variant of a grid, one run per seed inside, resumable,
+tabulated like the seed's Table 2 (mean and standard deviation over seeds)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from sclib import seed as seed_report
-from sclib.config import Config, ConfigError
-from sclib.report import run_config
+from sclib.config import Config, ConfigError, Recipe
+from sclib.files import read_json, write_json
+from sclib.runs import RunPaths, seed_folder
 
 # The grid notebook 06 builds when it finds no sweep: three variants that finish in a minute.
 TINY_GRID: dict[str, Any] = {
@@ -26,7 +28,7 @@ TINY_GRID: dict[str, Any] = {
 class Variant:
     name: str
     folder: str
-    cfg: Config
+    configs: tuple[Config, ...]  # one per seed
 
 
 def slug(name: str) -> str:
@@ -68,15 +70,16 @@ def load_grid(grid: str | Path | dict[str, Any] | None) -> dict[str, Any]:
     return {"base": base, "variants": {str(k): (v or {}) for k, v in data["variants"].items()}}
 
 
-def sweep_variants(dataset: str, grid: str | Path | dict[str, Any] | None, sweep_dir: str | Path,
-                   preset: str = "fast", **overrides: Any) -> list[Variant]:
-    """Every variant's validated config; precedence: preset < grid base < overrides < variant.
+def sweep_variants(recipe: Recipe, grid: str | Path | dict[str, Any] | None, sweep_dir: str | Path,
+                   seeds: list[int] = (0,)) -> list[Variant]:
+    """Every variant's validated configs; precedence: recipe < grid base < overrides < variant < seed.
 
     All configs are checked before any training starts, so a typo in the last variant does not
     surface hours into a sweep.
     """
     spec = load_grid(grid)
-    chosen = {k: v for k, v in overrides.items() if v is not None}
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"a sweep needs distinct seeds, got {list(seeds)}")
     variants, folders = [], {}
     for name, values in spec["variants"].items():
         folder = slug(name)
@@ -84,79 +87,93 @@ def sweep_variants(dataset: str, grid: str | Path | dict[str, Any] | None, sweep
             raise ConfigError(f"variants {folders[folder]!r} and {name!r} would share the folder {folder}; rename one")
         folders[folder] = name
         try:
-            cfg = run_config(dataset, preset, Path(sweep_dir) / folder, **{**spec["base"], **chosen, **values})
+            configs = tuple(recipe.resolve(under=spec["base"], over={
+                **values, "seed": s, "out": str(seed_folder(Path(sweep_dir) / folder, s))}) for s in seeds)
         except ConfigError as err:
             raise ConfigError(f"variant {name!r}: {err}") from None
-        variants.append(Variant(name, folder, cfg))
+        variants.append(Variant(name, folder, configs))
     return variants
 
 
 def is_finished(run_dir: str | Path, epochs: int) -> bool:
-    path = Path(run_dir) / "metrics.json"
+    path = RunPaths(Path(run_dir)).metrics
     if not path.exists():
         return False
     try:
-        return int(json.loads(path.read_text()).get("epoch", 0)) >= epochs
+        return int(read_json(path).get("epoch", 0)) >= epochs
     except (ValueError, OSError):
         return False
 
 
-def run_sweep(dataset: str, grid: str | Path | dict[str, Any] | None, sweep_dir: str | Path,
-              preset: str = "fast", progress: bool = False, log=print, **overrides: Any) -> list[dict[str, Any]]:
-    """Pre-train every variant in its own run folder, skipping finished ones (rerun to resume)."""
-    from sclib.files import write_json
-    from sclib.train import pretrain
+def run_sweep(recipe: Recipe, grid: str | Path | dict[str, Any] | None, sweep_dir: str | Path,
+              seeds: list[int] = (0,), progress: bool | str = False, log=print) -> list[dict[str, Any]]:
+    """Pre-train every variant and seed in its own run folder, skipping finished ones (rerun to resume)."""
+    from sclib import train
 
     sweep_dir = Path(sweep_dir)
-    variants = sweep_variants(dataset, grid, sweep_dir, preset, **overrides)
+    variants = sweep_variants(recipe, grid, sweep_dir, seeds)
     write_json(sweep_dir / "sweep.json", {
-        "dataset": dataset, "preset": preset,
-        "variants": [{"name": v.name, "folder": v.folder, "config": v.cfg.to_dict()} for v in variants],
+        "dataset": variants[0].configs[0].dataset, "preset": variants[0].configs[0].preset, "seeds": list(seeds),
+        "variants": [{"name": v.name, "folder": v.folder, "config": v.configs[0].to_dict()} for v in variants],
     })
     done = []
     for v in variants:
-        if is_finished(v.cfg.out, v.cfg.epochs):
-            status = "skipped (finished)"
-        else:
-            start = time.perf_counter()
-            pretrain(v.cfg, progress=progress)
-            status = f"trained in {time.perf_counter() - start:.0f} s"
-        log(f"sweep: {v.name} -> {v.folder}: {status}")
-        done.append({"variant": v.name, "folder": v.folder, "status": status})
+        for cfg in v.configs:
+            if is_finished(cfg.out, cfg.epochs):
+                status = "skipped (finished)"
+            else:
+                start = time.perf_counter()
+                train.pretrain(cfg, progress=progress)
+                status = f"trained in {time.perf_counter() - start:.0f} s"
+            log(f"sweep: {v.name}, seed {cfg.seed} -> {cfg.out}: {status}")
+            done.append({"variant": v.name, "seed": cfg.seed, "folder": cfg.out, "status": status})
     return done
 
 
 def ablation_table(sweep_dir: str | Path):
-    """One row per finished variant (fractions), in the grid's order, with the seed's ACC."""
+    """One row per variant with finished seeds: mean and std of each metric (fractions), the
+    seeds' ACC values, and the seed report's ACC for the same variant."""
     import pandas as pd
 
     sweep_dir = Path(sweep_dir)
     index = sweep_dir / "sweep.json"
     if not index.exists():
         raise FileNotFoundError(f"{index} does not exist; run the sweep first: python -m sclib sweep --grid ablations.yaml")
+    spec = read_json(index)
     rows = []
-    for v in json.loads(index.read_text())["variants"]:
-        metrics = sweep_dir / v["folder"] / "metrics.json"
-        if not metrics.exists():
+    for v in spec["variants"]:
+        found = [read_json(RunPaths(seed_folder(sweep_dir / v["folder"], s)).metrics) for s in spec["seeds"]
+                 if RunPaths(seed_folder(sweep_dir / v["folder"], s)).metrics.exists()]
+        if not found:
             continue
-        m = json.loads(metrics.read_text())
         seed_row = seed_report.TABLE2.get(v["name"], {})
-        rows.append({"variant": v["name"], **{k: float(m[k]) for k in seed_report.METRICS},
-                     "epochs": int(m.get("epoch", 0)),
-                     "seed_acc": seed_row["acc"] / 100.0 if seed_row else float("nan")})
+        row = {"variant": v["name"], "seeds": len(found), "epochs": int(found[0].get("epoch", 0)),
+               "acc_per_seed": [float(m["acc"]) for m in found],
+               "seed_acc": seed_row["acc"] / 100.0 if seed_row else float("nan")}
+        for k in seed_report.METRICS:
+            values = np.array([float(m[k]) for m in found])
+            row[k] = float(values.mean())
+            row[f"{k}_std"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+        rows.append(row)
     if not rows:
         raise FileNotFoundError(f"no variant in {sweep_dir} has finished (no metrics.json); run the sweep first")
     return pd.DataFrame(rows)
 
 
+def _pm(mean: float, std: float) -> str:
+    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if np.isfinite(std) else "")
+
+
 def ablation_markdown(table) -> str:
-    """The sweep in the layout of the seed's Table 2 (percent), with the seed's STL-10 ACC."""
-    lines = ["| variant | NMI | AMI | ARI | ACC | epochs | seed ACC (STL-10, 300 ep) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    """The sweep in the layout of the seed's Table 2 (percent, mean ± std over seeds), with the seed's STL-10 ACC."""
+    lines = ["| variant | seeds | NMI | AMI | ARI | ACC | ACC per seed | seed ACC (STL-10, 300 ep) |",
+             "|---|---:|---:|---:|---:|---:|---|---:|"]
     for _, r in table.iterrows():
         seed_acc = "n/a" if not np.isfinite(r["seed_acc"]) else f"{100 * r['seed_acc']:.2f}"
-        lines.append(f"| {r['variant']} | " + " | ".join(f"{100 * r[k]:.2f}" for k in seed_report.METRICS)
-                     + f" | {int(r['epochs'])} | {seed_acc} |")
+        per_seed = ", ".join(f"{100 * a:.1f}" for a in r["acc_per_seed"])
+        lines.append(f"| {r['variant']} | {int(r['seeds'])} | "
+                     + " | ".join(_pm(r[k], r[f"{k}_std"]) for k in seed_report.METRICS)
+                     + f" | {per_seed} | {seed_acc} |")
     return "\n".join(lines) + "\n"
 
 
@@ -165,5 +182,3 @@ def seed_table2_markdown() -> str:
     for name, row in seed_report.TABLE2.items():
         lines.append(f"| {name} | " + " | ".join(f"{row[k]:.4f}" for k in seed_report.METRICS) + " |")
     return "\n".join(lines) + "\n"
-
-

@@ -8,12 +8,12 @@ uninterrupted run would have done, with nothing but weights, optimiser and queue
 from __future__ import annotations
 
 import contextlib
+import functools
 import datetime as dt
 import platform
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,53 +22,18 @@ from torch import nn
 
 from sclib import __version__, checkpoint, distributed, evaluate, faults
 from sclib.augment import Augmenter
-from sclib.config import Config, ConfigError, differences, load_config
+from sclib.config import Config, ConfigError, Recipe, differences, load_config
 from sclib.data import DataSplits
 from sclib.files import read_json, write_csv, write_json
 from sclib.loss import SelfClassifierLoss
 from sclib.model import SelfClassifier
 from sclib.optim import build_optimizer, lr_at, set_lr
-from sclib.runs import RunPaths, augment_config, build_model, load_data, resolve_device
+from sclib.nnqueue import NNQueue
+from sclib.runs import RunPaths, augment_config, autocast, build_model, load_data, resolve_device, seed_folder
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
-
-
-@dataclass
-class NNQueue:
-    """A FIFO of past embeddings; view 1's embedding is swapped for its nearest neighbour here."""
-
-    size: int
-    dim: int
-    device: torch.device
-    items: torch.Tensor = field(init=False)
-    filled: int = 0
-    pointer: int = 0
-
-    def __post_init__(self) -> None:
-        self.items = torch.zeros(self.size, self.dim, device=self.device)
-
-    def nearest(self, z: torch.Tensor) -> torch.Tensor:
-        if self.filled == 0:
-            return z
-        bank = self.items[: self.filled]
-        return bank[(z.detach().float() @ bank.T).argmax(dim=1)].to(z.dtype)
-
-    def push(self, z: torch.Tensor) -> None:
-        z = z.detach().float()[: self.size]
-        end = self.pointer + len(z)
-        idx = torch.arange(self.pointer, end, device=self.device) % self.size
-        self.items[idx] = z
-        self.pointer = end % self.size
-        self.filled = min(self.size, self.filled + len(z))
-
-    def state(self) -> dict[str, Any]:
-        return {"items": self.items.cpu(), "filled": self.filled, "pointer": self.pointer}
-
-    def load(self, state: dict[str, Any]) -> None:
-        self.items = state["items"].to(self.device)
-        self.filled, self.pointer = int(state["filled"]), int(state["pointer"])
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -76,14 +41,16 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
 
 
 def provenance(device: torch.device) -> dict[str, Any]:
-    """What produced a run, so a number in a report can be traced to code and hardware."""
+    """What produced a run (or a resumed stretch of it), so a number can be traced to code and hardware."""
     import numpy
     import sklearn
     import torchvision
 
+    commit, dirty = git_state()
     return {
         "sclib": __version__,
-        "git_commit": _git_commit(),
+        "git_commit": commit,
+        "git_dirty": dirty,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
@@ -91,17 +58,29 @@ def provenance(device: torch.device) -> dict[str, Any]:
         "scikit_learn": sklearn.__version__,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "world_size": distributed.world_size(),
-        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "started": _now(),
     }
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+def git_state(package: Path = Path(__file__).resolve().parent) -> tuple[str, bool | None]:
+    """(commit, dirty) of the repository that holds this very package, else ("unknown", None).
+
+    A copy of sclib without its own ``.git`` placed inside another repository must not report
+    that repository's commit, so the repository's top level has to contain this package.
+    """
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=package)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if not top or Path(top.strip()).resolve() / package.name != package:
+        return "unknown", None
+    commit = (git("rev-parse", "HEAD") or "").strip() or "unknown"
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return commit, (bool(status.strip()) if status is not None else None)
 
 
 def check_resumable(cfg: Config, paths: RunPaths) -> None:
@@ -123,8 +102,12 @@ def check_resumable(cfg: Config, paths: RunPaths) -> None:
 class Trainer:
     """Holds a run's moving parts; ``fit`` trains the remaining epochs and evaluates."""
 
-    def __init__(self, cfg: Config, progress: bool = True, data: DataSplits | None = None) -> None:
-        """``data`` replaces the configured data set (benchmarks pass synthetic images)."""
+    def __init__(self, cfg: Config, progress: bool | str = True, data: DataSplits | None = None) -> None:
+        """``data`` replaces the configured data set (benchmarks pass synthetic images).
+
+        ``progress``: "bar" (or True) for a tqdm bar, "log" for a few plain lines (notebooks and
+        logs), False or "off" for silence.
+        """
         self.cfg = cfg.validate()
         self.paths = RunPaths(Path(cfg.out))
         check_resumable(cfg, self.paths)
@@ -132,10 +115,13 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         if self.device.type == "cuda" and distributed.world_size() > 1:
             self.device = torch.device("cuda", distributed.local_rank())
-        self.progress = progress and distributed.is_main_process()
+        self.progress = {True: "bar", False: "off"}.get(progress, progress) if distributed.is_main_process() else "off"
         self.data = data if data is not None else load_data(cfg, download=cfg.download)
         self.info = self.data.info
         self.head = cfg.evaluated_head(len(self.info.classes))
+        warning = cfg.head_warning(len(self.info.classes))
+        if warning:
+            self._log(f"warning: {warning}")
         self._build()
 
     def _build(self) -> None:
@@ -194,7 +180,7 @@ class Trainer:
             "step": self.epoch * self.steps_per_epoch,
             "history": self.history,
             "config": self.cfg.to_dict(),
-            "queue": self.queue.state() if self.queue else None,
+            "queue": self.queue.state_dict() if self.queue else None,
         }
 
     def restore(self) -> bool:
@@ -213,7 +199,7 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.history = [dict(row) for row in state["history"]][: self.epoch]
         if self.queue and state.get("queue"):
-            self.queue.load(state["queue"])
+            self.queue.load_state_dict(state["queue"])
         return True
 
     def save(self) -> None:
@@ -228,20 +214,19 @@ class Trainer:
     # -- training ---------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
         """Train the epochs still to do, then evaluate the eval split into metrics.json."""
-        self.restore()
+        resumed = self.restore()
         if self.epoch >= self.cfg.epochs and self.paths.metrics.exists():
             self._log(f"run {self.paths.root} is already complete ({self.epoch} epochs)")
             return read_json(self.paths.metrics)
-        self._write_config()
-        bar = _progress(self.cfg.epochs, self.epoch, self.progress)
+        self._write_config(resumed)
+        report = _Progress(self.progress, self.cfg.epochs, self.epoch, str(self.paths.root))
         while self.epoch < self.cfg.epochs:
             row = self.train_epoch()
             self.epoch += 1
             self.history.append(row)
             self.save()
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.3g}", img_s=f"{row['images_per_s']:.0f}")
-        bar.close()
+            report.update(row)
+        report.close()
         metrics = self.evaluate()
         if distributed.is_main_process():
             write_json(self.paths.metrics, metrics, fault_point="metrics")
@@ -260,7 +245,7 @@ class Trainer:
             idx = order[step * batch + rank * local: step * batch + (rank + 1) * local].to(self.device)
             lr = self.lr(self.epoch * self.steps_per_epoch + step)
             set_lr(self.optimizer, lr)
-            loss, logits = self.train_step(self.images[idx], gen)
+            loss, logits = self.train_step(self.images[idx], gen, idx)
             losses.append(loss)
             assigned.append(logits.argmax(dim=1))
             faults.maybe_kill("step")
@@ -278,33 +263,41 @@ class Trainer:
             "seconds": elapsed,
         }
 
-    def train_step(self, images: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimiser step on a batch of uint8 images; returns the loss and the evaluated head's view-1 logits."""
+    def train_step(self, images: torch.Tensor, gen: torch.Generator,
+                   indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step on a batch of uint8 images; returns the loss and the evaluated head's view-1 logits.
+
+        ``indices`` are the images' positions in the training set: the NN queue needs them so
+        that no image is ever paired with its own earlier embedding.
+        """
         views = self.augment(images, gen)
         if self.device.type == "cuda":
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
         with self._autocast():
-            outputs = self._logits(views)
+            outputs = self._logits(views, indices)
         loss = self.loss_fn(outputs)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         return loss.detach(), outputs[self.head][0].detach()
 
-    def _logits(self, views: list[torch.Tensor]) -> list[list[torch.Tensor]]:
-        return self.forward(views, embedding_hook=self._swap_nearest if self.queue else None)
+    def _logits(self, views: list[torch.Tensor], indices: torch.Tensor | None) -> list[list[torch.Tensor]]:
+        if self.queue is None:
+            return self.forward(views)
+        if indices is None:
+            raise ValueError("the nearest-neighbour queue needs the batch's indices in the training set")
+        return self.forward(views, embedding_hook=functools.partial(self._swap_nearest, indices))
 
-    def _swap_nearest(self, embeddings: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Replace view 1's embeddings by their nearest neighbours among past ones (official ``nn_queue``)."""
-        current = embeddings[0]
-        swapped = self.queue.nearest(current)
-        self.queue.push(distributed.gather_with_grad(current.detach()))
+    def _swap_nearest(self, indices: torch.Tensor, embeddings: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Swap view 1's embeddings for their nearest other samples in the queue, then queue them
+        (gathered from every rank), as the official training step does."""
+        current = embeddings[0].detach()
+        swapped = self.queue.nearest(current, indices)
+        self.queue.push(distributed.gather_with_grad(current), distributed.gather_with_grad(indices))
         return [swapped, *embeddings[1:]]
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.cfg.amp and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.device, self.cfg.amp)
 
     def _check_finite(self, losses: torch.Tensor) -> None:
         if not bool(torch.isfinite(losses).all()):
@@ -319,17 +312,19 @@ class Trainer:
         preds = evaluate.predict(model, self.data.eval_images, self.augment.cfg, self.device, amp=self.cfg.amp)
         metrics = evaluate.head_metrics(preds, self.data.eval_labels.numpy(), self.head)
         metrics["epoch"] = self.epoch
+        metrics["num_classes"] = len(self.info.classes)
         return metrics
 
     # -- provenance -------------------------------------------------------------------------
-    def _write_config(self) -> None:
-        """A new run records its config and provenance; a rerun appends when and where it resumed."""
+    def _write_config(self, resumed: bool) -> None:
+        """A run that starts from epoch 0 records fresh provenance (even in an old folder whose
+        checkpoints are gone); a resume appends its own (versions, commit, device, epoch)."""
         if not distributed.is_main_process():
             return
-        if self.paths.config.exists():
+        if resumed and self.paths.config.exists():
             record = read_json(self.paths.config)
             record.setdefault("provenance", {}).setdefault("resumed", []).append(
-                {"at": _now(), "epoch": self.epoch, "device": str(self.device)})
+                {**provenance(self.device), "epoch": self.epoch})
         else:
             record = {"config": self.cfg.to_dict(), "provenance": provenance(self.device)}
         write_json(self.paths.config, record)
@@ -344,12 +339,45 @@ class Trainer:
             print(message, file=sys.stderr)
 
 
-def pretrain(cfg: Config, progress: bool = True) -> dict[str, float]:
+def finished_metrics(cfg: Config) -> dict[str, float] | None:
+    """A finished run's metrics, read without loading data or checkpoints (None if unfinished).
+
+    This is what lets a run trained elsewhere and copied home without checkpoints be rendered.
+    """
+    paths = RunPaths(Path(cfg.out))
+    check_resumable(cfg, paths)
+    if not paths.metrics.exists():
+        return None
+    metrics = read_json(paths.metrics)
+    return metrics if int(metrics.get("epoch", 0)) >= cfg.epochs else None
+
+
+def pretrain(cfg: Config, progress: bool | str = True) -> dict[str, float]:
     """Pre-train (or resume) the run in ``cfg.out`` and return its eval-split metrics."""
+    done = finished_metrics(cfg.validate())
+    if done is not None:
+        if distributed.is_main_process() and progress not in (False, "off"):
+            print(f"run {cfg.out} is already complete ({cfg.epochs} epochs)", file=sys.stderr)
+        return done
     try:
         return Trainer(cfg, progress=progress).fit()
     finally:
         distributed.cleanup()
+
+
+def seed_configs(recipe: Recipe, seeds: list[int] | None) -> list[Config]:
+    """One config per seed, in sibling folders OUT/seed<N>; without seeds, the one run in OUT."""
+    if not seeds:
+        return [recipe.resolve()]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds lists a seed twice: {seeds}")
+    base = recipe.resolve()
+    return [recipe.resolve(over={"seed": seed, "out": str(seed_folder(base.out, seed))}) for seed in seeds]
+
+
+def pretrain_seeds(recipe: Recipe, seeds: list[int] | None = None, progress: bool | str = True) -> list[dict[str, Any]]:
+    """Pre-train every seed of a recipe (each resumable on its own); one row of metrics per run."""
+    return [{"run": cfg.out, **pretrain(cfg, progress)} for cfg in seed_configs(recipe, seeds)]
 
 
 def _unwrap(model: nn.Module) -> SelfClassifier:
@@ -358,20 +386,27 @@ def _unwrap(model: nn.Module) -> SelfClassifier:
     return model
 
 
-class _NoBar:
-    def update(self, n: int = 1) -> None: ...
-    def set_postfix(self, **kwargs: Any) -> None: ...
-    def close(self) -> None: ...
+class _Progress:
+    """Epoch progress: a tqdm bar, a few plain lines (for notebooks and logs), or nothing."""
 
-
-def _progress(total: int, initial: int, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    try:
+    def __init__(self, mode: str, total: int, initial: int, name: str) -> None:
         from tqdm.auto import tqdm
-    except ImportError:  # a bare GPU machine may lack tqdm; training does not need it
-        return _NoBar()
-    return tqdm(total=total, initial=initial, desc="pre-training", unit="epoch", dynamic_ncols=True)
+
+        self.mode, self.total, self.name = mode, total, name
+        self.every = max(1, total // 10)
+        self.bar = tqdm(total=total, initial=initial, desc="pre-training", unit="epoch", dynamic_ncols=True,
+                        disable=mode != "bar")
+
+    def update(self, row: dict[str, Any]) -> None:
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.3g}", img_s=f"{row['images_per_s']:.0f}")
+        epoch = row["epoch"]
+        if self.mode == "log" and (epoch % self.every == 0 or epoch in (1, self.total)):
+            print(f"{self.name}: epoch {epoch}/{self.total}  loss {row['loss']:.4f}  "
+                  f"clusters {row['clusters_used']}  {row['images_per_s']:.0f} img/s", flush=True)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _now() -> str:

@@ -18,7 +18,7 @@ stamp=.venv/.sclib-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! .venv/bin/python -c 'import sclib' 2>/dev/null; then
   echo "setup: installing sclib and its dependencies into .venv (the first time takes a few minutes)"
-  .venv/bin/python -m pip install --quiet --editable .
+  .venv/bin/python -m pip install --quiet --editable '.[test]'
   echo "$want" > "$stamp"
 fi
 .venv/bin/python - <<'PY'

@@ -1,24 +1,108 @@
-"""Config: presets carry the seed recipe, loose values are typed, bad values are named."""
+"""Config: recipes are files resolved in one place; loose values are typed, bad values are named."""
+
+import dataclasses
+import json
 
 import pytest
+import yaml
 
-from sclib.config import Config, ConfigError, differences, from_dict, make_config, preset
+from sclib.config import (PRESETS, RECIPE_FIELDS, RECIPES, Config, ConfigError, Recipe, config_from_file, differences,
+                          fit_milestones, from_dict, make_config, preset, read_recipe, to_yaml)
+from sclib.data import DATASETS
 
 
-def test_seed_preset_is_the_reports_recipe():
-    cfg = make_config("cifar10", "seed")
+def _recipes():
+    return [(p.parent.name, p.stem) for p in sorted(RECIPES.glob("*/*.yaml"))]
+
+
+def test_every_recipe_file_is_complete_and_resolves():
+    assert set(PRESETS) == {"fast", "gpu", "seed"}
+    assert {d for p, d in _recipes() if p in ("fast", "seed")} == set(DATASETS)  # CPU and seed recipes everywhere
+    for name, dataset in _recipes():
+        values = yaml.safe_load((RECIPES / name / f"{dataset}.yaml").read_text())
+        missing = set(RECIPE_FIELDS) - set(values)
+        assert not missing, f"{name}/{dataset}.yaml lacks {missing}"
+        cfg = make_config(dataset, name, data_root="somewhere")
+        for key, value in values.items():  # nothing between the file and the config changes a value
+            assert getattr(cfg, key) == value, (name, dataset, key)
+        assert cfg.preset == name and cfg.out == f"runs/{dataset}"
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist", "cifar10", "cifar20", "stl10", "digits", "imagefolder"])
+def test_seed_recipes_are_the_reports_recipe(dataset):
+    cfg = make_config(dataset, "seed", data_root="somewhere")
     assert (cfg.backbone, cfg.epochs, cfg.batch_size) == ("resnet18", 800, 512)
     assert (cfg.start_lr, cfg.lr, cfg.min_lr, cfg.warmup_epochs) == (0.01, 0.4, 0.0004, 10)
     assert (cfg.optimizer, cfg.momentum, cfg.weight_decay) == ("sgd", 0.9, 1e-4)
-    assert (cfg.row_tau, cfg.col_tau) == (0.1, 0.05)
-    assert cfg.heads == [10, 20, 40, 80] and cfg.image_size == 32
+    assert (cfg.row_tau, cfg.col_tau, cfg.mlp_hidden, cfg.mlp_out, cfg.local_crops) == (0.1, 0.05, 4096, 128, 0)
+    assert cfg.milestones[-1] == 800
 
 
-@pytest.mark.parametrize("dataset, size, first_head", [("mnist", 28, 10), ("cifar20", 32, 20), ("stl10", 96, 10)])
-def test_presets_follow_the_data_set(dataset, size, first_head):
+@pytest.mark.parametrize("dataset, size, heads", [("mnist", 28, [10, 20, 40, 80]), ("cifar10", 32, [10, 20, 40, 80]),
+                                                  ("cifar20", 32, [20, 40, 80, 160]), ("stl10", 96, [10, 20, 40, 80])])
+def test_seed_recipes_follow_the_data_set(dataset, size, heads):
     cfg = make_config(dataset, "seed")
-    assert cfg.image_size == size and cfg.heads[0] == first_head
-    assert cfg.evaluated_head(first_head) == 0
+    assert cfg.image_size == size and cfg.heads == heads
+    assert cfg.evaluated_head(heads[0]) == 0 and cfg.head_warning(heads[0]) is None
+
+
+def test_help_shows_what_the_recipe_resolves_to(capsys):
+    from sclib.cli import build_parser
+
+    for name, dataset in _recipes():
+        argv = ["pretrain", "--dataset", dataset, "--preset", name, "--data-root", "x", "--help"]
+        with pytest.raises(SystemExit):
+            build_parser(argv).parse_args(argv)
+        text = " ".join(capsys.readouterr().out.split())
+        cfg = make_config(dataset, name, data_root="x")
+        assert f"recipe {name}/{dataset}" in text
+        for field in ("epochs", "image_size", "batch_size", "heads", "local_crops", "row_tau"):
+            flag = "--" + field.replace("_", "-")
+            shown = text.split(flag + " ", 2)[-1]
+            assert f"(default: {getattr(cfg, field)})" in shown.split(" --")[0], (name, dataset, field)
+
+
+def test_print_config_round_trips_through_config(tmp_path, cli):
+    result = cli("pretrain", "--dataset", "cifar20", "--preset", "gpu", "--epochs", "7", "--print-config")
+    assert result.code == 0
+    path = tmp_path / "recipe.yaml"
+    path.write_text(result.out)
+    cfg = config_from_file(path)
+    assert cfg == make_config("cifar20", "gpu", epochs=7)
+    # a run's config.json replays the run; flags still override it
+    record = tmp_path / "config.json"
+    record.write_text(json.dumps({"config": cfg.to_dict(), "provenance": {"torch": "x"}}))
+    again = config_from_file(record, seed=3)
+    assert again.seed == 3 and dataclasses.replace(again, seed=cfg.seed) == cfg
+    assert cli("pretrain", "--config", str(record), "--preset", "fast").code == 2  # one recipe, not two
+
+
+def test_a_recipe_of_ones_own_needs_every_training_choice(tmp_path):
+    values = read_recipe(RECIPES / "fast" / "digits.yaml")
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in values.items() if k != "row_tau"}))
+    with pytest.raises(ConfigError, match="does not set row_tau"):
+        config_from_file(path, dataset="digits")
+    path.write_text(yaml.safe_dump({**values, "rowtau": 0.1}))
+    with pytest.raises(ConfigError, match="unknown parameter.*rowtau"):
+        config_from_file(path, dataset="digits")
+    path.write_text(yaml.safe_dump(values))
+    with pytest.raises(ConfigError, match="names no dataset"):
+        config_from_file(path)
+    assert config_from_file(path, dataset="digits") == dataclasses.replace(make_config("digits"), preset="custom")
+    assert Recipe("digits", file=str(path)).resolve(under={"epochs": 9}, over={"seed": 2}).epochs == 9
+
+
+def test_shortened_runs_keep_a_probe_curve():
+    assert make_config("digits").milestones == [10, 25, 50, 100]
+    assert make_config("digits", epochs=60).milestones == [10, 25, 50, 60]  # the recipe's points that fit
+    assert make_config("digits", epochs=30).milestones == [8, 15, 22, 30]  # too few fit: evenly spaced
+    assert make_config("digits", epochs=4).milestones == [1, 2, 3, 4]
+    assert make_config("digits", epochs=4, milestones=[4]).milestones == [4]  # an explicit choice stands
+    assert fit_milestones([5, 10, 20, 30], 25) == [5, 10, 20, 25]
+    for epochs in (1, 2, 7):
+        points = fit_milestones([50, 100], epochs)
+        assert points[-1] == epochs and points == sorted(set(points)) and points[0] >= 1
 
 
 def test_papermill_strings_are_coerced():
@@ -37,10 +121,12 @@ def test_papermill_strings_are_coerced():
     ({"heads": []}, "heads must list at least one head size"),
     ({"heads": [10, 1]}, "every head needs at least 2 classes"),
     ({"optimizer": "adam"}, "optimizer 'adam' is unknown"),
+    ({"backbone": "vgg"}, "backbone 'vgg' is unknown; choose one of resnet18, small"),
+    ({"augment": "strong"}, "augment 'strong' is unknown"),
     ({"global_scale": [0.5, 0.2]}, "global_scale must be two numbers"),
 ])
 def test_invalid_values_are_named(overrides, names):
-    values = {**Config().to_dict(), **overrides}
+    values = {**make_config("digits").to_dict(), **overrides}
     with pytest.raises(ConfigError, match=names):
         from_dict(values).validate()
 
@@ -61,6 +147,13 @@ def test_a_head_larger_than_the_batch_is_valid():
     assert make_config("digits", batch_size=16, heads=[10, 8000]).heads == [10, 8000]
 
 
+def test_no_head_of_the_class_count_is_named_in_a_warning():
+    cfg = make_config("digits", heads=[7, 14])
+    assert cfg.evaluated_head(10) == 0
+    warning = cfg.head_warning(10)
+    assert "no head has 10 classes" in warning and "head 0 with 7 clusters" in warning and "--heads" in warning
+
+
 def test_cuda_without_gpu_is_refused(monkeypatch):
     import torch
 
@@ -73,8 +166,19 @@ def test_differences_ignore_where_and_how_but_not_what():
     a = make_config("digits", out="a", device="cpu")
     b = make_config("digits", out="b", device="auto", epochs=a.epochs + 1, row_tau=0.2)
     assert set(differences(a, b)) == {"epochs", "row_tau"}
+    assert differences(a, dataclasses.replace(a, preset="custom")) == {}
 
 
-def test_unknown_preset():
+def test_unknown_preset_and_missing_recipe():
     with pytest.raises(ConfigError, match="preset 'slow' is unknown"):
         preset("slow", "digits")
+    with pytest.raises(ConfigError, match="preset 'gpu' has no recipe for digits .*cifar10"):
+        make_config("digits", "gpu")
+
+
+def test_every_field_has_help_and_the_recipe_fields_have_no_default():
+    for f in dataclasses.fields(Config):
+        assert f.metadata["help"], f.name
+    with pytest.raises(TypeError):
+        Config(dataset="digits")  # a recipe must say every training choice
+    assert to_yaml(make_config("digits")).count("\n") == len(dataclasses.fields(Config)) + 1

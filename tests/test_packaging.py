@@ -1,4 +1,5 @@
-"""pyproject.toml and environment.yml must list the same dependencies, in the same ranges."""
+"""pyproject.toml and environment.yml must list the same dependencies, in the same ranges; the
+conda environment is the whole one (runtime plus every extra), from conda-forge alone."""
 
 import re
 import tomllib
@@ -16,9 +17,12 @@ def _split(spec: str) -> tuple[str, str]:
     return name.lower().replace("_", "-"), version.replace(" ", "")
 
 
-def pyproject_requirements() -> dict[str, str]:
-    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    return dict(_split(s) for s in data["project"]["dependencies"])
+def pyproject_requirements(extras: bool = False) -> dict[str, str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    specs = list(project["dependencies"])
+    if extras:
+        specs += [s for group in project["optional-dependencies"].values() for s in group]
+    return dict(_split(s) for s in specs)
 
 
 def conda_requirements() -> dict[str, str]:
@@ -33,7 +37,14 @@ def conda_requirements() -> dict[str, str]:
 
 
 def test_environment_yml_and_pyproject_list_the_same_dependencies():
-    assert conda_requirements() == pyproject_requirements()
+    assert conda_requirements() == pyproject_requirements(extras=True)
+    assert yaml.safe_load((ROOT / "environment.yml").read_text())["channels"] == ["conda-forge"]
+
+
+def test_test_and_notebook_tools_stay_out_of_the_runtime_dependencies():
+    runtime = pyproject_requirements()
+    assert not {"pytest", "nbval", "jupyterlab", "jupytext", "seaborn"} & set(runtime)
+    assert "'.[test]'" in (ROOT / "scripts" / "setup.sh").read_text()  # the README's two commands still work
 
 
 def test_python_floor_agrees():

@@ -132,15 +132,28 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path, monkeypatch):
     assert [int(r["epoch"]) for r in history] == [1, 2]
 
 
-def test_nearest_neighbour_queue_runs_and_resumes_its_state(tmp_path):
+def test_nearest_neighbour_queue_sees_each_batch_with_its_indices_and_resumes(tmp_path, monkeypatch):
+    from sclib.nnqueue import NNQueue
+    from sclib.train import epoch_seed
+
+    pushed = []
+    original = NNQueue.push
+
+    def spy(self, z, indices):
+        pushed.append(indices.clone())
+        original(self, z, indices)
+
+    monkeypatch.setattr(NNQueue, "push", spy)
     cfg = tiny(tmp_path, epochs=1, nn_queue=300)
     pretrain(cfg, progress=False)
-    state = checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")
-    assert state["queue"]["filled"] == 300 and state["queue"]["items"].shape == (300, 16)
-    trainer = Trainer(tiny(tmp_path, "other", epochs=2, nn_queue=300), progress=False)
-    z = torch.nn.functional.normalize(torch.randn(5, 16), dim=1)
-    trainer.queue.push(z)
-    assert torch.equal(trainer.queue.nearest(z + 1e-3), z)
+    # every step pushes its batch's positions in the training set, in the epoch's order
+    order = torch.randperm(1257, generator=torch.Generator().manual_seed(epoch_seed(cfg.seed, 0)))
+    assert torch.equal(torch.cat(pushed), order[:len(pushed) * 128])
+    state = checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")["queue"]
+    assert state["full"] and state["items"].shape == (300, 16)
+    assert torch.equal(state["indices"], torch.cat(pushed)[-300:].roll(state["pointer"]))
+    resumed = Trainer(cfg, progress=False)
+    assert resumed.restore() and resumed.queue.full and torch.equal(resumed.queue.indices, state["indices"])
 
 
 def test_multicrop_views_reach_the_loss(tmp_path):

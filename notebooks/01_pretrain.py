@@ -1,0 +1,75 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · Pre-training a Self-Classifier
+#
+# Self-Classifier (Amrani et al., ECCV 2022) learns to classify images into `C` classes without
+# labels: two augmented views of an image must be put into the same class, and a softmax over
+# the *batch* (column temperature) keeps every class in use, so the trivial solution of one
+# class for all is ruled out by the loss itself.
+#
+# This notebook pre-trains (or resumes) one run per seed and plots their training curves
+# (Fig. 1 of this study). Rerunning it with the same parameters continues where the runs
+# stopped; finished runs are not trained again. With `train = False` it only reads runs that
+# finished elsewhere (on a GPU machine, say), so neither the data set nor a checkpoint is needed.
+#
+# The recipe comes from `sclib/recipes/<preset>/<dataset>.yaml`; `config_overrides` changes any
+# of its values. The defaults train the fast digits recipe once (about a minute on a CPU); the
+# committed study (`python -m sclib study`) trains three seeds.
+
+# %% tags=["parameters"]
+dataset = "digits"  # digits, mnist, fashion_mnist, cifar10, cifar20, stl10 or imagefolder
+preset = "fast"  # fast (CPU minutes), gpu (GPU minutes) or seed (the seed report's 800 epochs)
+run_dir = "../runs/notebooks/digits"  # one run folder per seed inside it; rerunning resumes
+seeds = [0]  # the study runs three
+config_overrides = {}  # any training parameter, e.g. {"epochs": 10, "row_tau": 0.07}
+config_file = None  # a recipe YAML or a run's config.json to start from instead of the preset
+train = True  # False: report finished runs without training
+
+# %%
+# %matplotlib inline
+import pandas as pd
+from IPython.display import Markdown, display
+
+from sclib import plots, report
+
+# %%
+configs = report.prepare_runs(dataset, preset, run_dir, seeds, config_overrides, config_file, train)
+runs = report.open_runs(run_dir, dataset)
+display(Markdown(report.config_markdown(configs[0], [cfg.seed for cfg in configs])))
+
+# %% [markdown]
+# ## The scored head at the end of training
+#
+# The scored head is the one with as many clusters as the data set has classes; the numbers are
+# fractions on the eval split (notebook 03 has the full table).
+
+# %%
+report.final_metrics(runs)
+
+# %% [markdown]
+# ## Training curves (Fig. 1)
+#
+# How to read them: the **loss** should fall steadily after the warm-up; the **learning rate**
+# panel shows the warm-up and cosine schedule; **clusters used** counts the distinct classes the
+# scored head assigns during training and should stay at the number of classes (dashed line):
+# a drop is the collapse that the column softmax is meant to prevent. **Throughput** is in
+# images per second (each image gives two or more views). One line per seed.
+
+# %%
+history = report.read_history(runs)
+fig = plots.training_curves(history, num_classes=report.class_count(runs))
+report.save(fig, report.figures_dir(run_dir), "fig1_training")

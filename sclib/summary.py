@@ -1,0 +1,325 @@
+"""The study's front page: ``summary.md`` and ``index.html`` from the files the runs wrote.
+
+Both say the same things from one table model: this study's seeds next to the seed report's
+Table 1 row, every head, the probes, every figure with a caption, and where the numbers come
+from (recipe, commit, versions, device, wall time), with links to the run files.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sclib import seed as seed_report
+from sclib.config import Config, load_config
+from sclib.files import read_json, write_text
+from sclib.runs import RunPaths, run_folders
+
+STYLESHEET = "style.css"
+NOTEBOOKS = ("01_pretrain", "02_linear_probe", "03_clustering_metrics", "04_embeddings", "05_cluster_images",
+             "06_ablations")
+
+# What each figure shows, by its stable file name.
+CAPTIONS = {
+    "fig1_training": "Fig. 1. Training: loss, learning rate, clusters the scored head uses (dashed: the number of "
+                     "classes) and throughput, per epoch, one line per seed.",
+    "fig2_probe": "Fig. 2. Linear and kNN probes on frozen backbone features against pre-training epochs "
+                  "(mean over seeds, band: one standard deviation).",
+    "confusion": "True class against the matched cluster of the scored head (Hungarian matching), coloured by the "
+                 "fraction of each true class.",
+    "fig3_clusters_best": "Fig. 3, top. Eval images of the purest clusters, titled with their matched class and purity.",
+    "fig3_clusters_worst": "Fig. 3, bottom. Eval images of the least pure clusters.",
+    "fig4a_tsne": "Fig. 4a. t-SNE of the backbone features of the eval split, coloured by true class.",
+    "fig4a_tsne_clusters": "t-SNE of the same features, coloured by the scored head's cluster.",
+    "fig4a_umap": "UMAP of the backbone features, coloured by true class.",
+    "fig4a_umap_clusters": "UMAP of the backbone features, coloured by the scored head's cluster.",
+    "fig4b_histogram": "Fig. 4b. Eval images per predicted cluster against the uniform count (dashed).",
+    "fig5_ablations": "Ablations: ACC per variant (mean over seeds, bars: one standard deviation); the base recipe "
+                      "is highlighted.",
+    "fig5_ablations_nmi": "Ablations: NMI per variant.",
+}
+
+CSS = """\
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:64em;margin:2em auto;padding:0 1em;
+color:#222;line-height:1.45}
+h1,h2,h3{line-height:1.2} a{color:#1f5fa8}
+table{border-collapse:collapse;margin:.8em 0;font-size:.92em}
+th,td{border-bottom:1px solid #ddd;padding:.3em .7em;text-align:right} th{background:#f4f4f4}
+td:first-child,th:first-child{text-align:left}
+tr.ref td{color:#555;font-style:italic} tr.mean td{font-weight:600}
+.note{background:#f6f8fa;border-left:4px solid #9ab;padding:.5em .8em}
+.warn{background:#fff3cd;border-left:4px solid #e0b040;padding:.5em .8em}
+figure{display:inline-block;vertical-align:top;width:30em;max-width:100%;margin:.6em}
+figure img{max-width:100%} figcaption{font-size:.88em;color:#444}
+dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em} dt{font-weight:600}
+img{max-width:100%}
+.nav{font-size:.9em}
+/* notebook pages (nbconvert's basic template) */
+.input_area pre,.output_area pre{background:#f6f8fa;padding:.6em;overflow-x:auto;font-size:.85em}
+.output_stderr pre{background:#fdf2f2}
+.output_area table{font-size:.85em}
+.anchor-link{display:none}
+.highlight .k,.highlight .kn,.highlight .kc{color:#a626a4}.highlight .s,.highlight .s1,.highlight .s2{color:#50a14f}
+.highlight .c1,.highlight .c{color:#888;font-style:italic}.highlight .mi,.highlight .mf{color:#986801}
+.highlight .nf,.highlight .nb{color:#4078f2}
+"""
+
+
+def write_stylesheet(folder: Path) -> Path:
+    """The one stylesheet every page of a study links to."""
+    target = Path(folder) / STYLESHEET
+    if not target.exists() or target.read_text() != CSS:
+        write_text(target, CSS)
+    return target
+
+
+# ----------------------------------------------------------------------------------------------
+# A table model rendered as Markdown and as HTML
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[list[str]]
+    kinds: list[str]  # per row: "" | "mean" | "ref"
+
+    def markdown(self) -> str:
+        lines = ["| " + " | ".join(self.columns) + " |", "|" + "|".join(["---"] + ["---:"] * (len(self.columns) - 1)) + "|"]
+        for row, kind in zip(self.rows, self.kinds):
+            cells = [f"**{c}**" if kind == "mean" and c else c for c in row]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+    def html(self) -> str:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
+        body = "".join(f'<tr class="{k}">' + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                       for row, k in zip(self.rows, self.kinds))
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _pct(value: float | None, std: float | None = None) -> str:
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    return f"{100 * value:.2f}" + (f" ± {100 * std:.2f}" if std is not None and np.isfinite(std) else "")
+
+
+# ----------------------------------------------------------------------------------------------
+# What a study holds
+
+
+@dataclass
+class Study:
+    out: Path
+    info: dict[str, Any]          # study.json
+    runs: list[tuple[Config, RunPaths]]
+    reports: list[dict[str, Any]]  # eval.json per run (those that have one)
+
+    @property
+    def dataset(self) -> str:
+        return self.runs[0][0].dataset
+
+    @property
+    def group(self) -> Path:
+        return self.out / self.info.get("run_dir", "run")
+
+
+def load_study(out: Path) -> Study | None:
+    out = Path(out)
+    info = read_json(out / "study.json") if (out / "study.json").exists() else {}
+    try:
+        folders = run_folders(out / info.get("run_dir", "run"))
+    except FileNotFoundError:
+        return None
+    runs = [(load_config(RunPaths(f).config), RunPaths(f)) for f in folders]
+    reports = [read_json(p.eval) for _, p in runs if p.eval.exists()]
+    return Study(out, info, runs, reports)
+
+
+def clustering_table(study: Study) -> Table:
+    metrics = seed_report.METRICS
+    rows, kinds = [], []
+    for (cfg, _), rep in zip(study.runs, study.reports):
+        head = rep["heads"][rep["evaluated_head"]]
+        rows.append([f"seed {cfg.seed}", *(_pct(head[m]) for m in metrics)])
+        kinds.append("")
+    if len(study.reports) > 1:
+        scored = [r["heads"][r["evaluated_head"]] for r in study.reports]
+        rows.append([f"mean ± std over {len(scored)} seeds",
+                     *(_pct(np.mean([h[m] for h in scored]), np.std([h[m] for h in scored], ddof=1)) for m in metrics)])
+        kinds.append("mean")
+    for key, label in (("kmeans_features", "k-means on backbone features"), ("kmeans_pixels", "k-means on pixels")):
+        values = [r[key] for r in study.reports]
+        rows.append([label + (" (mean over seeds)" if len(values) > 1 else ""),
+                     *(_pct(float(np.mean([v[m] for v in values]))) for m in metrics)])
+        kinds.append("ref")
+    found = seed_report.table1_row(study.dataset)
+    if found is not None:
+        label, percent = found
+        rows.append([label, *(f"{percent[m]:.2f}" for m in metrics)])
+        kinds.append("ref")
+    return Table(["run", "NMI", "AMI", "ARI", "ACC"], rows, kinds)
+
+
+def heads_table(study: Study) -> Table:
+    """Every head, mean over seeds: only the scored head has a meaningful ACC."""
+    first = study.reports[0]
+    rows = []
+    for i, h in enumerate(first["heads"]):
+        per_seed = [r["heads"][i] for r in study.reports]
+        mark = " (scored)" if i == first["evaluated_head"] else ""
+        rows.append([f"head {i}: {h['head_size']} clusters{mark}",
+                     f"{np.mean([p['clusters_used'] for p in per_seed]):.1f}",
+                     *(_pct(float(np.mean([p[m] for p in per_seed]))) for m in seed_report.METRICS)])
+    return Table(["head", "clusters used", "NMI", "AMI", "ARI", "ACC"], rows, [""] * len(rows))
+
+
+def probe_table(study: Study) -> Table | None:
+    import pandas as pd
+
+    frames = [pd.read_csv(p.probe).assign(seed=cfg.seed) for cfg, p in study.runs if p.probe.exists()]
+    if not frames:
+        return None
+    probes = pd.concat(frames, ignore_index=True)
+    last = probes[probes["epoch"] == probes["epoch"].max()]
+    rows = []
+    for name, g in last.groupby("probe"):
+        std = (lambda s: float(s.std(ddof=1)) if len(s) > 1 else None)
+        epochs = int(g["probe_epochs"].iloc[0]) if "probe_epochs" in g and name == "linear" else None
+        what = f"{name}" + (f" ({epochs} epochs)" if epochs else " (20 neighbours)" if name == "knn" else "")
+        rows.append([what, str(int(g["epoch"].iloc[0])), str(len(g)),
+                     _pct(float(g["top1"].mean()), std(g["top1"])), _pct(float(g["top3"].mean()), std(g["top3"]))])
+    return Table(["probe", "pre-training epoch", "seeds", "top-1", "top-3"], rows, [""] * len(rows))
+
+
+def table1() -> Table:
+    rows = [[seed_report.TABLE1_NAMES[k], *(f"{row[m]:.2f}" for m in seed_report.METRICS)]
+            for k, row in seed_report.TABLE1.items()]
+    return Table(["data set", "NMI", "AMI", "ARI", "ACC"], rows, [""] * len(rows))
+
+
+def provenance(study: Study, times: dict[str, float] | None = None) -> list[tuple[str, str]]:
+    """(label, value) pairs: what produced the numbers."""
+    from sclib.report import caveat
+
+    cfg, paths = study.runs[0]
+    record = read_json(paths.config)
+    prov = record.get("provenance", {})
+    resumed = prov.get("resumed", [])
+    commits = {prov.get("git_commit", "unknown"), *(r.get("git_commit", "unknown") for r in resumed)}
+    dirty = prov.get("git_dirty") or any(r.get("git_dirty") for r in resumed)
+    minutes = [sum(_history_seconds(p)) / 60 for _, p in study.runs]
+    pairs = [
+        ("recipe", f"{cfg.preset} ({cfg.backbone}, {cfg.epochs} epochs, batch {cfg.batch_size}, image size "
+                   f"{cfg.image_size}, heads {cfg.heads})"),
+        ("seeds", ", ".join(str(c.seed) for c, _ in study.runs)),
+        ("eval split", study.reports[0].get("split", "test") if study.reports else "not evaluated yet"),
+        ("device", f"{prov.get('device', 'unknown')} (world size {prov.get('world_size', 1)})"),
+        ("training time", ", ".join(f"{m:.1f}" for m in minutes) + " minutes per seed (sum of epoch times)"),
+        ("code", f"sclib {prov.get('sclib', '?')}, commit {', '.join(sorted(c or 'unknown' for c in commits))}"
+                 + (" with uncommitted changes" if dirty else "")),
+        ("versions", f"python {prov.get('python')}, torch {prov.get('torch')}, torchvision {prov.get('torchvision')}, "
+                     f"numpy {prov.get('numpy')}, scikit-learn {prov.get('scikit_learn')}"),
+        ("trained", f"{prov.get('started', '?')} to {prov.get('finished', '?')}"
+                    + (f", resumed {len(resumed)} time(s)" if resumed else "")),
+        ("comparison", caveat(cfg)),
+    ]
+    overrides = study.info.get("config_overrides") or {}
+    if overrides:
+        pairs.insert(1, ("overrides", ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in overrides.items())))
+    if study.info.get("note"):
+        pairs.insert(3, ("note", study.info["note"]))
+    if times:
+        pairs.append(("report steps", ", ".join(f"{k} {v:.0f} s" for k, v in times.items())))
+    return pairs
+
+
+def _history_seconds(paths: RunPaths) -> list[float]:
+    import pandas as pd
+
+    if not paths.history.exists():
+        return []
+    history = pd.read_csv(paths.history)
+    return list(history["seconds"]) if "seconds" in history else []
+
+
+def run_links(study: Study) -> list[tuple[str, str]]:
+    """(label, relative path) of the files behind the numbers, per seed."""
+    links = []
+    for cfg, paths in study.runs:
+        for name in ("config", "history", "metrics", "eval", "probe"):
+            path = getattr(paths, name)
+            if path.exists():
+                links.append((f"seed {cfg.seed}: {path.name}", os.path.relpath(path, study.out)))
+    return links
+
+
+def figures(out: Path) -> list[Path]:
+    found = [p for p in sorted(out.rglob("figures/*.png")) if "checkpoints" not in p.parts]
+    order = {stem: i for i, stem in enumerate(CAPTIONS)}
+    return sorted(found, key=lambda p: (order.get(p.stem, len(order)), p.as_posix()))
+
+
+# ----------------------------------------------------------------------------------------------
+# The two pages
+
+
+def write_summary(out: Path, times: dict[str, float] | None = None) -> Path:
+    """``summary.md``: this study's seeds next to the seed's Table 1 row, heads, probes, provenance."""
+    study = load_study(out)
+    if study is None or not study.reports:
+        raise FileNotFoundError(f"{out} holds no evaluated runs to summarise")
+    lines = [f"# Self-Classifier study: {study.dataset}", ""]
+    lines += [f"- **{label}**: {value}" for label, value in provenance(study, times)]
+    lines += ["", f"## Clustering on the {study.reports[0].get('split', 'test')} split (percent)", "",
+              clustering_table(study).markdown(), "## Every head (mean over seeds)", "", heads_table(study).markdown()]
+    probes = probe_table(study)
+    if probes is not None:
+        lines += ["## Probes on frozen backbone features (newest milestone)", "", probes.markdown()]
+    lines += ["## Seed report, Table 1 (ResNet-18, 800 epochs, percent)", "", table1().markdown(), "## Run files", ""]
+    lines += [f"- [{label}]({path})" for label, path in run_links(study)]
+    target = Path(out) / "summary.md"
+    write_text(target, "\n".join(lines) + "\n")
+    return target
+
+
+def write_index(out: Path, failed: str | None = None) -> Path:
+    """``index.html``: the summary as rendered tables, every figure with its caption, the notebooks."""
+    out = Path(out)
+    write_stylesheet(out)
+    study = load_study(out)
+    title = f"Self-Classifier study: {study.dataset}" if study else "Self-Classifier study"
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    if failed:
+        parts.append(f'<p class="warn">Stopped at {html.escape(failed)}: its page keeps the traceback.</p>')
+    if study and study.reports:
+        parts.append("<dl>" + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>"
+                                      for k, v in provenance(study)) + "</dl>")
+        parts += [f"<h2>Clustering on the {html.escape(study.reports[0].get('split', 'test'))} split (percent)</h2>",
+                  clustering_table(study).html(), "<h2>Every head (mean over seeds)</h2>", heads_table(study).html()]
+        probes = probe_table(study)
+        if probes is not None:
+            parts += ["<h2>Probes on frozen backbone features</h2>", probes.html()]
+    items = [f'<li><a href="{n}.html">{n}</a> (<a href="{n}.ipynb">notebook</a>)'
+             + (" <strong>failed</strong>" if n == failed else "") + "</li>"
+             for n in NOTEBOOKS if (out / f"{n}.ipynb").exists()]
+    parts += ["<h2>Notebooks</h2>", f"<ul>{''.join(items) or '<li>none yet</li>'}</ul>", "<h2>Figures</h2>"]
+    for path in figures(out):
+        rel = html.escape(path.relative_to(out).as_posix())
+        caption = CAPTIONS.get(path.stem, path.stem.replace("_", " "))
+        parts.append(f'<figure><a href="{rel}"><img src="{rel}" alt="{html.escape(caption)}" loading="lazy"></a>'
+                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    if study and study.reports:
+        parts += ["<h2>Seed report, Table 1 (ResNet-18, 800 epochs, percent)</h2>", table1().html(), "<h2>Run files</h2>",
+                  "<ul>" + "".join(f'<li><a href="{html.escape(p)}">{html.escape(label)}</a></li>'
+                                   for label, p in run_links(study)) + "</ul>",
+                  '<p><a href="summary.md">summary.md</a> holds the same tables as Markdown.</p>']
+    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>\n'
+            f'<link rel="stylesheet" href="{STYLESHEET}"></head><body>\n' + "\n".join(parts) + "\n</body></html>\n")
+    target = out / "index.html"
+    write_text(target, page)
+    return target
