@@ -176,9 +176,12 @@ def _pretrain(args: argparse.Namespace) -> int:
     from sclib.train import pretrain_seeds
 
     recipe = recipe_from_args(args)
+    cfg = recipe.resolve()
     if args.print_config:
-        print(to_yaml(recipe.resolve()), end="")
+        print(to_yaml(cfg), end="")
         return 0
+    if cfg.adapted:
+        _log(f"sclib: {cfg.preset} recipe fitted to the data: {cfg.adapted}")
     rows = pretrain_seeds(recipe, args.seeds, progress=not args.no_progress)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         print(_table(rows, ("run", "epoch", "acc", "nmi", "ami", "ari", "clusters_used")))

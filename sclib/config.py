@@ -86,6 +86,7 @@ class Config:
 
     # -- where and how it runs
     preset: str = _param("the recipe this config was resolved from (a label; 'custom' for none)", "custom")
+    adapted: str = _param("what an adaptive recipe chose from the data, and why (a record, set by the recipe)", "")
     device: str = _param("auto, cpu or cuda", "auto")
     amp: bool = _param("bf16 autocast on CUDA", True)
     compile: bool = _param("torch.compile the model (pays off on long GPU runs only)", False)
@@ -117,6 +118,7 @@ class Config:
 
 
 HELP = {f.name: f.metadata["help"] for f in fields(Config)}
+_FIELD_NAMES = tuple(HELP)
 RECIPE_FIELDS = tuple(f.name for f in fields(Config)
                       if f.default is MISSING and f.default_factory is MISSING and f.name != "dataset")
 
@@ -196,7 +198,10 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"recipe file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"recipe file {path} must be a mapping of config fields, e.g. 'epochs: 100'")
-    _check_names(values, f"recipe file {path}")
+    rules = values.get("adapt", {})
+    if not isinstance(rules, dict):
+        raise ConfigError(f"recipe file {path}: 'adapt' must be a mapping of rules")
+    _check_names({k: v for k, v in values.items() if k != "adapt"}, f"recipe file {path}")
     return values
 
 
@@ -267,6 +272,9 @@ def fit_milestones(milestones: list[int], epochs: int, points: int = 4) -> list[
 
 def _resolve(values: dict[str, Any], overrides: dict[str, Any], source: str) -> Config:
     given = {k: v for k, v in overrides.items() if v is not None}
+    rules = values.pop("adapt", None)
+    if rules:
+        values.update(_adapt(rules, values, given, source))
     values.update(given)
     if "epochs" in given and "milestones" not in given and "milestones" in values:
         # a shortened (or lengthened) run keeps a probe curve of a few points
@@ -276,6 +284,21 @@ def _resolve(values: dict[str, Any], overrides: dict[str, Any], source: str) -> 
     if missing:
         raise ConfigError(f"{source} does not set {', '.join(missing)}; a recipe sets every training choice")
     return from_dict(values).validate()
+
+
+def _adapt(rules: dict[str, Any], values: dict[str, Any], given: dict[str, Any], source: str) -> dict[str, Any]:
+    """An adaptive recipe's choices for the data at hand (see sclib.adapt), recorded in ``adapted``."""
+    from sclib.adapt import adapt
+
+    root = given.get("data_root", values.get("data_root"))
+    if not root:
+        raise ConfigError(f"{source} adapts to the images in data_root: pass --data-root with train/ and test/ folders")
+    typed = {k: coerce(k, v, typing.get_type_hints(Config)[k]) for k, v in given.items() if k in _FIELD_NAMES}
+    try:
+        chosen = adapt(rules, values, typed, root)
+    except ValueError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    return {**chosen.values, "adapted": chosen.note()}
 
 
 def _check_names(values: dict[str, Any], where: str) -> None:
@@ -369,7 +392,7 @@ def to_yaml(cfg: Config) -> str:
 
 
 # Fields that decide what a run computes; a run folder refuses to resume when any differs.
-RESUME_INSENSITIVE = ("out", "device", "download", "data_root", "compile", "milestones", "preset")
+RESUME_INSENSITIVE = ("out", "device", "download", "data_root", "compile", "milestones", "preset", "adapted")
 
 
 def differences(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:

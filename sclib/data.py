@@ -563,15 +563,44 @@ def _scan_split(split_dir: Path) -> dict[str, list[Path]]:
     return found
 
 
-def _open_image(path: Path):
+def _open_image(path: Path, decode: bool = True):
+    """An opened image; ``decode=False`` reads only its header (size and mode)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         img = Image.open(path)
-        img.load()
+        if decode:
+            img.load()
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(f"Cannot read image {path}: {exc}. Remove or replace the file.") from exc
     return img
+
+
+@dataclass(frozen=True)
+class FolderSummary:
+    """What a recipe can know about an image folder without decoding every image."""
+
+    classes: tuple[str, ...]
+    train_images: int
+    test_images: int
+    channels: int       # 1 when every sampled image is grayscale
+    native_size: int    # the median longer side of the sampled images, in pixels
+
+
+def summarize_image_folder(data_root: str | Path, sample: int = 64) -> FolderSummary:
+    """Count an ImageFolder's images and read the size and mode of an evenly spread sample."""
+    root = _resolve_root(data_root, must_exist=True)
+    train, test = _scan_split(root / "train"), _scan_split(root / "test")
+    classes = _check_folder_classes(root, train, test)
+    files = [p for paths in train.values() for p in paths]
+    picked = files[:: max(1, len(files) // sample)][:sample]
+    sizes, gray = [], True
+    for path in picked:
+        img = _open_image(path, decode=False)
+        sizes.append(max(img.size))
+        gray = gray and img.mode in ("1", "L", "LA")  # as the loader decides
+    return FolderSummary(classes, len(files), sum(len(p) for p in test.values()), 1 if gray else 3,
+                         int(np.median(sizes)))
 
 
 def _load_image_folder(root: Path, image_size: int | None) -> DataSplits:

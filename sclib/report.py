@@ -79,6 +79,7 @@ def config_markdown(cfg: Config, seeds: list[int]) -> str:
         f"- temperatures: row {cfg.row_tau}, column {cfg.col_tau}; extra views {cfg.local_crops}; "
         f"NN queue {cfg.nn_queue or 'off'}",
         f"- milestones (probed in notebook 02): {cfg.milestones}",
+        *([f"- fitted to the data: {cfg.adapted}"] if cfg.adapted else []),
         f"- {caveat(cfg)}",
     ])
 

@@ -18,6 +18,29 @@ TINY_ARGS = ("--dataset", "digits", "--batch-size", "128", "--image-size", "8", 
              "--mlp-out", "16", "--heads", "10", "20", "--device", "cpu")
 
 
+def write_image_folder(root: Path, classes: int = 3, per_class: int = 4, size: tuple[int, int] = (28, 28),
+                       mode: str = "L", test_per_class: int = 2) -> Path:
+    """A tiny ImageFolder (train/<class>/*.png, test/<class>/*.png) of random images."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", per_class), ("test", test_per_class)):
+        for c in range(classes):
+            (root / split / f"class{c}").mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                shape = (size[1], size[0]) if mode == "L" else (size[1], size[0], 3)
+                Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode).save(
+                    root / split / f"class{c}" / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    """A tiny grayscale 28 px ImageFolder of 3 classes."""
+    return write_image_folder(tmp_path / "images")
+
+
 @dataclass
 class CliResult:
     code: int

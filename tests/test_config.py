@@ -15,22 +15,24 @@ def _recipes():
     return [(p.parent.name, p.stem) for p in sorted(RECIPES.glob("*/*.yaml"))]
 
 
-def test_every_recipe_file_is_complete_and_resolves():
+def test_every_recipe_file_is_complete_and_resolves(image_folder):
     assert set(PRESETS) == {"fast", "gpu", "seed"}
     assert {d for p, d in _recipes() if p in ("fast", "seed")} == set(DATASETS)  # CPU and seed recipes everywhere
     for name, dataset in _recipes():
         values = yaml.safe_load((RECIPES / name / f"{dataset}.yaml").read_text())
         missing = set(RECIPE_FIELDS) - set(values)
         assert not missing, f"{name}/{dataset}.yaml lacks {missing}"
-        cfg = make_config(dataset, name, data_root="somewhere")
-        for key, value in values.items():  # nothing between the file and the config changes a value
-            assert getattr(cfg, key) == value, (name, dataset, key)
+        cfg = make_config(dataset, name, data_root=str(image_folder))
+        adapted = {part.split(" ")[0] for part in cfg.adapted.split("; ")[1:]}
+        for key, value in values.items():  # nothing but the recipe's own adapt rules changes a value
+            assert key == "adapt" or key in adapted or getattr(cfg, key) == value, (name, dataset, key)
+        assert bool(adapted) == ("adapt" in values)
         assert cfg.preset == name and cfg.out == f"runs/{dataset}"
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist", "cifar10", "cifar20", "stl10", "digits", "imagefolder"])
-def test_seed_recipes_are_the_reports_recipe(dataset):
-    cfg = make_config(dataset, "seed", data_root="somewhere")
+def test_seed_recipes_are_the_reports_recipe(dataset, image_folder):
+    cfg = make_config(dataset, "seed", data_root=str(image_folder))
     assert (cfg.backbone, cfg.epochs, cfg.batch_size) == ("resnet18", 800, 512)
     assert (cfg.start_lr, cfg.lr, cfg.min_lr, cfg.warmup_epochs) == (0.01, 0.4, 0.0004, 10)
     assert (cfg.optimizer, cfg.momentum, cfg.weight_decay) == ("sgd", 0.9, 1e-4)
@@ -46,15 +48,15 @@ def test_seed_recipes_follow_the_data_set(dataset, size, heads):
     assert cfg.evaluated_head(heads[0]) == 0 and cfg.head_warning(heads[0]) is None
 
 
-def test_help_shows_what_the_recipe_resolves_to(capsys):
+def test_help_shows_what_the_recipe_resolves_to(capsys, image_folder):
     from sclib.cli import build_parser
 
     for name, dataset in _recipes():
-        argv = ["pretrain", "--dataset", dataset, "--preset", name, "--data-root", "x", "--help"]
+        argv = ["pretrain", "--dataset", dataset, "--preset", name, "--data-root", str(image_folder), "--help"]
         with pytest.raises(SystemExit):
             build_parser(argv).parse_args(argv)
         text = " ".join(capsys.readouterr().out.split())
-        cfg = make_config(dataset, name, data_root="x")
+        cfg = make_config(dataset, name, data_root=str(image_folder))
         assert f"recipe {name}/{dataset}" in text
         for field in ("epochs", "image_size", "batch_size", "heads", "local_crops", "row_tau"):
             flag = "--" + field.replace("_", "-")
