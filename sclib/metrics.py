@@ -55,11 +55,8 @@ def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
 
 def _contingency(t: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Counts[cluster, class] over the cluster and class ids actually present."""
-    clusters, p_idx = np.unique(p, return_inverse=True)
-    classes, t_idx = np.unique(t, return_inverse=True)
-    counts = np.zeros((clusters.size, classes.size), dtype=np.int64)
-    np.add.at(counts, (p_idx, t_idx), 1)
-    return counts, clusters, classes
+    counts = skm.cluster.contingency_matrix(t, p).T  # scikit-learn's is [class, cluster]
+    return counts, np.unique(p), np.unique(t)
 
 
 def _match(t: np.ndarray, p: np.ndarray) -> tuple[dict[int, int], int]:
@@ -101,8 +98,8 @@ def cluster_metrics(y_true, y_pred) -> dict[str, float]:
 def topk_accuracy(logits_or_scores, y_true, ks: Sequence[int] = (1, 3)) -> dict[str, float]:
     """Fraction of samples whose true class is among the k highest scores.
 
-    Used for supervised heads/probes where class ids already mean something.
-    Ties are broken by torch.topk's order.
+    Used for supervised heads/probes where class ids already mean something. With three or more
+    classes this is scikit-learn's ``top_k_accuracy_score`` (ties ranked as it ranks them).
     """
     scores = logits_or_scores
     if not isinstance(scores, torch.Tensor):
@@ -119,6 +116,9 @@ def topk_accuracy(logits_or_scores, y_true, ks: Sequence[int] = (1, 3)) -> dict[
     ks = tuple(int(k) for k in ks)
     if not ks or any(k < 1 for k in ks):
         raise ValueError(f"ks must be positive integers, got {ks}")
+    if n_classes > 2:  # scikit-learn's binary form wants 1-D scores; keep one code path for 3+ classes
+        return {f"top{k}": 1.0 if k >= n_classes else float(skm.top_k_accuracy_score(
+            t, scores.double().numpy(), k=k, labels=np.arange(n_classes))) for k in ks}
     top = scores.float().topk(min(max(ks), n_classes), dim=1).indices
     hit = top == torch.from_numpy(t)[:, None]
     return {f"top{k}": float(hit[:, :k].any(dim=1).float().mean()) for k in ks}
