@@ -33,7 +33,7 @@
 # %% tags=["parameters"]
 dataset = "digits"  # digits, mnist, fashion_mnist, cifar10, cifar20, stl10 or imagefolder
 preset = "fast"  # fast (CPU minutes), gpu (GPU minutes) or seed (the seed report's 800 epochs)
-run_dir = "../runs/notebooks/digits"  # one run folder per seed inside it; rerunning resumes
+run_dir = None  # None: ../runs/lab/<dataset>; one run folder per seed inside; rerunning resumes
 seeds = [0]  # the study runs three
 config_overrides = {}  # any training parameter, e.g. {"epochs": 10, "row_tau": 0.07}
 config_file = None  # a recipe YAML or a run's config.json to start from instead of the preset
@@ -47,6 +47,7 @@ from IPython.display import Markdown, display
 from sclib import plots, report
 
 # %%
+run_dir = run_dir or report.lab_folder(dataset)
 configs = report.prepare_runs(dataset, preset, run_dir, seeds, config_overrides, config_file, train)
 runs = report.open_runs(run_dir, dataset)
 display(Markdown(report.config_markdown(configs[0], [cfg.seed for cfg in configs])))

@@ -30,7 +30,7 @@
 
 # %% tags=["parameters"]
 dataset = "digits"
-run_dir = "../runs/notebooks/digits"  # written by notebook 01
+run_dir = None  # None: ../runs/lab/<dataset>, where notebook 01 trains
 probe_epochs = 20  # the seed uses 100
 device = "auto"
 
@@ -41,6 +41,7 @@ import pandas as pd
 from sclib import plots, report
 
 # %%
+run_dir = run_dir or report.lab_folder(dataset)
 runs = report.open_runs(run_dir, dataset)
 probes = pd.concat([report.ensure_probed(cfg, paths, probe_epochs, device) for cfg, paths in runs], ignore_index=True)
 probes.pivot_table(index="epoch", columns="probe", values=["top1", "top3"], aggfunc="mean").round(4)

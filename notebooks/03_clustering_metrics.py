@@ -30,7 +30,7 @@
 
 # %% tags=["parameters"]
 dataset = "digits"
-run_dir = "../runs/notebooks/digits"  # written by notebook 01
+run_dir = None  # None: ../runs/lab/<dataset>, where notebook 01 trains
 device = "auto"
 
 # %%
@@ -41,6 +41,7 @@ from sclib import plots, report
 from sclib.metrics import confusion_after_matching
 
 # %%
+run_dir = run_dir or report.lab_folder(dataset)
 runs = report.open_runs(run_dir, dataset)
 reports = [report.ensure_evaluated(cfg, paths, device) for cfg, paths in runs]
 seeds = [cfg.seed for cfg, _ in runs]

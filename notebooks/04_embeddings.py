@@ -30,7 +30,7 @@
 
 # %% tags=["parameters"]
 dataset = "digits"
-run_dir = "../runs/notebooks/digits"  # written by notebook 01
+run_dir = None  # None: ../runs/lab/<dataset>, where notebook 01 trains
 max_points = 2000  # t-SNE / UMAP subsample
 show_seed = None  # None: the first seed
 device = "auto"
@@ -41,6 +41,7 @@ seed = 0  # of the subsample, t-SNE and UMAP
 from sclib import plots, report
 
 # %%
+run_dir = run_dir or report.lab_folder(dataset)
 cfg, paths = report.pick_run(report.open_runs(run_dir, dataset), show_seed)
 view = report.load_view(cfg, paths, device)
 idx = report.subsample(len(view.labels), max_points, seed)

@@ -26,7 +26,7 @@
 
 # %% tags=["parameters"]
 dataset = "digits"
-run_dir = "../runs/notebooks/digits"  # written by notebook 01
+run_dir = None  # None: ../runs/lab/<dataset>, where notebook 01 trains
 clusters_per_grid = 3
 images_per_cluster = 10  # at most 16 (what evaluate exports per cluster)
 show_seed = None  # None: the first seed
@@ -40,6 +40,7 @@ import pandas as pd
 from sclib import plots, report
 
 # %%
+run_dir = run_dir or report.lab_folder(dataset)
 cfg, paths = report.pick_run(report.open_runs(run_dir, dataset), show_seed)
 view = report.load_view(cfg, paths, device)
 table = report.cluster_table(view.labels, view.assigned, view.class_names)

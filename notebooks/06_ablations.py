@@ -31,7 +31,7 @@
 # %% tags=["parameters"]
 dataset = "digits"
 preset = "fast"
-sweep_dir = "../runs/notebooks/sweep-digits"  # one folder per variant, one run per seed inside
+sweep_dir = None  # None: ../runs/lab/sweep-<dataset>; one folder per variant, one run per seed inside
 grid = None  # YAML grid (e.g. "../ablations.yaml"); None: a tiny built-in grid
 seeds = [0]
 config_overrides = {"epochs": 2}  # applied to every variant, under the variant's own values
@@ -46,6 +46,7 @@ from sclib import plots, report, sweep
 from sclib.config import Recipe
 
 # %%
+sweep_dir = sweep_dir or report.lab_folder(f"sweep-{dataset}")
 if train:
     done = sweep.run_sweep(Recipe(dataset, preset, overrides=config_overrides), grid, sweep_dir, seeds, log=print)
 table = sweep.ablation_table(sweep_dir)

@@ -1,16 +1,22 @@
-"""nbval runs the notebooks with their default parameters from a clean slate.
+"""nbval runs the notebooks with their default parameters, in a folder of their own.
 
-Their defaults share the run folders under ``runs/notebooks/`` (01 writes one, 02-06 read it).
-A folder left by an earlier session with other parameters (after a preset changed, say) would
-be refused on resume, so a test session that collects the notebooks first removes it. pytest
-loads this file only when the notebooks are part of the session; other runs are untouched.
+Their default run folders live under ``runs/lab/`` (01 writes one, 02-06 read it), which is
+also where interactive JupyterLab runs go. So that the tests neither read nor delete those,
+a test session points the notebooks (through ``SCLIB_LAB_RUNS``, read by
+``sclib.report.lab_folder``) at a fresh temporary folder. pytest loads this file only when
+the notebooks are part of the session.
 """
 
+import os
 import shutil
-from pathlib import Path
+import tempfile
 
-NOTEBOOK_RUNS = Path(__file__).resolve().parent.parent / "runs" / "notebooks"
+_FOLDER = tempfile.mkdtemp(prefix="sclib-notebook-runs-")
 
 
 def pytest_sessionstart(session):
-    shutil.rmtree(NOTEBOOK_RUNS, ignore_errors=True)
+    os.environ["SCLIB_LAB_RUNS"] = _FOLDER  # the kernels nbval starts inherit it
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_FOLDER, ignore_errors=True)

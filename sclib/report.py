@@ -8,6 +8,7 @@ from runs trained elsewhere.
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -23,6 +24,12 @@ from sclib.runs import RunPaths, run_folders
 
 # ----------------------------------------------------------------------------------------------
 # The runs of a study: one folder per seed
+
+
+def lab_folder(name: str) -> Path:
+    """Where notebooks run interactively put their runs: ``../runs/lab/NAME`` beside the notebooks,
+    or under ``$SCLIB_LAB_RUNS`` (the notebook tests set it to a temporary folder)."""
+    return Path(os.environ.get("SCLIB_LAB_RUNS", "../runs/lab")) / name
 
 
 def prepare_runs(dataset: str, preset: str, run_dir: str | Path, seeds: list[int],
