@@ -221,7 +221,7 @@ def _palette(n: int) -> list[tuple[float, float, float, float]]:
 _HISTORY_PANELS: tuple[tuple[str, str, str], ...] = (
     ("loss", "training loss", "loss"),
     ("lr", "learning rate", "learning rate"),
-    ("clusters_used", "clusters used (evaluated head)", "non-empty clusters"),
+    ("clusters_used", "clusters used (scored head)", "non-empty clusters"),
     ("images_per_s", "throughput", "images / s"),
 )
 

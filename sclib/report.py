@@ -115,7 +115,7 @@ def pick_run(runs: list[tuple[Config, RunPaths]], seed: int | None = None) -> tu
 
 def figures_dir(run_dir: str | Path) -> Path:
     """Figures of a study go beside its seed runs, in ``run_dir/figures``."""
-    return Path(run_dir) / "figures"
+    return RunPaths(Path(run_dir)).figures
 
 
 def read_history(runs: list[tuple[Config, RunPaths]]):

@@ -3,7 +3,7 @@ tabulated like the seed's Table 2 (mean and standard deviation over seeds)."""
 
 from __future__ import annotations
 
-import json
+import copy
 import re
 import time
 from dataclasses import dataclass
@@ -44,7 +44,7 @@ def load_grid(grid: str | Path | dict[str, Any] | None) -> dict[str, Any]:
     import yaml
 
     if grid is None:
-        return json.loads(json.dumps(TINY_GRID))
+        return copy.deepcopy(TINY_GRID)
     if isinstance(grid, (str, Path)):
         path = Path(grid)
         if not path.exists():
