@@ -225,8 +225,12 @@ def run_study(recipe: Recipe, seeds: list[int], out: str | Path, params: list[st
     configs = seed_configs(Recipe(recipe.dataset, recipe.preset, recipe.file,
                                   {**recipe.overrides, "out": str(out / RUN_GROUP)}), seeds)
     cfg = configs[0]
+    overrides = {k: v for k, v in recipe.overrides.items() if k != "out"}
+    if overrides.get("data_root") and not Path(overrides["data_root"]).expanduser().is_absolute():
+        # the notebooks run inside ``out``: a relative data folder is given relative to it
+        overrides["data_root"] = os.path.relpath(Path(overrides["data_root"]).resolve(), out)
     values = {"dataset": cfg.dataset, "preset": cfg.preset, "run_dir": RUN_GROUP, "seeds": list(seeds),
-              "config_overrides": {k: v for k, v in recipe.overrides.items() if k != "out"},
+              "config_overrides": overrides,
               "config_file": os.path.relpath(Path(recipe.file).resolve(), out) if recipe.file else None,
               "train": True, "note": note, **RUNNER_DEFAULTS, **user}
     return _run(sources, values, out, kernel, log, f"{cfg.dataset}, recipe {cfg.preset}, seeds {list(seeds)}, "

@@ -331,3 +331,12 @@ def test_the_readme_papermill_commands_run_as_printed(tmp_path):
         proc = subprocess.run(argv, cwd=checkout, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, (command, proc.stderr[-2000:])
     assert (checkout / "runs" / "papermill" / "02_linear_probe.ipynb").exists()
+
+
+def test_a_relative_data_folder_is_handed_to_the_notebooks_relative_to_where_they_run(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(study, "_run", lambda sources, values, out, *rest: seen.update(values, out=out) or out)
+    monkeypatch.chdir(tmp_path)
+    study.run_study(Recipe("digits", overrides={"data_root": "data"}), [0], "results/digits")
+    assert seen["config_overrides"]["data_root"] == "../../data"
+    assert (seen["out"] / seen["config_overrides"]["data_root"]).resolve() == (tmp_path / "data").resolve()
