@@ -38,6 +38,8 @@ seed = 0  # of the subsample, t-SNE and UMAP
 
 # %%
 # %matplotlib inline
+from IPython.display import display
+
 from sclib import plots, report
 
 # %%
@@ -45,22 +47,16 @@ run_dir = run_dir or report.lab_folder(dataset)
 cfg, paths = report.pick_run(report.open_runs(run_dir, dataset), show_seed)
 view = report.load_view(cfg, paths, device)
 idx = report.subsample(len(view.labels), max_points, seed)
-clusters = [f"cluster {c}" for c in range(view.head_size)]
 figures = report.figures_dir(run_dir)
 print(f"seed {cfg.seed}: {len(idx)} of {len(view.labels)} eval images, features of width {view.features.shape[1]}")
 
 # %% [markdown]
 # ## t-SNE (Fig. 4a)
+#
+# Coloured by true class, then by the scored head's cluster.
 
 # %%
-xy, seconds = report.embed_2d(view.features[idx], "tsne", seed)
-print(f"t-SNE: {seconds['fit_s']:.1f} s")
-report.save(plots.embedding_scatter(xy, view.labels[idx], view.class_names, title="t-SNE, true class"),
-            figures, "fig4a_tsne")
-
-# %%
-report.save(plots.embedding_scatter(xy, view.assigned[idx], clusters, title="t-SNE, predicted cluster"),
-            figures, "fig4a_tsne_clusters")
+display(*report.embedding_figures(view, idx, "tsne", figures, seed))
 
 # %% [markdown]
 # ## UMAP
@@ -68,14 +64,7 @@ report.save(plots.embedding_scatter(xy, view.assigned[idx], clusters, title="t-S
 # UMAP's first use compiles numba code; the import and fit times are printed.
 
 # %%
-xy, seconds = report.embed_2d(view.features[idx], "umap", seed)
-print(f"UMAP: import {seconds['import_s']:.1f} s, fit {seconds['fit_s']:.1f} s")
-report.save(plots.embedding_scatter(xy, view.labels[idx], view.class_names, title="UMAP, true class"),
-            figures, "fig4a_umap")
-
-# %%
-report.save(plots.embedding_scatter(xy, view.assigned[idx], clusters, title="UMAP, predicted cluster"),
-            figures, "fig4a_umap_clusters")
+display(*report.embedding_figures(view, idx, "umap", figures, seed))
 
 # %% [markdown]
 # ## Samples per predicted cluster (Fig. 4b)

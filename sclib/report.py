@@ -329,6 +329,20 @@ def embed_2d(features: np.ndarray, method: str = "tsne", seed: int = 0) -> tuple
     return np.asarray(xy), {"import_s": loaded - start, "fit_s": done - loaded}
 
 
+def embedding_figures(view: RunView, idx: np.ndarray, method: str, figures: str | Path, seed: int = 0) -> list:
+    """A 2-D embedding of the subsample ``idx``, coloured by true class and by cluster (fig4a_<method>*)."""
+    from sclib import plots
+
+    xy, seconds = embed_2d(view.features[idx], method, seed)
+    name = {"tsne": "t-SNE", "umap": "UMAP"}[method]
+    print(f"{name}: import {seconds['import_s']:.1f} s, fit {seconds['fit_s']:.1f} s")
+    clusters = [f"cluster {c}" for c in range(view.head_size)]
+    return [save(plots.embedding_scatter(xy, view.labels[idx], view.class_names, title=f"{name}, true class"),
+                 figures, f"fig4a_{method}"),
+            save(plots.embedding_scatter(xy, view.assigned[idx], clusters, title=f"{name}, predicted cluster"),
+                 figures, f"fig4a_{method}_clusters")]
+
+
 def cluster_table(labels: np.ndarray, assigned: np.ndarray, class_names: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
     """Per non-empty cluster: size, matched (or majority) class and purity, purest first."""
     from sclib.metrics import cluster_purity, hungarian_match
