@@ -340,3 +340,26 @@ def test_a_relative_data_folder_is_handed_to_the_notebooks_relative_to_where_the
     study.run_study(Recipe("digits", overrides={"data_root": "data"}), [0], "results/digits")
     assert seen["config_overrides"]["data_root"] == "../../data"
     assert (seen["out"] / seen["config_overrides"]["data_root"]).resolve() == (tmp_path / "data").resolve()
+
+
+@pytest.mark.slow
+def test_the_gpu_study_script_packs_runs_that_render_at_home(tmp_path):
+    """scripts/gpu_study.sh on a CPU with tiny settings: the tarball holds no checkpoint and renders."""
+    import tarfile
+
+    tarball = tmp_path / "runs.tgz"
+    env = {**__import__("os").environ, "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_study.sh"), "digits", str(tmp_path / "box"), str(tarball),
+                           "--preset", "fast", "--seeds", "0", "1", *TINY_FLAGS, "--device", "cpu"],
+                          capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with tarfile.open(tarball) as tar:
+        names = tar.getnames()
+        tar.extractall(tmp_path / "home", filter="data")
+    assert not [n for n in names if "checkpoints" in n]
+    for seed_dir in ("seed0", "seed1"):
+        assert any(n.endswith(f"{seed_dir}/arrays.npz") for n in names) and any(n.endswith(f"{seed_dir}/probe.csv") for n in names)
+    home = next((tmp_path / "home").rglob("box"))
+    proc = _cli("study", "--runs", str(home), "--out", str(tmp_path / "report"), "--param", "max_points=100", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "seed 1" in (tmp_path / "report" / "summary.md").read_text()
