@@ -41,7 +41,6 @@ train = True  # False: report finished runs without training
 
 # %%
 # %matplotlib inline
-import pandas as pd
 from IPython.display import Markdown, display
 
 from sclib import plots, report

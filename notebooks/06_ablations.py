@@ -39,7 +39,6 @@ train = True  # False: only tabulate what the sweep already trained
 
 # %%
 # %matplotlib inline
-import pandas as pd
 from IPython.display import Markdown, display
 
 from sclib import plots, report, sweep

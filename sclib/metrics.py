@@ -15,10 +15,10 @@ from sklearn import metrics as skm
 
 __all__ = [
     "cluster_metrics",
+    "cluster_purity",
+    "confusion_after_matching",
     "hungarian_match",
     "topk_accuracy",
-    "confusion_after_matching",
-    "cluster_purity",
 ]
 
 

@@ -34,15 +34,15 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 __all__ = [
-    "training_curves",
-    "probe_curves",
+    "ablation_bars",
+    "cluster_grid",
+    "cluster_histogram",
     "confusion_matrix_plot",
     "embedding_scatter",
-    "cluster_histogram",
-    "cluster_grid",
-    "ablation_bars",
     "metrics_table_markdown",
+    "probe_curves",
     "save_figure",
+    "training_curves",
 ]
 
 # One house style, applied while a figure's artists are created (rcParams are read then).

@@ -72,7 +72,7 @@ def knn_probe(train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Tensor
     return topk_accuracy(scores.numpy(), eval_y.numpy(), ks=(1, 3))
 
 
-def probe_checkpoint(run_dir: str | Path, data: "DataSplits", checkpoint_path: str | Path | None = None,
+def probe_checkpoint(run_dir: str | Path, data: DataSplits, checkpoint_path: str | Path | None = None,
                      epochs: int = 100, device: str = "auto") -> list[dict[str, Any]]:
     """Linear and kNN probe rows for one checkpoint of a run."""
     from sclib.runs import augment_config, load_model, open_run, resolve_device

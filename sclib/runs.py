@@ -15,7 +15,7 @@ import torch
 from sclib import checkpoint
 from sclib.augment import AugmentConfig
 from sclib.config import Config, load_config
-from sclib.data import DataSplits, DatasetInfo, hold_out, load_dataset
+from sclib.data import DatasetInfo, DataSplits, hold_out, load_dataset
 from sclib.model import SelfClassifier
 
 

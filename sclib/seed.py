@@ -7,7 +7,7 @@ use :func:`as_fractions` before handing a row to ``sclib.plots``.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 METRICS = ("nmi", "ami", "ari", "acc")
 

@@ -6,8 +6,22 @@ import json
 import pytest
 import yaml
 
-from sclib.config import (PRESETS, RECIPE_FIELDS, RECIPES, Config, ConfigError, Recipe, config_from_file, differences,
-                          fit_milestones, from_dict, make_config, preset, read_recipe, to_yaml)
+from sclib.config import (
+    PRESETS,
+    RECIPE_FIELDS,
+    RECIPES,
+    Config,
+    ConfigError,
+    Recipe,
+    config_from_file,
+    differences,
+    fit_milestones,
+    from_dict,
+    make_config,
+    preset,
+    read_recipe,
+    to_yaml,
+)
 from sclib.data import DATASETS
 
 

@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-import _data_formats as fmt  # noqa: E402
+import _data_formats as fmt
 
-from sclib import data  # noqa: E402
-from sclib.data import DataError, load_dataset  # noqa: E402
+from sclib import data
+from sclib.data import DataError, load_dataset
 
 
 @pytest.fixture(autouse=True)
