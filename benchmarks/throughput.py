@@ -1,152 +1,195 @@
-"""Training throughput: sclib's on-device pipeline against a per-image DataLoader pipeline.
+"""Training throughput: sclib's on-device views against a per-image DataLoader, on equal terms.
 
-Both sides train the same model with the same loss and optimiser on synthetic images; they
-differ only in how views are made. (a) sclib: uint8 data resident on the device, views
-augmented in batches there, bf16 autocast and channels-last on CUDA (``Trainer.train_step``).
-(b) reference: torchvision transforms on one PIL image at a time in DataLoader workers, the
-way the official code feeds its model. Prints images/s (source images; each gives two
-views) and the ratio, for a CIFAR-sized and an MNIST-sized setting.
+Both sides run the seed recipe of the data set they name (``make_config(dataset, "seed")``): the
+same model, loss, optimiser, batch and the *same views*, in number, size and kind (the reference
+builds one torchvision pipeline per view the recipe asks for, from the very AugmentConfig the
+trainer's Augmenter uses, and the run stops if the two sides disagree). They differ only in where
+views are made:
 
-    python benchmarks/throughput.py                 # whichever device is present
-    python benchmarks/throughput.py --steps 20 --batch-size 512 --device cuda
+* sclib: uint8 images resident on the device, views augmented in batches there (timed both as a
+  loop of ``Trainer.train_step`` and as a real ``Trainer.train_epoch``, whose images/s is the
+  figure the training log prints);
+* reference: torchvision transforms on one PIL image at a time in DataLoader workers (as many as
+  the machine has CPUs, by default), the way the official code feeds its model; the views then
+  go through the trainer's own ``step_on_views``.
+
+Images are synthetic noise of the data set's shape (the cost of a step does not depend on the
+pixels). Prints images/s (source images, each making every view), the ratio, and on any device
+the share of the FLOP ceiling (see common.ceiling_line).
+
+    python benchmarks/throughput.py                               # cifar10 and mnist-small, this device
+    python benchmarks/throughput.py --device cuda --settings cifar10 mnist mnist-small --compile
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import sys
 import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from sclib.config import make_config
-from sclib.data import DatasetInfo, DataSplits
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
+
+from sclib.augment import AugmentConfig, Augmenter, blur_kernel_size
 from sclib.train import Trainer
 
-SETTINGS = {
-    "cifar": dict(backbone="resnet18", image_size=32, channels=3),
-    "mnist": dict(backbone="small", image_size=28, channels=1),
-}
+BILINEAR = T.InterpolationMode.BILINEAR
 
 
-def synthetic(n: int, channels: int, size: int, seed: int = 0) -> DataSplits:
-    gen = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8, generator=gen)
-    labels = torch.randint(0, 10, (n,), generator=gen)
-    info = DatasetInfo("synthetic", tuple(str(i) for i in range(10)), channels, size, (0.5,) * channels, (0.25,) * channels)
-    return DataSplits(info, images, labels, images[:256], labels[:256])
+def reference_views(cfg: AugmentConfig) -> list[T.Compose]:
+    """One torchvision pipeline per view of the recipe (global views, then local crops), with the
+    AugmentConfig's sizes, scales and probabilities: the official per-image way of making them."""
+    pipelines = []
+    colour = cfg.channels == 3 and cfg.style == "byol"
+    for size, scale, blur_p, sol_p in Augmenter(cfg).specs():
+        if cfg.style == "byol":
+            ops: list[Any] = [T.RandomResizedCrop(size, scale=tuple(scale), ratio=cfg.ratio, interpolation=BILINEAR),
+                              T.RandomHorizontalFlip(cfg.flip_p)]
+            sigma = cfg.blur_sigma
+        else:
+            ops = [T.RandomAffine(cfg.affine_degrees, translate=(cfg.affine_translate,) * 2, scale=cfg.affine_scale,
+                                  shear=cfg.affine_shear, interpolation=BILINEAR),
+                   T.Resize(size, interpolation=BILINEAR)]
+            sigma = cfg.affine_blur_sigma
+        jitter = (T.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue) if colour
+                  else T.ColorJitter(cfg.brightness, cfg.contrast))
+        ops.append(T.RandomApply([jitter], p=cfg.jitter_p))
+        if colour:
+            ops.append(T.RandomGrayscale(cfg.grayscale_p))
+        if blur_p > 0:
+            ops.append(T.RandomApply([T.GaussianBlur(blur_kernel_size(size), sigma)], p=blur_p))
+        if sol_p > 0:
+            ops.append(T.RandomSolarize(math.ceil(255 * cfg.solarize_threshold), p=sol_p))
+        pipelines.append(T.Compose([*ops, T.ToTensor(), T.Normalize(cfg.mean, cfg.std)]))
+    return pipelines
 
 
-def make_trainer(setting: str, batch: int, device: str, n: int, out: str) -> Trainer:
-    s = SETTINGS[setting]
-    cfg = make_config("digits", "fast", backbone=s["backbone"], image_size=s["image_size"], batch_size=batch,
-                      augment="byol", mlp_hidden=4096 if s["backbone"] == "resnet18" else 1024,
-                      device=device, out=out, epochs=1)
-    return Trainer(cfg, progress=False, data=synthetic(n, s["channels"], s["image_size"]))
+class PerImageViews(Dataset):
+    """The official pipeline's shape: one PIL image in, every view of the recipe out."""
+
+    def __init__(self, images: torch.Tensor, cfg: AugmentConfig) -> None:
+        self.images = images.permute(0, 2, 3, 1).squeeze(-1).numpy()
+        self.views = reference_views(cfg)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        img = Image.fromarray(self.images[i])
+        return tuple(view(img) for view in self.views)
 
 
-def time_sclib(trainer: Trainer, steps: int, warmup: int) -> float:
+def check_same_views(trainer: Trainer, dataset: PerImageViews) -> list[tuple[int, ...]]:
+    """The views both sides make, as shapes; raises if they differ in number or shape, because
+    then the comparison would not be of the same work."""
+    ours = [tuple(v.shape[1:]) for v in trainer.augment(trainer.images[:2], torch.Generator(trainer.device))]
+    theirs = [tuple(v.shape) for v in dataset[0]]
+    if ours != theirs:
+        raise ValueError(f"unfair comparison: sclib makes {len(ours)} views {ours}, the reference "
+                         f"{len(theirs)} views {theirs}; both must follow the same recipe")
+    return ours
+
+
+def time_steps(trainer: Trainer, steps: int, warmup: int) -> float:
+    """images/s of a plain loop of ``train_step`` on random batches."""
     gen = torch.Generator(device=trainer.device).manual_seed(0)
     batch = trainer.global_batch
     trainer.model.train()
     for i in range(warmup + steps):
         if i == warmup:
-            _sync(trainer.device)
+            common.sync(trainer.device)
             start = time.perf_counter()
         idx = torch.randint(0, len(trainer.images), (batch,), device=trainer.device, generator=gen)
         trainer.train_step(trainer.images[idx], gen)
-    _sync(trainer.device)
+    common.sync(trainer.device)
     return steps * batch / (time.perf_counter() - start)
 
 
-class PerImageViews(Dataset):
-    """The official pipeline's shape: PIL image in, two torchvision-augmented views out."""
-
-    def __init__(self, images: torch.Tensor, size: int, mean, std) -> None:
-        self.images = images.permute(0, 2, 3, 1).squeeze(-1).numpy()
-        gray = self.images.ndim == 3
-        common = [T.RandomResizedCrop(size, scale=(0.14, 1.0)), T.RandomHorizontalFlip()]
-        colour = [] if gray else [T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8), T.RandomGrayscale(0.2)]
-        blur = T.GaussianBlur(max(3, round(0.1 * size)) | 1, (0.1, 2.0))
-        tail = [T.ToTensor(), T.Normalize(mean, std)]
-        self.view1 = T.Compose(common + colour + [blur] + tail)
-        self.view2 = T.Compose(common + colour + [T.RandomApply([blur], p=0.1), T.RandomSolarize(128, p=0.2)] + tail)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int):
-        img = Image.fromarray(self.images[i])
-        return self.view1(img), self.view2(img)
+def time_epoch(trainer: Trainer) -> float:
+    """images/s of a real ``train_epoch`` (the training log's figure), after one warm-up epoch."""
+    trainer.train_epoch()
+    return trainer.train_epoch()["images_per_s"]
 
 
 def time_reference(trainer: Trainer, steps: int, warmup: int, workers: int) -> float:
-    info = trainer.data.info
-    dataset = PerImageViews(trainer.data.train_images, trainer.cfg.image_size, info.mean, info.std)
+    """images/s of DataLoader-made views through the trainer's own step."""
+    dataset = PerImageViews(trainer.data.train_images, trainer.augment.cfg)
+    check_same_views(trainer, dataset)
     loader = DataLoader(dataset, batch_size=trainer.global_batch, shuffle=True, num_workers=workers, drop_last=True,
                         pin_memory=trainer.device.type == "cuda", persistent_workers=workers > 0)
-    model, loss_fn, opt = trainer.forward, trainer.loss_fn, trainer.optimizer
     batches = iter(loader)
     for i in range(warmup + steps):
         if i == warmup:
-            _sync(trainer.device)
+            common.sync(trainer.device)
             start = time.perf_counter()
         try:
-            v1, v2 = next(batches)
+            views = next(batches)
         except StopIteration:
             batches = iter(loader)
-            v1, v2 = next(batches)
-        views = [v.to(trainer.device, non_blocking=True) for v in (v1, v2)]
-        with trainer._autocast():
-            outputs = model(views)
-        loss = loss_fn(outputs)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    _sync(trainer.device)
+            views = next(batches)
+        trainer.step_on_views([v.to(trainer.device, non_blocking=True) for v in views])
+    common.sync(trainer.device)
     return steps * trainer.global_batch / (time.perf_counter() - start)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def report(device: str, batch: int, steps: int, warmup: int, workers: int, settings: list[str]) -> dict[str, tuple[float, float]]:
-    """Print and return (sclib, reference) images/s per setting."""
-    name = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
-    print(f"device: {name}; batch {batch}; {steps} timed steps after {warmup} warm-up; "
-          f"reference DataLoader workers: {workers}")
-    print(f"{'setting':<28}{'sclib img/s':>14}{'reference img/s':>18}{'ratio':>8}")
+def report(device: str, batch: int, steps: int, warmup: int, workers: int, settings: list[str],
+           tuned: bool | None = None, compile: bool = False, compile_mode: str = "default",
+           peak_tflops: float | None = None) -> dict[str, dict[str, Any]]:
+    """Print and return, per setting: views, step, epoch and reference images/s, FLOPs per image."""
+    dev = torch.device(device)
+    name = common.device_name(dev)
+    peak = peak_tflops or common.measured_peak_tflops(dev)
+    print(f"device: {name}; torch {torch.__version__}; batch {batch}; {steps} timed steps after {warmup} warm-up; "
+          f"reference DataLoader workers: {workers}; compile: {compile_mode if compile else 'off'}", flush=True)
+    print(f"{'setting':<36}{'views':>6}{'step img/s':>12}{'epoch img/s':>13}{'reference img/s':>17}{'ratio':>7}")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for setting in settings:
-            n = max(batch * (steps + warmup), 2048)
-            fast = time_sclib(make_trainer(setting, batch, device, n, os.path.join(tmp, setting)), steps, warmup)
-            ref = time_reference(make_trainer(setting, batch, device, n, os.path.join(tmp, setting + "-ref")),
-                                 steps, warmup, workers)
-            s = SETTINGS[setting]
-            label = f"{setting} ({s['image_size']} px, {s['backbone']})"
-            print(f"{label:<28}{fast:>14.0f}{ref:>18.0f}{fast / ref:>8.2f}", flush=True)
-            if setting == "cifar":
-                print(f"{'':<28}CIFAR-10 epoch (50k images x 2 views) at this rate: {50_000 / fast:.1f} s", flush=True)
-            results[setting] = (fast, ref)
+            trainer = common.seed_trainer(setting, os.path.join(tmp, setting), device, batch, steps, tuned=tuned,
+                                          compile=compile, compile_mode=compile_mode)
+            views = check_same_views(trainer, PerImageViews(trainer.data.train_images[:1], trainer.augment.cfg))
+            epoch = time_epoch(trainer)
+            step = time_steps(trainer, steps, warmup)
+            ref = time_reference(trainer, steps, warmup, workers)
+            flops = common.flops_per_image(trainer)
+            label = f"{setting} ({trainer.cfg.backbone}, {trainer.cfg.image_size} px)"
+            print(f"{label:<36}{len(views):>6}{step:>12.0f}{epoch:>13.0f}{ref:>17.0f}{epoch / ref:>7.2f}", flush=True)
+            print(f"{'':<4}{common.ceiling_line(name, epoch, flops, peak)}", flush=True)
+            if setting == "cifar10":
+                print(f"{'':<4}a CIFAR-10 epoch (50,000 images) at this rate: {50_000 / epoch:.2f} s", flush=True)
+            results[setting] = dict(views=len(views), step=step, epoch=epoch, reference=ref, flops=flops, peak=peak,
+                                    compile_s=trainer.compile_seconds)
     return results
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--batch-size", type=int, default=None, help="default: 512 on CUDA, 64 on CPU")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 30 on CUDA, 3 on CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 5 on CUDA, 1 on CPU)")
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="reference DataLoader workers")
-    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    args = parser.parse_args()
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="reference DataLoader workers (default: this machine's CPU count)")
+    parser.add_argument("--settings", nargs="+", default=["cifar10", "mnist-small"], choices=list(common.SETTINGS))
+    parser.add_argument("--tuned", choices=("auto", "on", "off"), default="auto",
+                        help="sclib's tuned (sync-free) step; auto: on CUDA only, as in training")
+    parser.add_argument("--compile", action="store_true", help="torch.compile (both sides share the compiled step)")
+    parser.add_argument("--compile-mode", default="default")
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     report(
         device="cuda" if cuda else "cpu",
@@ -155,6 +198,9 @@ def main() -> None:
         warmup=args.warmup if args.warmup is not None else (5 if cuda else 1),
         workers=args.workers,
         settings=args.settings,
+        tuned={"auto": None, "on": True, "off": False}[args.tuned],
+        compile=args.compile,
+        compile_mode=args.compile_mode,
     )
 
 

@@ -337,6 +337,28 @@ def _jitter(x: torch.Tensor, apply: torch.Tensor, factors: torch.Tensor, order_u
     return out
 
 
+def _jitter_static(x: torch.Tensor, apply: torch.Tensor, factors: torch.Tensor, order_u: torch.Tensor,
+                   ops: list) -> torch.Tensor:
+    """:func:`_jitter` without a host sync: the same random op order per sample, static shapes.
+
+    Every slot runs every op on the whole batch; a sample that runs another op (or no jitter)
+    gets the identity factor 1, an exact no-op for brightness, contrast and saturation. Hue's
+    round trip is not exact, so its result is selected per sample instead. About ``len(ops)``
+    times the arithmetic of :func:`_jitter`, but no ``bincount().tolist()`` per slot: on a GPU
+    that removes a pipeline drain each, and the shapes no longer depend on the data, so the
+    augmentation can be compiled and captured in a CUDA graph.
+    """
+    order = order_u.argsort(dim=1)
+    for slot in range(len(ops)):
+        for op_id, op in enumerate(ops):
+            chosen = apply & (order[:, slot] == op_id)
+            if op is adjust_hue:
+                x = torch.where(_per_sample(chosen), adjust_hue(x.clone(), factors[:, op_id]), x)
+            else:
+                op(x, torch.where(chosen, factors[:, op_id], 1.0))
+    return x
+
+
 def _uniform(u: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     return lo + (hi - lo) * u
 
@@ -405,80 +427,148 @@ class Augmenter:
 
     Colour jitter runs its ops in a random order per sample, as torchvision's ColorJitter
     (used by the official code) does, so the view distribution matches the reference.
+
+    ``static_shapes=True`` makes the same views (equal up to float rounding, from the same
+    random numbers) without any host-device synchronisation: views of one size are augmented
+    as one batch (one ``grid_sample`` for both global views) and the colour jitter is
+    :func:`_jitter_static`. The trainer uses it on CUDA; the default keeps the CPU path, which
+    does less arithmetic, bit for bit as before. ``compile=True`` (needs ``static_shapes``)
+    runs that per-size work through ``torch.compile``.
     """
 
-    def __init__(self, cfg: AugmentConfig):
+    def __init__(self, cfg: AugmentConfig, static_shapes: bool = False, compile: bool = False):
         if not isinstance(cfg, AugmentConfig):
             raise TypeError(f"Augmenter needs an AugmentConfig, got {type(cfg).__name__}")
+        if compile and not static_shapes:
+            raise ValueError("Augmenter(compile=True) needs static_shapes=True: the host-synchronising "
+                             "jitter has data-dependent shapes")
         self.cfg = cfg
+        self.static_shapes = static_shapes
+        self._group = torch.compile(self._group_views, dynamic=False) if compile else self._group_views
+        self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None,
-                 normalize: bool = True) -> list[torch.Tensor]:
-        """Views [global1, global2, *locals]; ``normalize=False`` keeps [0, 1] pixel units."""
+    def specs(self) -> list[tuple[int, tuple[float, float], float, float]]:
+        """(size, crop scale, blur probability, solarise probability) of each view, in order."""
         cfg = self.cfg
-        _check_images(images, cfg)
-        x = images.to(torch.float32).div_(255.0)
-        n = x.shape[0]
-        specs: list[tuple[int, tuple[float, float], float, float]] = [
+        specs = [
             (cfg.image_size, cfg.global_scale, cfg.blur_p[0], cfg.solarize_p[0]),
             (cfg.image_size, cfg.global_scale, cfg.blur_p[1], cfg.solarize_p[1]),
         ]
         specs += [(cfg.resolved_local_size, cfg.local_scale, cfg.blur_p[2], 0.0)] * cfg.local_crops
         if cfg.style == "affine":
             specs = [(size, scale, cfg.affine_blur_p, 0.0) for size, scale, _, _ in specs]
+        return specs
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None,
+                 normalize: bool = True) -> list[torch.Tensor]:
+        """Views [global1, global2, *locals]; ``normalize=False`` keeps [0, 1] pixel units."""
+        _check_images(images, self.cfg)
+        x = images.to(torch.float32).div_(255.0)
+        specs = self.specs()
         gdev = generator.device if generator is not None else x.device
+        # one table of uniforms per view, drawn in view order: both paths see the same numbers
+        us = [torch.rand(x.shape[0], _N_COLS, generator=generator, device=gdev).to(x.device) for _ in specs]
+        if self.static_shapes:
+            return self._static_views(x, us, specs, normalize)
         views = []
-        for size, scale, blur_p, sol_p in specs:
-            u = torch.rand(n, _N_COLS, generator=generator, device=gdev).to(x.device)
+        for u, (size, scale, blur_p, sol_p) in zip(us, specs):
             v = self._view(x, u, size, scale, blur_p, sol_p)
-            if normalize:
-                mean = torch.tensor(cfg.mean, device=x.device).view(1, -1, 1, 1)
-                inv_std = 1.0 / torch.tensor(cfg.std, device=x.device).view(1, -1, 1, 1)
-                _normalize_(v, mean, inv_std)
-            views.append(v)
+            views.append(self._normalize(v) if normalize else v)
         return views
+
+    def _normalize(self, v: torch.Tensor) -> torch.Tensor:
+        # cached per device: building them per call is a host-to-device copy (a sync on CUDA)
+        if v.device not in self._stats:
+            mean = torch.tensor(self.cfg.mean, device=v.device).view(1, -1, 1, 1)
+            inv_std = 1.0 / torch.tensor(self.cfg.std, device=v.device).view(1, -1, 1, 1)
+            self._stats[v.device] = (mean, inv_std)
+        return _normalize_(v, *self._stats[v.device])
+
+    def _static_views(self, x: torch.Tensor, us: list[torch.Tensor], specs: list,
+                      normalize: bool) -> list[torch.Tensor]:
+        """Views of one (size, scale) as one batch, view-major; then split back into views."""
+        groups: dict[tuple, list[int]] = {}
+        for i, (size, scale, _, _) in enumerate(specs):
+            groups.setdefault((size, tuple(scale)), []).append(i)
+        views: list[torch.Tensor] = [None] * len(specs)  # type: ignore[list-item]
+        n = x.shape[0]
+        for (size, scale), members in groups.items():
+            u = torch.cat([us[i] for i in members])
+            blur_p = [specs[i][2] for i in members]
+            sol_p = [specs[i][3] for i in members]
+            out = self._group(x, u, size, scale, blur_p, sol_p)
+            if normalize:
+                out = self._normalize(out)
+            for j, i in enumerate(members):
+                views[i] = out[j * n:(j + 1) * n]
+        return views
+
+    def _group_views(self, x: torch.Tensor, u: torch.Tensor, size: int, scale: tuple[float, float],
+                     blur_p: list[float], sol_p: list[float]) -> torch.Tensor:
+        """k views of one size for all N images, as one [k * N] batch (rows of u: view-major)."""
+        k, n = len(blur_p), x.shape[0]
+        xs = x if k == 1 else x.repeat(k, 1, 1, 1)
+        out = self._geometry(xs, u, size, scale)
+        out = self._colour(out, u, static=True)
+
+        def per_view_mask(col: int, probs: list[float]) -> torch.Tensor | None:
+            if max(probs) <= 0:
+                return None
+            return torch.cat([u[j * n:(j + 1) * n, col] < p for j, p in enumerate(probs)])
+
+        return self._blur_solarize(out, u, size, per_view_mask(_C_BLUR, blur_p), per_view_mask(_C_SOL, sol_p))
 
     def _view(self, x: torch.Tensor, u: torch.Tensor, size: int, scale: tuple[float, float],
               blur_p: float, sol_p: float) -> torch.Tensor:
+        out = self._geometry(x, u, size, scale)
+        out = self._colour(out, u, static=False)
+        blur = u[:, _C_BLUR] < blur_p if blur_p > 0 else None
+        sol = u[:, _C_SOL] < sol_p if sol_p > 0 else None
+        return self._blur_solarize(out, u, size, blur, sol)
+
+    def _geometry(self, x: torch.Tensor, u: torch.Tensor, size: int, scale: tuple[float, float]) -> torch.Tensor:
         cfg = self.cfg
         height, width = x.shape[-2:]
         if cfg.style == "byol":
             boxes = sample_crop_boxes(u[:, _C_SCALE], u[:, _C_RATIO], u[:, _C_POS],
                                       height, width, scale, cfg.ratio)
             theta = crop_flip_theta(boxes, u[:, _C_FLIP] < cfg.flip_p, height, width)
-            out = warp(x, theta, size, padding_mode="border")
-        else:
-            a = u[:, _C_AFF]
-            theta = affine_theta(
-                angle=torch.deg2rad(_uniform(a[:, 0], -cfg.affine_degrees, cfg.affine_degrees)),
-                scale=_uniform(a[:, 1], *cfg.affine_scale),
-                shear=torch.deg2rad(_uniform(a[:, 2], -cfg.affine_shear, cfg.affine_shear)),
-                translate=2 * cfg.affine_translate * (2 * a[:, 3:5] - 1),
-            )
-            out = warp(x, theta, size, padding_mode="zeros")
+            return warp(x, theta, size, padding_mode="border")
+        a = u[:, _C_AFF]
+        theta = affine_theta(
+            angle=torch.deg2rad(_uniform(a[:, 0], -cfg.affine_degrees, cfg.affine_degrees)),
+            scale=_uniform(a[:, 1], *cfg.affine_scale),
+            shear=torch.deg2rad(_uniform(a[:, 2], -cfg.affine_shear, cfg.affine_shear)),
+            translate=2 * cfg.affine_translate * (2 * a[:, 3:5] - 1),
+        )
+        return warp(x, theta, size, padding_mode="zeros")
 
+    def _colour(self, out: torch.Tensor, u: torch.Tensor, static: bool) -> torch.Tensor:
+        cfg = self.cfg
         factors = jitter_factors(u[:, _C_FACT], cfg)
         colour = cfg.channels == 3 and cfg.style == "byol"
         n_ops = 4 if colour else 2  # saturation/hue mean nothing without colour
         ops = [adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue][:n_ops]
-        out = _jitter(out, u[:, _C_JIT] < cfg.jitter_p, factors, u[:, _C_ORDER][:, :n_ops], ops)
-
+        jitter = _jitter_static if static else _jitter
+        out = jitter(out, u[:, _C_JIT] < cfg.jitter_p, factors, u[:, _C_ORDER][:, :n_ops], ops)
         if colour and cfg.grayscale_p > 0:
             gray = u[:, _C_GRAY] < cfg.grayscale_p
             out = torch.where(gray.view(-1, 1, 1, 1), to_grayscale(out), out)
+        return out
 
-        if blur_p > 0:
+    def _blur_solarize(self, out: torch.Tensor, u: torch.Tensor, size: int, blur: torch.Tensor | None,
+                       sol: torch.Tensor | None) -> torch.Tensor:
+        """Blur where ``blur``, solarise where ``sol`` (per-sample masks; None: nobody)."""
+        cfg = self.cfg
+        if blur is not None:
             lo, hi = cfg.blur_sigma if cfg.style == "byol" else cfg.affine_blur_sigma
             kernels = gaussian_kernels(_uniform(u[:, _C_SIGMA], lo, hi), blur_kernel_size(size))
             identity = torch.zeros_like(kernels)
             identity[:, kernels.shape[1] // 2] = 1.0
-            blur = (u[:, _C_BLUR] < blur_p).view(-1, 1)
             # kernel weights sum to 1 only up to rounding; keep pixels inside [0, 1]
-            out = gaussian_blur(out, torch.where(blur, kernels, identity)).clamp_(0, 1)
-
-        if sol_p > 0:
-            sol = (u[:, _C_SOL] < sol_p).view(-1, 1, 1, 1)
-            out = torch.where(sol & (out >= cfg.solarize_threshold), 1.0 - out, out)
+            out = gaussian_blur(out, torch.where(blur.view(-1, 1), kernels, identity)).clamp_(0, 1)
+        if sol is not None:
+            out = torch.where(sol.view(-1, 1, 1, 1) & (out >= cfg.solarize_threshold), 1.0 - out, out)
         return out
 
 

@@ -90,6 +90,8 @@ class Config:
     device: str = _param("auto, cpu or cuda", "auto")
     amp: bool = _param("bf16 autocast on CUDA", True)
     compile: bool = _param("torch.compile the model (pays off on long GPU runs only)", False)
+    compile_mode: str = _param("torch.compile mode with --compile: default, reduce-overhead (CUDA graphs), "
+                               "max-autotune or max-autotune-no-cudagraphs", "default")
     sync_bn: bool = _param("synchronise batch norm across processes under torchrun", False)
     seed: int = _param("random seed of initialisation, order and augmentations", 0)
     out: str = _param("run folder (rerunning the same command there resumes)", "")
@@ -392,7 +394,8 @@ def to_yaml(cfg: Config) -> str:
 
 
 # Fields that decide what a run computes; a run folder refuses to resume when any differs.
-RESUME_INSENSITIVE = ("out", "device", "download", "data_root", "compile", "milestones", "preset", "adapted")
+RESUME_INSENSITIVE = ("out", "device", "download", "data_root", "compile", "compile_mode", "milestones", "preset",
+                      "adapted")
 
 
 def differences(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:

@@ -21,6 +21,7 @@ __all__ = [
     "local_rank",
     "is_main_process",
     "gather_with_grad",
+    "gather_sizes",
 ]
 
 
@@ -91,9 +92,9 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
-def _gather_sizes(n: int, device: torch.device) -> list[int]:
-    # Ranks may hold different batch sizes (e.g. the last batch without drop_last);
-    # all_gather needs equal shapes, so sizes are exchanged first and data padded.
+def gather_sizes(n: int, device: torch.device) -> list[int]:
+    """Every rank's batch size (a collective plus a host sync): for :func:`gather_with_grad`
+    callers whose ranks may hold different numbers of rows."""
     local = torch.tensor([n], dtype=torch.long, device=device)
     sizes = [torch.zeros_like(local) for _ in range(dist.get_world_size())]
     dist.all_gather(sizes, local)
@@ -105,39 +106,51 @@ class _GatherWithGrad(torch.autograd.Function):
 
     Every rank uses the gathered tensor, so the gradient w.r.t. this rank's rows
     is the sum of the gradients all ranks computed for them (all_reduce), of
-    which this rank keeps its own slice.
+    which this rank keeps its own slice. The row counts are given, never exchanged,
+    so neither direction reads anything back to the host.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        sizes = _gather_sizes(x.shape[0], x.device)
+    def forward(ctx, x: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:  # type: ignore[override]
         ctx.sizes = sizes
         ctx.rank = dist.get_rank()
         max_n = max(sizes)
         padded = x.contiguous()
-        if x.shape[0] < max_n:
+        if x.shape[0] < max_n:  # all_gather needs equal shapes: pad, then trim
             pad = x.new_zeros((max_n - x.shape[0], *x.shape[1:]))
             padded = torch.cat([padded, pad], dim=0)
         parts = [torch.empty_like(padded) for _ in sizes]
-        dist.all_gather(parts, padded)
+        with torch.profiler.record_function("sclib.collective"):
+            dist.all_gather(parts, padded)
+        if all(n == max_n for n in sizes):
+            return torch.cat(parts, dim=0)
         return torch.cat([p[:n] for p, n in zip(parts, sizes)], dim=0)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
         grad = grad.contiguous().clone()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        with torch.profiler.record_function("sclib.collective"):
+            dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         start = sum(ctx.sizes[: ctx.rank])
-        return grad[start : start + ctx.sizes[ctx.rank]]
+        return grad[start : start + ctx.sizes[ctx.rank]], None
 
 
-def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+def gather_with_grad(x: torch.Tensor, sizes: list[int] | None = None) -> torch.Tensor:
     """Concatenate ``x`` from all ranks along dim 0 in rank order, keeping autograd.
+
+    Every rank must hold the same number of rows (the trainer splits the global batch evenly),
+    unless ``sizes`` lists each rank's count (:func:`gather_sizes` finds them, at the price of
+    a host sync). Nothing is read back to the host, so a training step keeps the GPU busy.
 
     Backward all_reduces (sums) the incoming gradient and returns this rank's
     slice. If every rank computes the same loss from the gathered tensor, each
     rank's local gradient is ``world_size`` times its share of the true gradient;
     DDP's gradient averaging divides that factor out again (see
     ``sclib.loss.SelfClassifierLoss``). Identity when not distributed.
+
+    ``torch.distributed.nn.functional.all_gather`` has the same backward (a reduce-scatter,
+    or all-to-all plus sum, of every rank's gradient) but is deprecated in torch 2.14, refuses
+    to run under torch.compile and cannot take uneven sizes, so this module keeps its own.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"gather_with_grad expects a torch.Tensor, got {type(x).__name__}")
@@ -145,4 +158,10 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
         raise ValueError("gather_with_grad needs a tensor with a batch dimension (dim 0); got a scalar")
     if not is_distributed():
         return x
-    return _GatherWithGrad.apply(x)
+    world = dist.get_world_size()
+    if sizes is None:
+        sizes = [x.shape[0]] * world
+    if len(sizes) != world or sizes[dist.get_rank()] != x.shape[0]:
+        raise ValueError(f"gather_with_grad: sizes {list(sizes)} must list {world} row counts, this rank's "
+                         f"({dist.get_rank()}) being x.shape[0] = {x.shape[0]}")
+    return _GatherWithGrad.apply(x, tuple(int(n) for n in sizes))

@@ -33,10 +33,33 @@ def _decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
+def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float,
+                    fused: bool = False) -> torch.optim.Optimizer:
+    """``fused=True`` asks torch's SGD and AdamW for their fused kernel (one launch for all
+    parameters instead of several per tensor list): same update, rounded differently, so the
+    trainer asks for it on CUDA only and CPU runs stay bit-identical. LARS has no fused form."""
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer {name!r} is unknown; choose one of {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[name](_decay_groups(model, weight_decay), lr, momentum)
+    optimizer = OPTIMIZERS[name](_decay_groups(model, weight_decay), lr, momentum)
+    set_fused(optimizer, fused)
+    return optimizer
+
+
+def set_fused(optimizer: torch.optim.Optimizer, fused: bool) -> None:
+    """Switch torch's fused kernel on or off for every group (where the optimiser has one).
+
+    ``load_state_dict`` restores the flags a checkpoint was saved with, so a trainer calls this
+    again after loading: a CUDA checkpoint resumed on a CPU must not ask for the CUDA kernel.
+    """
+    if not isinstance(optimizer, (torch.optim.SGD, torch.optim.AdamW)):
+        return
+    for group in optimizer.param_groups:
+        group["fused"] = True if fused else None  # None: torch's default (foreach on CUDA, a loop on CPU)
+        group["foreach"] = None
+    if fused:  # AdamW's fused kernel reads its step counts on the parameters' device
+        for param, state in optimizer.state.items():
+            if torch.is_tensor(state.get("step")):
+                state["step"] = state["step"].to(param.device)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -14,6 +14,7 @@ from sclib.augment import (
     AugmentConfig,
     Augmenter,
     _jitter,
+    _jitter_static,
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
@@ -142,11 +143,11 @@ def test_fixed_seed_reproduces_and_other_seed_differs():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cpu_cuda_parity_with_same_cpu_generator():
-    aug = Augmenter(rgb_cfg(local_crops=2))
+@pytest.mark.parametrize("static", [False, True], ids=["default", "static shapes"])
+def test_cpu_cuda_parity_with_same_cpu_generator(static):
     x = noise_images(64)
-    cpu = aug(x, gen(5))
-    gpu = aug(x.cuda(), gen(5))
+    cpu = Augmenter(rgb_cfg(local_crops=2))(x, gen(5))
+    gpu = Augmenter(rgb_cfg(local_crops=2), static_shapes=static)(x.cuda(), gen(5))
     for c, g in zip(cpu, gpu):
         assert g.device.type == "cuda"
         per_sample = (c - g.cpu()).abs().flatten(1).amax(1)
@@ -456,3 +457,43 @@ def test_eval_transform_resizes_normalises_deterministically():
     torch.testing.assert_close(a, ref, atol=1e-5, rtol=1e-5)
     same = eval_transform(noise_images(2, size=32), cfg)
     torch.testing.assert_close(same, (noise_images(2, size=32).float() / 255 - mean) / std)
+
+
+# ----------------------------------------------------------------------------- static shapes (GPU path)
+
+
+@pytest.mark.parametrize("cfg", [
+    rgb_cfg(local_crops=2, local_size=16),
+    AugmentConfig(image_size=28, channels=1, mean=(0.13,), std=(0.31,), style="affine", local_crops=1),
+    AugmentConfig(image_size=14, channels=1, mean=(0.29,), std=(0.35,)),
+], ids=["byol rgb + 2 local", "affine gray + 1 local", "byol gray"])
+def test_static_shapes_make_the_same_views_from_the_same_numbers(cfg):
+    x = noise_images(97, c=cfg.channels, size=32 if cfg.channels == 3 else 28, seed=21)
+    default = Augmenter(cfg)(x, gen(4))
+    static = Augmenter(cfg, static_shapes=True)(x, gen(4))
+    assert [v.shape for v in static] == [v.shape for v in default]
+    for i, (d, s) in enumerate(zip(default, static)):
+        assert torch.equal(d, s), f"view {i} differs by up to {(d - s).abs().max():.3g}"
+    assert not torch.equal(static[0], static[1])  # the two global views come from their own numbers
+
+
+def test_static_jitter_runs_each_samples_ops_in_its_own_order():
+    n = 64
+    x = noise_images(n, size=8, seed=16).float() / 255
+    g = gen(17)
+    apply = torch.rand(n, generator=g) < 0.8
+    factors = torch.stack([0.6 + 0.8 * torch.rand(n, generator=g), 0.6 + 0.8 * torch.rand(n, generator=g),
+                           0.8 + 0.4 * torch.rand(n, generator=g), 0.2 * torch.rand(n, generator=g) - 0.1], 1)
+    order_u = torch.rand(n, 4, generator=g)
+    ops = [adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue]
+    sorted_way = _jitter(x.clone(), apply, factors, order_u, ops)
+    static_way = _jitter_static(x.clone(), apply, factors, order_u, ops)
+    torch.testing.assert_close(static_way, sorted_way, rtol=0, atol=1e-6)
+    # a fixed order instead of each sample's own would not match
+    fixed = _jitter_static(x.clone(), apply, factors, torch.arange(4.0).expand(n, 4), ops)
+    assert (fixed - sorted_way).abs().amax(dim=(1, 2, 3)).gt(1e-3).sum() > n // 4
+
+
+def test_compiling_the_augmentation_needs_static_shapes():
+    with pytest.raises(ValueError, match="static_shapes"):
+        Augmenter(rgb_cfg(), compile=True)

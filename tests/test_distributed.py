@@ -47,9 +47,20 @@ def gather_input(r: int) -> torch.Tensor:
     return torch.arange(GATHER_SIZES[r] * 2, dtype=torch.float64).reshape(-1, 2) + 100 * r
 
 
-def gather_weights() -> torch.Tensor:
+def gather_weights(rows: int = sum(GATHER_SIZES)) -> torch.Tensor:
     g = torch.Generator().manual_seed(5)
-    return torch.randn(sum(GATHER_SIZES), 2, generator=g, dtype=torch.float64)
+    return torch.randn(rows, 2, generator=g, dtype=torch.float64)
+
+
+def equal_input(r: int) -> torch.Tensor:
+    return torch.arange(8, dtype=torch.float64).reshape(4, 2) - 50 * r
+
+
+def counting(calls: list, fn):
+    def wrapper(*args, **kwargs):
+        calls.append(fn.__name__)
+        return fn(*args, **kwargs)
+    return wrapper
 
 
 def _worker(r: int, port: int, out_dir: str) -> None:
@@ -62,17 +73,42 @@ def _worker(r: int, port: int, out_dir: str) -> None:
         res = {"joined": joined, "rank": sd.rank(), "world": sd.world_size(),
                "main": sd.is_main_process(), "local_rank": sd.local_rank()}
 
-        # gather_with_grad alone: rank-dependent weights, so backward must sum over ranks.
+        # gather_with_grad alone, uneven sizes (so they are exchanged first): rank-dependent
+        # weights, so backward must sum over ranks.
         x = gather_input(r).requires_grad_()
-        gathered = sd.gather_with_grad(x)
+        res["sizes"] = sd.gather_sizes(x.shape[0], x.device)
+        gathered = sd.gather_with_grad(x, res["sizes"])
         ((r + 1) * gather_weights() * gathered).sum().backward()
         res["gathered"] = gathered.detach()
         res["gather_grad"] = x.grad
+        try:
+            sd.gather_with_grad(x, [1, 1])
+        except ValueError as err:
+            res["bad_sizes"] = str(err)
+
+        # equal sizes, the trainer's case: no size exchange, the same forward and backward
+        y = equal_input(r).requires_grad_()
+        calls: list[str] = []
+        original = dist.all_gather
+        dist.all_gather = counting(calls, original)
+        try:
+            equal = sd.gather_with_grad(y)
+        finally:
+            dist.all_gather = original
+        ((r + 1) * gather_weights(4 * WORLD) * equal).sum().backward()
+        res["equal_gathered"], res["equal_grad"], res["equal_calls"] = equal.detach(), y.grad, calls
 
         # Loss on this rank's slice of the global logits.
         sl = slice(r * N_LOCAL, (r + 1) * N_LOCAL)
         local = [[v[sl].clone().requires_grad_() for v in views] for views in full_logits()]
-        loss = SelfClassifierLoss()(local)
+        calls = []
+        original = dist.all_gather
+        dist.all_gather = counting(calls, original)
+        try:
+            loss = SelfClassifierLoss()(local)
+        finally:
+            dist.all_gather = original
+        res["loss_gathers"] = len(calls)
         loss.backward()
         res["loss"] = loss.detach()
         res["logit_grads"] = [[v.grad for v in views] for views in local]
@@ -148,6 +184,26 @@ def test_gather_backward_sums_ranks_and_returns_own_slice(ranks):
         n = GATHER_SIZES[r]
         torch.testing.assert_close(res["gather_grad"], total[start:start + n], rtol=1e-12, atol=1e-12)
         start += n
+
+
+def test_gather_sizes_are_exchanged_only_when_asked_and_checked(ranks):
+    for r, res in enumerate(ranks):
+        assert res["sizes"] == list(GATHER_SIZES)
+        assert "sizes [1, 1]" in res["bad_sizes"] and f"x.shape[0] = {GATHER_SIZES[r]}" in res["bad_sizes"]
+
+
+def test_equal_size_gather_makes_one_collective_and_the_same_gradients(ranks):
+    expected = torch.cat([equal_input(r) for r in range(WORLD)])
+    total = sum(q + 1 for q in range(WORLD)) * gather_weights(4 * WORLD)
+    for r, res in enumerate(ranks):
+        assert res["equal_calls"] == ["all_gather"], "equal sizes must not be exchanged (a host sync)"
+        torch.testing.assert_close(res["equal_gathered"], expected, rtol=0, atol=0)
+        torch.testing.assert_close(res["equal_grad"], total[4 * r:4 * (r + 1)], rtol=1e-12, atol=1e-12)
+
+
+def test_loss_gathers_once_per_view_for_all_heads(ranks):
+    # heads travel side by side along the class dimension: 4 gathers, not 2 heads x 4 views
+    assert [res["loss_gathers"] for res in ranks] == [N_VIEWS] * WORLD
 
 
 def test_loss_and_logit_grads_match_one_process(ranks):

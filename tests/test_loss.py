@@ -207,3 +207,13 @@ def test_clusters_used():
     assert clusters_used(z) == len({int(row.argmax()) for row in z})
     with pytest.raises(ValueError, match=r"\[N, C\]"):
         clusters_used(torch.randn(5))
+
+
+def test_alone_the_heads_are_neither_gathered_nor_copied():
+    from sclib.loss import _gather_heads
+
+    outputs = random_outputs([3, 5], n=4, n_views=2, dtype=torch.float32)
+    gathered = _gather_heads(outputs)
+    assert all(g is x for views, got in zip(outputs, gathered) for x, g in zip(views, got))
+    half = [[x.detach().to(torch.bfloat16) for x in views] for views in outputs]
+    assert all(g.dtype == torch.float32 for got in _gather_heads(half) for g in got)

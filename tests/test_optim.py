@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sclib.optim import LARS, build_optimizer, lr_at
+from sclib.optim import LARS, build_optimizer, lr_at, set_fused
 
 
 def test_warmup_then_cosine_matches_the_recipe():
@@ -39,3 +39,37 @@ def test_lars_step_matches_hand_computation():
     opt.step()
     ratio = 0.001 * 5 / 1
     assert torch.allclose(w.detach(), torch.tensor([3.0, 4.0]) - 0.1 * ratio * torch.tensor([0.6, 0.8]))
+
+
+def _trained(fused: bool, steps: int = 3) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.BatchNorm1d(5), torch.nn.Linear(5, 3))
+    opt = build_optimizer("sgd", model, 0.1, 1e-2, 0.9, fused=fused)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        x = torch.randn(8, 6, generator=g)
+        opt.zero_grad()
+        model(x).pow(2).mean().backward()
+        opt.step()
+    return model, opt
+
+
+def test_fused_sgd_takes_the_same_steps_as_plain_sgd():
+    (plain, _), (fused, opt) = _trained(False), _trained(True)
+    assert all(g["fused"] for g in opt.param_groups)
+    moved = 0
+    for a, b in zip(plain.parameters(), fused.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)  # same update, rounding aside
+        moved += 1
+    assert moved == 6
+
+
+def test_a_resumed_optimizer_uses_this_devices_kernel_not_the_checkpoints():
+    _, saved = _trained(True)
+    model, opt = _trained(False, steps=0)
+    opt.load_state_dict(saved.state_dict())
+    assert all(g["fused"] for g in opt.param_groups)  # load_state_dict brought the saving run's flag
+    set_fused(opt, False)
+    assert all(g["fused"] is None and g["foreach"] is None for g in opt.param_groups)
+    lars = build_optimizer("lars", model, 0.1, 0.0, 0.9, fused=True)  # no fused form: left alone
+    assert "fused" not in lars.param_groups[0]

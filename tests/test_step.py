@@ -1,0 +1,109 @@
+"""The tuned (GPU) training step on a CPU: same loss, gradients and weights as the eager step,
+no host sync, and the compiled step within float tolerance of the eager one.
+
+Tolerances: the tuned step is bit-identical on a CPU in these tests (its augmentation uses the
+same random numbers and per-sample arithmetic; the fused SGD step may round differently, so the
+weights are compared at rtol 1e-5, atol 1e-6). The compiled step fuses and reorders float32
+arithmetic: loss and gradients at rtol 1e-4, atol 1e-5.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sclib.config import make_config
+from sclib.data import DatasetInfo, DataSplits
+from sclib.train import PHASES, Trainer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import common
+
+
+def rgb_data(n: int = 64, size: int = 8) -> DataSplits:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    info = DatasetInfo("synthetic", tuple(map(str, range(10))), 3, size, (0.5,) * 3, (0.25,) * 3)
+    return DataSplits(info, images, labels, images[:16], labels[:16])
+
+
+def trainer(tmp_path, name: str, tuned: bool | None = None, **overrides) -> Trainer:
+    """BYOL views with two local crops (both augmentation groups), a small CNN, two heads."""
+    values = dict(image_size=8, small_width=4, mlp_hidden=32, mlp_out=16, heads=[10, 20], batch_size=16,
+                  local_crops=2, local_size=6, epochs=1, device="cpu", milestones=[])
+    cfg = make_config("cifar10", "fast", out=str(tmp_path / name), **{**values, **overrides})
+    return Trainer(cfg, progress=False, data=rgb_data(), tuned=tuned)
+
+
+def one_step(t: Trainer) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Loss, gradients and weights after one train_step on a fixed batch and generator."""
+    loss, _ = t.train_step(t.images[:16], torch.Generator().manual_seed(3), torch.arange(16))
+    grads = {k: p.grad.clone() for k, p in t.model.named_parameters()}
+    weights = {k: p.detach().clone() for k, p in t.model.named_parameters()}
+    return loss, grads, weights
+
+
+def test_a_cpu_trainer_keeps_the_eager_step_unless_asked(tmp_path):
+    t = trainer(tmp_path, "default")
+    assert t.tuned is False and t.augment.static_shapes is False
+    assert all(g["fused"] is None for g in t.optimizer.param_groups)
+    tuned = trainer(tmp_path, "tuned", tuned=True)
+    assert tuned.augment.static_shapes and all(g["fused"] for g in tuned.optimizer.param_groups)
+
+
+def test_tuned_step_gives_the_eager_loss_gradients_and_weights(tmp_path):
+    eager = one_step(trainer(tmp_path, "eager", tuned=False))
+    tuned = one_step(trainer(tmp_path, "tuned", tuned=True))
+    assert torch.equal(eager[0], tuned[0])
+    for name in eager[1]:
+        assert torch.equal(eager[1][name], tuned[1][name]), name
+        torch.testing.assert_close(tuned[2][name], eager[2][name], rtol=1e-5, atol=1e-6)
+    # the comparison means something: the step moved the weights
+    assert any(g.abs().sum() > 0 for g in eager[1].values())
+
+
+def test_tuned_step_reads_nothing_back_to_the_host(tmp_path):
+    counts = {}
+    for tuned in (False, True):
+        t = trainer(tmp_path, f"t{tuned}", tuned=tuned)
+        t.train_step(t.images[:16], torch.Generator().manual_seed(0))  # first call: cached constants
+        with common.HostSyncCounter() as counter:
+            t.train_step(t.images[:16], torch.Generator().manual_seed(1), torch.arange(16))
+        counts[tuned] = counter.sites
+    assert counts[True] == {}, f"the tuned step would sync a GPU at {dict(counts[True])}"
+    # the counter does see the eager jitter's bincount().tolist(): 4 slots x 4 views, twice
+    assert sum(counts[False].values()) == 32 and all("augment.py" in site for site in counts[False])
+
+
+def test_step_phases_are_reported_in_order(tmp_path):
+    t = trainer(tmp_path, "phases")
+    seen = []
+    t.phase_hook = seen.append
+    t.train_epoch()  # 4 steps; on a CPU the finite check runs each step
+    step = ["data", "augment", "forward", "loss", "backward", "optimizer", "sync"]
+    assert seen == step * t.steps_per_epoch and set(step) == set(PHASES)
+
+
+@pytest.mark.slow
+def test_compiled_tuned_step_matches_the_eager_step_and_reports_compile_time(tmp_path, capsys):
+    # fresh trainers start from the same weights; the compiled one compiles on this first step
+    a = one_step(trainer(tmp_path, "eager", tuned=False))
+    b = one_step(trainer(tmp_path, "compiled", tuned=True, compile=True))
+    torch.testing.assert_close(b[0], a[0], rtol=1e-4, atol=1e-5)
+    for name in a[1]:
+        torch.testing.assert_close(b[1][name], a[1][name], rtol=1e-4, atol=1e-5, msg=name)
+    again = trainer(tmp_path, "again", tuned=True, compile=True)
+    row = again.train_epoch()
+    assert again.compile_seconds is not None and again.compile_seconds > 0 and row["loss"] == row["loss"]
+    assert "torch.compile (default): the first step took" in capsys.readouterr().err
+
+
+def test_an_unknown_compile_mode_is_refused(tmp_path):
+    from sclib.config import ConfigError
+
+    with pytest.raises(ConfigError, match="compile_mode 'fastest' is unknown"):
+        trainer(tmp_path, "bad", compile_mode="fastest")
