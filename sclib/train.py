@@ -8,12 +8,13 @@ uninterrupted run would have done, with nothing but weights, optimiser and queue
 from __future__ import annotations
 
 import contextlib
-import functools
 import datetime as dt
+import functools
 import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,35 @@ from sclib.data import DataSplits
 from sclib.files import read_json, write_csv, write_json
 from sclib.loss import SelfClassifierLoss
 from sclib.model import SelfClassifier
-from sclib.optim import build_optimizer, lr_at, set_lr
+from sclib.optim import build_optimizer, lr_at, set_fused, set_lr
 from sclib.nnqueue import NNQueue
 from sclib.runs import RunPaths, augment_config, autocast, build_model, load_data, resolve_device, seed_folder
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# The phases of a step, each a torch.profiler range "sclib.<phase>" (benchmarks/profile_step.py
+# reads them); "sclib.collective" ranges (gathers, all_reduces) nest inside loss and backward.
+PHASES = ("data", "augment", "forward", "loss", "backward", "optimizer", "sync")
+
+
+# After this many steps of the first epoch a run estimates the time it will take.
+ESTIMATE_AFTER_STEPS = 5
+LONG_RUN_SECONDS = 15 * 60
+
+
+def long_run_message(seconds: float, epochs: int, device: str) -> str | None:
+    """What a user should hear before a long run: the estimate and how to shorten it (None if short).
+
+    Nothing is refused; a run of hours may be exactly what was meant.
+    """
+    if seconds < LONG_RUN_SECONDS:
+        return None
+    hours, minutes = divmod(round(seconds / 60), 60)
+    took = f"{hours} h {minutes} min" if hours else f"{minutes} min"
+    shorter = ("fewer --epochs, a smaller --image-size or --small-width, or a GPU (--preset gpu)"
+               if device == "cpu" else "fewer --epochs or a smaller --image-size")
+    return (f"note: the {epochs} epochs still to do will take about {took} on this {device} (measured on the "
+            f"first steps); to shorten the run: {shorter}. It can be stopped and resumed at any time.")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -102,13 +129,23 @@ def check_resumable(cfg: Config, paths: RunPaths) -> None:
 class Trainer:
     """Holds a run's moving parts; ``fit`` trains the remaining epochs and evaluates."""
 
-    def __init__(self, cfg: Config, progress: bool | str = True, data: DataSplits | None = None) -> None:
+    def __init__(self, cfg: Config, progress: bool | str = True, data: DataSplits | None = None,
+                 tuned: bool | None = None) -> None:
         """``data`` replaces the configured data set (benchmarks pass synthetic images).
 
         ``progress``: "bar" (or True) for a tqdm bar, "log" for a few plain lines (notebooks and
         logs), False or "off" for silence.
+
+        ``tuned``: the GPU step, with no host sync (batched sync-free augmentation, see
+        ``Augmenter(static_shapes=True)``), a fused optimiser step, cuDNN autotuning, and with
+        ``--compile`` the augmentation and loss compiled too. None (default): on CUDA only, because on a CPU it
+        does more arithmetic and rounds the optimiser step differently, and CPU runs must stay
+        bit-identical. Benchmarks pass False for the eager GPU step as it was before; tests pass
+        True to check the tuned step on a CPU.
         """
         self.cfg = cfg.validate()
+        if cfg.compile_mode not in COMPILE_MODES:
+            raise ConfigError(f"compile_mode {cfg.compile_mode!r} is unknown; choose one of {', '.join(COMPILE_MODES)}")
         self.paths = RunPaths(Path(cfg.out))
         check_resumable(cfg, self.paths)
         distributed.setup()
@@ -116,6 +153,11 @@ class Trainer:
         if self.device.type == "cuda" and distributed.world_size() > 1:
             self.device = torch.device("cuda", distributed.local_rank())
         self.progress = {True: "bar", False: "off"}.get(progress, progress) if distributed.is_main_process() else "off"
+        self.tuned = self.device.type == "cuda" if tuned is None else tuned
+        # called with each phase's name as it ends (benchmarks time phases with CUDA events)
+        self.phase_hook: Callable[[str], None] | None = None
+        self.estimated = False  # whether the time the run will take was estimated (after a few steps)
+        self.compile_seconds: float | None = None
         self.data = data if data is not None else load_data(cfg, download=cfg.download)
         self.info = self.data.info
         self.head = cfg.evaluated_head(len(self.info.classes))
@@ -133,9 +175,14 @@ class Trainer:
         self.model: SelfClassifier = model.to(device)
         if device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = build_optimizer(cfg.optimizer, self.model, cfg.lr, cfg.weight_decay, cfg.momentum)
+        self.optimizer = build_optimizer(cfg.optimizer, self.model, cfg.lr, cfg.weight_decay, cfg.momentum,
+                                         fused=self.tuned)
         self.loss_fn = SelfClassifierLoss(cfg.row_tau, cfg.col_tau)
-        self.augment = Augmenter(augment_config(cfg, self.info))
+        # compiled alone only: the gathers of a multi-process loss do not trace
+        self.compute_loss = (torch.compile(self.loss_fn) if cfg.compile and distributed.world_size() == 1
+                             else self.loss_fn)
+        self.augment = Augmenter(augment_config(cfg, self.info), static_shapes=self.tuned,
+                                 compile=cfg.compile and self.tuned)
         images = self.data.train_images
         if self.data.unlabelled_images is not None:
             images = torch.cat([images, self.data.unlabelled_images])
@@ -150,8 +197,13 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         if self.cfg.compile:
-            model = torch.compile(model)
+            model = torch.compile(model, mode=None if self.cfg.compile_mode == "default" else self.cfg.compile_mode)
         return model
+
+    @property
+    def cuda_graphs(self) -> bool:
+        """Whether the compiled model replays CUDA graphs (its outputs are reused by the next step)."""
+        return self.cfg.compile and self.device.type == "cuda" and self.cfg.compile_mode == "reduce-overhead"
 
     # -- schedule ---------------------------------------------------------------------------
     @property
@@ -190,6 +242,7 @@ class Trainer:
         try:
             _unwrap(self.model).load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
+            set_fused(self.optimizer, self.tuned)  # the checkpoint's flag is the saving device's
         except (RuntimeError, ValueError, KeyError) as err:
             raise checkpoint.CheckpointError(
                 f"checkpoint {state['path']} does not fit the architecture in {self.paths.config} "
@@ -235,22 +288,34 @@ class Trainer:
 
     def train_epoch(self) -> dict[str, Any]:
         self.model.train()
+        if self.device.type == "cuda":  # tuned: a step's shapes never change, so cuDNN times its algorithms once
+            torch.backends.cudnn.benchmark = self.tuned
         rank, world = distributed.rank(), distributed.world_size()
         order = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(epoch_seed(self.cfg.seed, self.epoch)))
+        order = order.to(self.device)  # one host-to-device copy an epoch, not one (and a sync) a step
         gen = torch.Generator(device=self.device).manual_seed(epoch_seed(self.cfg.seed, self.epoch, rank + 1))
         batch, local = self.global_batch, self.global_batch // world
         losses, assigned = [], []
         start = time.perf_counter()
         for step in range(self.steps_per_epoch):
-            idx = order[step * batch + rank * local: step * batch + (rank + 1) * local].to(self.device)
-            lr = self.lr(self.epoch * self.steps_per_epoch + step)
-            set_lr(self.optimizer, lr)
-            loss, logits = self.train_step(self.images[idx], gen, idx)
+            with self._phase("data"):
+                idx = order[step * batch + rank * local: step * batch + (rank + 1) * local]
+                lr = self.lr(self.epoch * self.steps_per_epoch + step)
+                set_lr(self.optimizer, lr)
+                images = self.images[idx]
+            timing = self.cfg.compile and self.compile_seconds is None
+            began = time.perf_counter()
+            loss, logits = self.train_step(images, gen, idx)
+            if timing:
+                self._report_compile(began)
             losses.append(loss)
             assigned.append(logits.argmax(dim=1))
             faults.maybe_kill("step")
-            if self.device.type == "cpu" or step % 20 == 19:
-                self._check_finite(torch.stack(losses[-20:]))
+            if step == ESTIMATE_AFTER_STEPS and not self.estimated:
+                self._estimate((time.perf_counter() - start) / (step + 1))
+            if self.device.type == "cpu" or step % 20 == 19:  # on a GPU a sync every 20 steps, not each
+                with self._phase("sync"):
+                    self._check_finite(torch.stack(losses[-20:]))
         losses_t = torch.stack(losses)
         self._check_finite(losses_t)
         elapsed = time.perf_counter() - start
@@ -270,16 +335,54 @@ class Trainer:
         ``indices`` are the images' positions in the training set: the NN queue needs them so
         that no image is ever paired with its own earlier embedding.
         """
-        views = self.augment(images, gen)
-        if self.device.type == "cuda":
-            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-        with self._autocast():
+        with self._phase("augment"):
+            views = self.augment(images, gen)
+        return self.step_on_views(views, indices)
+
+    def step_on_views(self, views: list[torch.Tensor],
+                      indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step after augmentation: forward, loss, backward, optimiser (benchmarks feed it views
+        made elsewhere, so both sides of a comparison share the very same step)."""
+        if self.cuda_graphs and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
+            torch.compiler.cudagraph_mark_step_begin()
+        with self._phase("forward"), self._autocast():
+            if self.device.type == "cuda":
+                views = [v.contiguous(memory_format=torch.channels_last) for v in views]
             outputs = self._logits(views, indices)
-        loss = self.loss_fn(outputs)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return loss.detach(), outputs[self.head][0].detach()
+        with self._phase("loss"):
+            loss = self.compute_loss(outputs)
+        with self._phase("backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        with self._phase("optimizer"):
+            self.optimizer.step()
+        logits = outputs[self.head][0].detach()
+        # a CUDA graph's outputs live in memory its next replay overwrites
+        return loss.detach(), logits.clone() if self.cuda_graphs else logits
+
+    @contextlib.contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        """A named range for torch.profiler, then ``phase_hook`` (None outside benchmarks)."""
+        with torch.profiler.record_function(f"sclib.{name}"):
+            yield
+        if self.phase_hook is not None:
+            self.phase_hook(name)
+
+    def _estimate(self, step_seconds: float) -> None:
+        """Say early how long the run will take when that is long, and how to shorten it."""
+        self.estimated = True
+        steps_left = (self.cfg.epochs - self.epoch) * self.steps_per_epoch
+        message = long_run_message(step_seconds * steps_left, self.cfg.epochs - self.epoch, self.device.type)
+        if message:
+            self._log(message)
+
+    def _report_compile(self, began: float) -> None:
+        """The first compiled step traces and compiles (model, loss, augmentation): say what it cost."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.compile_seconds = seconds = time.perf_counter() - began
+        self._log(f"torch.compile ({self.cfg.compile_mode}): the first step took {seconds:.1f} s, "
+                  "compilation included")
 
     def _logits(self, views: list[torch.Tensor], indices: torch.Tensor | None) -> list[list[torch.Tensor]]:
         if self.queue is None:

@@ -164,3 +164,45 @@ def test_multicrop_views_reach_the_loss(tmp_path):
     assert [tuple(v.shape[-2:]) for v in views] == [(8, 8), (8, 8), (6, 6), (6, 6)]
     loss, logits = trainer.train_step(trainer.images[:8], gen)
     assert torch.isfinite(loss) and logits.shape == (8, 10)
+
+
+def test_tuned_step_run_resumes_to_identical_weights(tmp_path, monkeypatch):
+    """The GPU step (sync-free augmentation, fused SGD), run on a CPU, resumes exactly too."""
+    def fit(cfg):
+        return Trainer(cfg, progress=False, tuned=True).fit()
+
+    straight = tiny(tmp_path, "straight", epochs=2, milestones=[])
+    fit(straight)
+    broken = tiny(tmp_path, "broken", epochs=2, milestones=[])
+    calls = {"n": 0}
+
+    def interrupt_at_step(point):
+        if point == "step":
+            calls["n"] += 1
+            if calls["n"] == 13:
+                raise Interrupt
+
+    monkeypatch.setattr(faults, "maybe_kill", interrupt_at_step)
+    with pytest.raises(Interrupt):
+        fit(broken)
+    monkeypatch.undo()
+    fit(broken)
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "broken")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    state = checkpoint.load(tmp_path / "broken" / "checkpoints" / "last.pt")
+    assert all(group["fused"] for group in state["optimizer"]["param_groups"])
+
+
+def test_a_long_run_says_how_long_after_its_first_steps_and_how_to_shorten_it(tmp_path, capsys):
+    from sclib.train import LONG_RUN_SECONDS, long_run_message
+
+    assert long_run_message(LONG_RUN_SECONDS - 1, 10, "cpu") is None
+    text = long_run_message(3 * 3600 + 20 * 60, 100, "cpu")
+    assert "about 3 h 20 min" in text and "--epochs" in text and "--preset gpu" in text and "resumed" in text
+    # a run whose epochs add up to hours hears it during its first epoch; a short one hears nothing
+    trainer = Trainer(tiny(tmp_path, epochs=100_000), progress=False)
+    trainer.train_epoch()
+    err = capsys.readouterr().err
+    assert "the 100000 epochs still to do will take about" in err and " h " in err
+    Trainer(tiny(tmp_path, "short", epochs=2), progress=False).train_epoch()
+    assert "still to do" not in capsys.readouterr().err
