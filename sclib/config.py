@@ -89,7 +89,8 @@ class Config:
     adapted: str = _param("what an adaptive recipe chose from the data, and why (a record, set by the recipe)", "")
     device: str = _param("auto, cpu or cuda", "auto")
     amp: bool = _param("bf16 autocast on CUDA", True)
-    compile: bool = _param("torch.compile the model (pays off on long GPU runs only)", False)
+    compile: bool = _param("torch.compile the model, the loss and, on the GPU step, the augmentation "
+                           "(pays off on long GPU runs only)", False)
     compile_mode: str = _param("torch.compile mode with --compile: default, reduce-overhead (CUDA graphs), "
                                "max-autotune or max-autotune-no-cudagraphs", "default")
     sync_bn: bool = _param("synchronise batch norm across processes under torchrun", False)
