@@ -36,6 +36,12 @@ def write_image_folder(root: Path, classes: int = 3, per_class: int = 4, size: t
 
 
 @pytest.fixture
+def make_image_folder() -> Callable[..., Path]:
+    """write_image_folder as a fixture: a test module cannot import it, since notebooks/ has a conftest too."""
+    return write_image_folder
+
+
+@pytest.fixture
 def image_folder(tmp_path) -> Path:
     """A tiny grayscale 28 px ImageFolder of 3 classes."""
     return write_image_folder(tmp_path / "images")

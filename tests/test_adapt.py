@@ -11,14 +11,8 @@ from sclib.config import ConfigError, make_config
 from sclib.data import summarize_image_folder
 
 
-def folder(root, **kwargs):
-    from conftest import write_image_folder
-
-    return write_image_folder(root, **kwargs)
-
-
-def test_summary_counts_and_reads_headers(tmp_path):
-    got = summarize_image_folder(folder(tmp_path, classes=3, per_class=5, size=(40, 30), mode="RGB"))
+def test_summary_counts_and_reads_headers(make_image_folder, tmp_path):
+    got = summarize_image_folder(make_image_folder(tmp_path, classes=3, per_class=5, size=(40, 30), mode="RGB"))
     assert (got.classes, got.train_images, got.test_images) == (("class0", "class1", "class2"), 15, 6)
     assert (got.channels, got.native_size) == (3, 40)
 
@@ -35,8 +29,8 @@ def test_cost_model_is_linear_in_images_views_and_pixels():
     ((200, 150), "RGB", 2, 32, "byol"),   # large, not square: the longer side, capped
     ((20, 20), "RGB", 5, 12, "byol"),     # halved, but not below the floor
 ])
-def test_fast_recipe_fits_the_folder(tmp_path, size, mode, classes, want_size, want_augment):
-    root = folder(tmp_path, classes=classes, size=size, mode=mode)
+def test_fast_recipe_fits_the_folder(make_image_folder, tmp_path, size, mode, classes, want_size, want_augment):
+    root = make_image_folder(tmp_path, classes=classes, size=size, mode=mode)
     cfg = make_config("imagefolder", "fast", data_root=str(root))
     assert cfg.image_size == want_size and cfg.augment == want_augment
     assert cfg.heads == [classes, 2 * classes, 4 * classes, 8 * classes]
@@ -70,8 +64,8 @@ def test_epochs_follow_the_cpu_budget_and_the_users_flags_are_taken_as_given(tmp
     assert small.epochs == math.floor(8 * 60 / (8_000 * 2 * 196 * SECONDS_PER_VIEW_PIXEL)) == 85
 
 
-def test_seed_recipe_only_sizes_its_heads(tmp_path):
-    root = folder(tmp_path, classes=5, size=(28, 28))
+def test_seed_recipe_only_sizes_its_heads(make_image_folder, tmp_path):
+    root = make_image_folder(tmp_path, classes=5, size=(28, 28))
     cfg = make_config("imagefolder", "seed", data_root=str(root))
     assert cfg.heads == [5, 10, 20, 40] and cfg.image_size == 64 and cfg.epochs == 800
 
@@ -84,8 +78,8 @@ def test_an_adaptive_recipe_needs_the_folder(tmp_path):
         make_config("imagefolder", "fast", data_root=str(tmp_path))
 
 
-def test_the_cli_prints_what_it_chose(tmp_path, cli):
-    root = folder(tmp_path, classes=2, size=(28, 28))
+def test_the_cli_prints_what_it_chose(make_image_folder, tmp_path, cli):
+    root = make_image_folder(tmp_path, classes=2, size=(28, 28))
     result = cli("pretrain", "--dataset", "imagefolder", "--data-root", str(root), "--print-config")
     assert result.code == 0 and "image_size:     14" in result.out and "half" not in result.out.split("adapted")[0]
     assert "augment affine: grayscale" in result.out
