@@ -493,7 +493,7 @@ class _Progress:
     """Epoch progress: a tqdm bar, a few plain lines (for notebooks and logs), or nothing."""
 
     def __init__(self, mode: str, total: int, initial: int, name: str) -> None:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # the terminal bar: tqdm.auto warns in notebooks, where mode is "log"
 
         self.mode, self.total, self.name = mode, total, name
         self.every = max(1, total // 10)
