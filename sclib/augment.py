@@ -20,22 +20,22 @@ import torch.nn.functional as F
 __all__ = [
     "AugmentConfig",
     "Augmenter",
-    "eval_transform",
-    "sample_crop_boxes",
-    "crop_flip_theta",
-    "affine_theta",
-    "affine_grid",
-    "warp",
-    "jitter_factors",
     "adjust_brightness",
     "adjust_contrast",
-    "adjust_saturation",
     "adjust_hue",
-    "to_grayscale",
-    "gaussian_kernels",
-    "gaussian_blur",
+    "adjust_saturation",
+    "affine_grid",
+    "affine_theta",
     "blur_kernel_size",
+    "crop_flip_theta",
     "default_local_size",
+    "eval_transform",
+    "gaussian_blur",
+    "gaussian_kernels",
+    "jitter_factors",
+    "sample_crop_boxes",
+    "to_grayscale",
+    "warp",
 ]
 
 STYLES = ("byol", "affine")
@@ -173,9 +173,9 @@ def sample_crop_boxes(u_scale: torch.Tensor, u_ratio: torch.Tensor, u_pos: torch
 
     in_ratio = width / height
     if in_ratio < ratio[0]:
-        fw, fh = width, int(round(width / ratio[0]))
+        fw, fh = width, round(width / ratio[0])
     elif in_ratio > ratio[1]:
-        fw, fh = int(round(height * ratio[1])), height
+        fw, fh = round(height * ratio[1]), height
     else:
         fw, fh = width, height
     ok = valid.any(dim=1)

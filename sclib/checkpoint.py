@@ -110,7 +110,7 @@ def load_latest(folder: str | Path, map_location: str | torch.device = "cpu") ->
     older milestone still saves most of the work.
     """
     folder = Path(folder)
-    candidates = [folder / LAST] + milestones(folder)[::-1]
+    candidates = [folder / LAST, *milestones(folder)[::-1]]
     existing = [p for p in candidates if p.exists()]
     if not existing:
         return None

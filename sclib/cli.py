@@ -150,7 +150,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                                     "Table 2. Precedence: recipe < grid base < flags < variant.")
     _add_config_flags(sw, argv, skip=("out", "seed"))
     _study_flags(sw, default_seeds=[0])
-    sw.add_argument("--grid", required=True, help="YAML grid: base (shared overrides) and variants (see ablations.yaml)")
+    sw.add_argument(
+        "--grid", required=True, help="YAML grid: base (shared overrides) and variants (see ablations.yaml)"
+    )
     return parser
 
 

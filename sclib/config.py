@@ -97,7 +97,7 @@ class Config:
     seed: int = _param("random seed of initialisation, order and augmentations", 0)
     out: str = _param("run folder (rerunning the same command there resumes)", "")
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         """Fail at once, before any data is read, with one message per wrong value."""
         problems = list(_problems(self))
         if problems:

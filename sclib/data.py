@@ -206,7 +206,9 @@ def _canonical_name(name: str) -> str:
 def _resolve_root(data_root: str | Path | None, must_exist: bool) -> Path:
     root = resolve_data_root(data_root)
     if root.exists() and not root.is_dir():
-        raise DataError(f"data_root {str(root)!r} is a file, not a directory. Pass the folder that holds the data sets.")
+        raise DataError(
+            f"data_root {str(root)!r} is a file, not a directory. Pass the folder that holds the data sets."
+        )
     if must_exist and not root.is_dir():
         raise DataError(f"data_root {str(root)!r} does not exist. Pass an existing folder.")
     return root
@@ -306,7 +308,9 @@ def _load_digits() -> DataSplits:
         np.arange(len(labels)), test_size=DIGITS_EVAL_FRACTION, stratify=labels, random_state=DIGITS_SPLIT_SEED
     )
     train_idx, eval_idx = np.sort(train_idx), np.sort(eval_idx)
-    return _make_splits("digits", MNIST_CLASSES, images[train_idx], labels[train_idx], images[eval_idx], labels[eval_idx])
+    return _make_splits(
+        "digits", MNIST_CLASSES, images[train_idx], labels[train_idx], images[eval_idx], labels[eval_idx]
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -398,10 +402,10 @@ class _ArrayUnpickler(pickle.Unpickler):
     able to execute code, so every global except numpy's array reconstruction is refused.
     """
 
-    _ALLOWED = {
+    _ALLOWED = frozenset({
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-    }
+    })
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self._ALLOWED:

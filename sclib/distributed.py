@@ -13,15 +13,15 @@ import torch
 import torch.distributed as dist
 
 __all__ = [
-    "setup",
     "cleanup",
-    "is_distributed",
-    "world_size",
-    "rank",
-    "local_rank",
-    "is_main_process",
-    "gather_with_grad",
     "gather_sizes",
+    "gather_with_grad",
+    "is_distributed",
+    "is_main_process",
+    "local_rank",
+    "rank",
+    "setup",
+    "world_size",
 ]
 
 

@@ -116,7 +116,9 @@ def export_arrays(path: str | Path, preds: Predictions, labels: np.ndarray, imag
     return write_bytes(path, buffer.getvalue())
 
 
-def evaluate_run(run_dir: str | Path, checkpoint_path: str | Path | None = None, device: str = "auto") -> dict[str, Any]:
+def evaluate_run(
+    run_dir: str | Path, checkpoint_path: str | Path | None = None, device: str = "auto"
+) -> dict[str, Any]:
     """Evaluate a run folder's model on its eval split; write ``eval.json`` and ``arrays.npz``."""
     from sclib.runs import augment_config, load_data, load_model, open_run, resolve_device
 
@@ -141,7 +143,9 @@ def evaluate_run(run_dir: str | Path, checkpoint_path: str | Path | None = None,
     return report
 
 
-def evaluate_runs(path: str | Path, checkpoint_path: str | Path | None = None, device: str = "auto") -> list[dict[str, Any]]:
+def evaluate_runs(
+    path: str | Path, checkpoint_path: str | Path | None = None, device: str = "auto"
+) -> list[dict[str, Any]]:
     """Evaluate a run or every seed run of a group; rows for a short table."""
     from sclib.runs import run_folders
 

@@ -87,7 +87,9 @@ class LARS(torch.optim.Optimizer):
                 update = p.grad.add(p, alpha=group["weight_decay"])
                 if group["lars"]:
                     w_norm, u_norm = torch.norm(p), torch.norm(update)
-                    ratio = torch.where((w_norm > 0) & (u_norm > 0), group["eta"] * w_norm / u_norm, torch.ones_like(w_norm))
+                    ratio = torch.where(
+                        (w_norm > 0) & (u_norm > 0), group["eta"] * w_norm / u_norm, torch.ones_like(w_norm)
+                    )
                     update = update.mul(ratio)
                 state = self.state[p]
                 if "momentum_buffer" not in state:

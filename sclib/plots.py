@@ -306,9 +306,9 @@ def probe_curves(
     Shows when representation quality saturates, i.e. how many pre-training epochs a budget
     needs. ``df`` has ``epoch``, ``top1`` and/or ``top3`` (fractions) and optionally ``probe``
     (e.g. linear / knn), one line per probe. With a ``seed`` column holding several seeds, the
-    line is their mean and a band spans plus and minus one standard deviation. ``seed`` adds the seed report's numbers as a
-    dashed reference: scalars ``{"top1": 0.6, "top3": 0.85}`` draw horizontal lines, lists with
-    an ``"epoch"`` list draw a curve; ``"label"`` names it.
+    line is their mean and a band spans plus and minus one standard deviation. ``seed`` adds the
+    seed report's numbers as a dashed reference: scalars ``{"top1": 0.6, "top3": 0.85}`` draw
+    horizontal lines, lists with an ``"epoch"`` list draw a curve; ``"label"`` names it.
 
     Each panel's y range covers at least ``min_span`` (5 points by default) within [0, 1], so
     differences of a test image or two near 100% are not blown up to full height; pass 0 to
@@ -331,7 +331,9 @@ def probe_curves(
         for name, group in groups:
             g = group.groupby("epoch")[metric].agg(["mean", "std", "count"]).reset_index()
             seeds = int(g["count"].max())
-            label = (f"{name} probe" if name is not None else "probe") + (f" (mean of {seeds} seeds)" if seeds > 1 else "")
+            label = (f"{name} probe" if name is not None else "probe") + (
+                f" (mean of {seeds} seeds)" if seeds > 1 else ""
+            )
             line = ax.plot(g["epoch"], g["mean"], marker="o" if len(g) <= 30 else None, label=label)[0]
             if seeds > 1:
                 ax.fill_between(g["epoch"], g["mean"] - g["std"], g["mean"] + g["std"], color=line.get_color(),

@@ -80,7 +80,8 @@ def open_runs(run_dir: str | Path, dataset: str | None = None) -> list[tuple[Con
 def config_markdown(cfg: Config, seeds: list[int]) -> str:
     """The few settings a reader needs to place a run, as a Markdown list."""
     return "\n".join([
-        f"- data set **{cfg.dataset}**, recipe **{cfg.preset}**, seeds {seeds}, run folders `{Path(cfg.out).parent}/seed<N>`",
+        f"- data set **{cfg.dataset}**, recipe **{cfg.preset}**, seeds {seeds}, "
+        f"run folders `{Path(cfg.out).parent}/seed<N>`",
         f"- backbone {cfg.backbone}, image size {cfg.image_size}, heads {cfg.heads}",
         f"- {cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.start_lr} -> {cfg.lr} -> {cfg.min_lr}",
         f"- temperatures: row {cfg.row_tau}, column {cfg.col_tau}; extra views {cfg.local_crops}; "
@@ -181,7 +182,8 @@ def ensure_probed(cfg: Config, paths: RunPaths, probe_epochs: int, device: str =
             return rows.assign(seed=cfg.seed)
     if not milestones:
         raise FileNotFoundError(f"{paths.root} has neither probe.csv nor milestone checkpoints to probe")
-    return pd.DataFrame(probe_run(paths.root, all_milestones=True, epochs=probe_epochs, device=device)).assign(seed=cfg.seed)
+    probed = probe_run(paths.root, all_milestones=True, epochs=probe_epochs, device=device)
+    return pd.DataFrame(probed).assign(seed=cfg.seed)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -236,9 +238,9 @@ def probe_summary(probes) -> dict[str, dict[str, float]]:
     last = probes[probes["epoch"] == probes["epoch"].max()]
     out = {}
     for name, group in last.groupby("probe"):
+        stats = (("", np.mean), ("_std", lambda s: s.std(ddof=1) if len(s) > 1 else np.nan))
         out[str(name)] = {"epoch": int(group["epoch"].iloc[0]), "seeds": len(group),
-                          **{f"{k}{suffix}": float(fn(group[k])) for k in ("top1", "top3")
-                             for suffix, fn in (("", np.mean), ("_std", lambda s: s.std(ddof=1) if len(s) > 1 else np.nan))}}
+                          **{f"{k}{suffix}": float(fn(group[k])) for k in ("top1", "top3") for suffix, fn in stats}}
     return out
 
 
@@ -281,7 +283,8 @@ def load_view(cfg: Config, paths: RunPaths, device: str = "auto") -> RunView:
     with np.load(paths.arrays) as arrays:
         data = {k: arrays[k] for k in arrays.files}
     return RunView(cfg=cfg, paths=paths, labels=data["labels"], class_names=tuple(report["classes"]),
-                   features=data["features"], heads=data["assigned"], head_sizes=tuple(int(s) for s in data["head_sizes"]),
+                   features=data["features"], heads=data["assigned"],
+                   head_sizes=tuple(int(s) for s in data["head_sizes"]),
                    head=int(report["evaluated_head"]), epoch=int(report["epoch"]),
                    sample_index=data["sample_index"], sample_images=data["sample_images"])
 
@@ -343,7 +346,9 @@ def embedding_figures(view: RunView, idx: np.ndarray, method: str, figures: str 
                  figures, f"fig4a_{method}_clusters")]
 
 
-def cluster_table(labels: np.ndarray, assigned: np.ndarray, class_names: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
+def cluster_table(
+    labels: np.ndarray, assigned: np.ndarray, class_names: tuple[str, ...] | list[str]
+) -> list[dict[str, Any]]:
     """Per non-empty cluster: size, matched (or majority) class and purity, purest first."""
     from sclib.metrics import cluster_purity, hungarian_match
 
@@ -412,6 +417,7 @@ def comparable(cfg: Config) -> bool:
 def caveat(cfg: Config | None) -> str:
     if cfg is not None and comparable(cfg):
         return "The run follows the seed's recipe (ResNet-18, 800 epochs): its numbers are comparable with Table 1."
-    what = f"recipe '{cfg.preset}': backbone {cfg.backbone}, {cfg.epochs} epochs" if cfg is not None else "a shortened recipe"
+    what = (f"recipe '{cfg.preset}': backbone {cfg.backbone}, {cfg.epochs} epochs"
+            if cfg is not None else "a shortened recipe")
     return (f"Not the seed's recipe ({what}): the Table 1 row shows what the full 800-epoch ResNet-18 reached, "
             "not a like-for-like comparison.")

@@ -131,7 +131,8 @@ def open_run(run_dir: str | Path) -> tuple[Config, RunPaths]:
     paths = RunPaths(Path(run_dir))
     if not paths.config.exists():
         raise FileNotFoundError(
-            f"{paths.root} is not a run folder (no config.json); pre-train first: python -m sclib pretrain --out {paths.root}"
+            f"{paths.root} is not a run folder (no config.json); "
+            f"pre-train first: python -m sclib pretrain --out {paths.root}"
         )
     return load_config(paths.config), paths
 

@@ -106,7 +106,9 @@ def parse_params(items: list[str] | None, known: set[str]) -> dict[str, Any]:
         if key in RUNNER_PARAMS:
             raise ConfigError(f"--param {key} is set by the runner; use --dataset, --preset, --seeds, --out or --runs")
         if key not in known:
-            raise ConfigError(f"--param {key} is not a parameter of these notebooks; they take {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"--param {key} is not a parameter of these notebooks; they take {', '.join(sorted(known))}"
+            )
         try:
             out[key] = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
@@ -157,7 +159,9 @@ def execute(job: NotebookJob, out: Path, kernel: str, log=print) -> Path:
     except Exception as err:  # the kernel died or could not start
         if target.exists():
             export_html(target)
-        raise StudyError(f"notebook {job.name} could not be executed: {type(err).__name__}: {_first_line(str(err))}") from None
+        raise StudyError(
+            f"notebook {job.name} could not be executed: {type(err).__name__}: {_first_line(str(err))}"
+        ) from None
     export_html(target)
     log(f"study: {job.name} done in {time.perf_counter() - start:.0f} s")
     return target

@@ -32,7 +32,8 @@ CAPTIONS = {
                   "(mean over seeds, band: one standard deviation).",
     "confusion": "True class against the matched cluster of the scored head (Hungarian matching), coloured by the "
                  "fraction of each true class.",
-    "fig3_clusters_best": "Fig. 3, top. Eval images of the purest clusters, titled with their matched class and purity.",
+    "fig3_clusters_best": "Fig. 3, top. Eval images of the purest clusters, titled with their matched class "
+                          "and purity.",
     "fig3_clusters_worst": "Fig. 3, bottom. Eval images of the least pure clusters.",
     "fig4a_tsne": "Fig. 4a. t-SNE of the backbone features of the eval split, coloured by true class.",
     "fig4a_tsne_clusters": "t-SNE of the same features, coloured by the scored head's cluster.",
@@ -89,7 +90,8 @@ class Table:
     kinds: list[str]  # per row: "" | "mean" | "ref"
 
     def markdown(self) -> str:
-        lines = ["| " + " | ".join(self.columns) + " |", "|" + "|".join(["---"] + ["---:"] * (len(self.columns) - 1)) + "|"]
+        rule = "|" + "|".join(["---"] + ["---:"] * (len(self.columns) - 1)) + "|"
+        lines = ["| " + " | ".join(self.columns) + " |", rule]
         for row, kind in zip(self.rows, self.kinds):
             cells = [f"**{c}**" if kind == "mean" and c else c for c in row]
             lines.append("| " + " | ".join(cells) + " |")
@@ -186,9 +188,12 @@ def probe_table(study: Study) -> Table | None:
         return None
     probes = pd.concat(frames, ignore_index=True)
     last = probes[probes["epoch"] == probes["epoch"].max()]
+
+    def std(s):
+        return float(s.std(ddof=1)) if len(s) > 1 else None
+
     rows = []
     for name, g in last.groupby("probe"):
-        std = (lambda s: float(s.std(ddof=1)) if len(s) > 1 else None)
         epochs = int(g["probe_epochs"].iloc[0]) if "probe_epochs" in g and name == "linear" else None
         what = f"{name}" + (f" ({epochs} epochs)" if epochs else " (20 neighbours)" if name == "knn" else "")
         rows.append([what, str(int(g["epoch"].iloc[0])), str(len(g)),
@@ -314,7 +319,8 @@ def write_index(out: Path, failed: str | None = None) -> Path:
         parts.append(f'<figure><a href="{rel}"><img src="{rel}" alt="{html.escape(caption)}" loading="lazy"></a>'
                      f"<figcaption>{html.escape(caption)}</figcaption></figure>")
     if study and study.reports:
-        parts += ["<h2>Seed report, Table 1 (ResNet-18, 800 epochs, percent)</h2>", table1().html(), "<h2>Run files</h2>",
+        parts += ["<h2>Seed report, Table 1 (ResNet-18, 800 epochs, percent)</h2>", table1().html(),
+                  "<h2>Run files</h2>",
                   "<ul>" + "".join(f'<li><a href="{html.escape(p)}">{html.escape(label)}</a></li>'
                                    for label, p in run_links(study)) + "</ul>",
                   '<p><a href="summary.md">summary.md</a> holds the same tables as Markdown.</p>']

@@ -138,7 +138,9 @@ def ablation_table(sweep_dir: str | Path):
     sweep_dir = Path(sweep_dir)
     index = sweep_dir / "sweep.json"
     if not index.exists():
-        raise FileNotFoundError(f"{index} does not exist; run the sweep first: python -m sclib sweep --grid ablations.yaml")
+        raise FileNotFoundError(
+            f"{index} does not exist; run the sweep first: python -m sclib sweep --grid ablations.yaml"
+        )
     spec = read_json(index)
     rows = []
     for v in spec["variants"]:

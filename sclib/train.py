@@ -28,10 +28,9 @@ from sclib.data import DataSplits
 from sclib.files import read_json, write_csv, write_json
 from sclib.loss import SelfClassifierLoss
 from sclib.model import SelfClassifier
-from sclib.optim import build_optimizer, lr_at, set_fused, set_lr
 from sclib.nnqueue import NNQueue
+from sclib.optim import build_optimizer, lr_at, set_fused, set_lr
 from sclib.runs import RunPaths, augment_config, autocast, build_model, load_data, resolve_device, seed_folder
-
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # The phases of a step, each a torch.profiler range "sclib.<phase>" (benchmarks/profile_step.py
@@ -89,7 +88,10 @@ def provenance(device: torch.device) -> dict[str, Any]:
     }
 
 
-def git_state(package: Path = Path(__file__).resolve().parent) -> tuple[str, bool | None]:
+_PACKAGE = Path(__file__).resolve().parent  # this very package's folder
+
+
+def git_state(package: Path = _PACKAGE) -> tuple[str, bool | None]:
     """(commit, dirty) of the repository that holds this very package, else ("unknown", None).
 
     A copy of sclib without its own ``.git`` placed inside another repository must not report
@@ -291,7 +293,8 @@ class Trainer:
         if self.device.type == "cuda":  # tuned: a step's shapes never change, so cuDNN times its algorithms once
             torch.backends.cudnn.benchmark = self.tuned
         rank, world = distributed.rank(), distributed.world_size()
-        order = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(epoch_seed(self.cfg.seed, self.epoch)))
+        order_gen = torch.Generator().manual_seed(epoch_seed(self.cfg.seed, self.epoch))
+        order = torch.randperm(len(self.images), generator=order_gen)
         order = order.to(self.device)  # one host-to-device copy an epoch, not one (and a sync) a step
         gen = torch.Generator(device=self.device).manual_seed(epoch_seed(self.cfg.seed, self.epoch, rank + 1))
         batch, local = self.global_batch, self.global_batch // world
@@ -485,7 +488,7 @@ def pretrain_seeds(recipe: Recipe, seeds: list[int] | None = None, progress: boo
 
 def _unwrap(model: nn.Module) -> SelfClassifier:
     while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or getattr(model, "_orig_mod")
+        model = getattr(model, "module", None) or model._orig_mod
     return model
 
 
@@ -513,4 +516,4 @@ class _Progress:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -77,7 +77,8 @@ def write_cifar10(root: Path, train_flat: list[np.ndarray], train_labels: list[l
     folder.mkdir(parents=True)
     for i, (x, y) in enumerate(zip(train_flat, train_labels), start=1):
         _dump(folder / f"data_batch_{i}", {"batch_label": f"training batch {i} of 5", "labels": list(y), "data": x})
-    _dump(folder / "test_batch", {"batch_label": "testing batch 1 of 1", "labels": list(test_labels), "data": test_flat})
+    _dump(folder / "test_batch",
+          {"batch_label": "testing batch 1 of 1", "labels": list(test_labels), "data": test_flat})
     _dump(folder / "batches.meta", {"label_names": CIFAR10_NAMES, "num_cases_per_batch": 10000, "num_vis": 3072})
     return folder
 

@@ -74,7 +74,7 @@ def test_an_adaptive_recipe_needs_the_folder(tmp_path):
     with pytest.raises(ConfigError, match="--data-root"):
         make_config("imagefolder", "fast")
     (tmp_path / "train").mkdir()
-    with pytest.raises(ConfigError, match="recipe fast/imagefolder: Image folder split .*test does not exist"):
+    with pytest.raises(ConfigError, match=r"recipe fast/imagefolder: Image folder split .*test does not exist"):
         make_config("imagefolder", "fast", data_root=str(tmp_path))
 
 

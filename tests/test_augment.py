@@ -218,8 +218,8 @@ def reference_crop(us, ur, up, height, width, scale, ratio):
     for t in range(len(us)):
         target = area * (scale[0] + (scale[1] - scale[0]) * us[t])
         aspect = math.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * ur[t])
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
         if 0 < w <= width and 0 < h <= height:
             return (int(up[0] * (height - h + 1)), int(up[1] * (width - w + 1)), h, w)
     return None

@@ -1,25 +1,27 @@
 """Bad-input and security matrix: each bad input ends in one clear line, exit 2, nothing written.
 
-| case (test id)                               | through                       | the one line names / must hold                       |
-|----------------------------------------------|-------------------------------|------------------------------------------------------|
-| unknown data set                             | CLI, papermill, subprocess    | dataset                                              |
-| missing data offline (MNIST, CIFAR-10)       | CLI                           | the expected files and --download                    |
-| ImageFolder: no images / one class /         | CLI                           | the folder or file, what to do                       |
-| unreadable file / no data_root               |                               |                                                      |
-| data_root that is a file                     | CLI                           | data_root                                            |
-| wrong types (epochs="ten", epochs=2.5, ...)  | CLI, papermill, subprocess    | the parameter                                        |
-| zero / negative / infinite epochs, batch     | CLI, papermill                | the parameter                                        |
-| size, temperatures, lr                       |                               |                                                      |
-| empty heads, a head of fewer than 2 classes  | CLI, papermill                | heads                                                |
-| device=cuda with no GPU                      | CLI, papermill                | cuda                                                 |
-| unknown preset / parameter, argparse misuse  | CLI, papermill                | the flag                                             |
-| out that is a file                           | CLI                           | out                                                  |
-| run folder made with a different config      | CLI                           | what differs; folder byte-identical                  |
-| checkpoint from another architecture         | CLI evaluate, CLI resume      | the checkpoint                                       |
-| evaluate a folder that is not a run          | CLI                           | config.json                                          |
-| crafted pickle in last.pt (zip, plain)       | checkpoint.load, resume, eval | refused; the payload never runs                      |
-| crafted pickle in a CIFAR batch file         | load_dataset                  | refused by a restricted unpickler, not executed      |
-| tampered download (5 data sets)              | load_dataset(download=True)   | torchvision's md5 rejects it before extraction       |
+| case (test id)                              | through                       | the one line names / must hold         |
+|---------------------------------------------|-------------------------------|----------------------------------------|
+| unknown data set                            | CLI, papermill, subprocess    | dataset                                |
+| missing data offline (MNIST, CIFAR-10)      | CLI                           | the expected files and --download      |
+| ImageFolder: no images / one class /        | CLI                           | the folder or file, what to do         |
+| unreadable file / no data_root              |                               |                                        |
+| data_root that is a file                    | CLI                           | data_root                              |
+| wrong types (epochs="ten", epochs=2.5, ...) | CLI, papermill, subprocess    | the parameter                          |
+| zero / negative / infinite epochs, batch    | CLI, papermill                | the parameter                          |
+| size, temperatures, lr                      |                               |                                        |
+| empty heads, a head of fewer than 2 classes | CLI, papermill                | heads                                  |
+| device=cuda with no GPU                     | CLI, papermill                | cuda                                   |
+| unknown preset / parameter, argparse misuse | CLI, papermill                | the flag                               |
+| out that is a file                          | CLI                           | out                                    |
+| run folder made with a different config     | CLI                           | what differs; folder byte-identical    |
+| checkpoint from another architecture        | CLI evaluate, CLI resume      | the checkpoint                         |
+| evaluate a folder that is not a run         | CLI                           | config.json                            |
+| crafted pickle in last.pt (zip, plain)      | checkpoint.load, resume, eval | refused; the payload never runs        |
+| crafted pickle in a CIFAR batch file        | load_dataset                  | refused by a restricted unpickler, not |
+|                                             |                               | executed                               |
+| tampered download (5 data sets)             | load_dataset(download=True)   | torchvision's md5 rejects it before    |
+|                                             |                               | extraction                             |
 
 "Nothing written": the CLI cases check the --out folder was never created (or, for an existing
 run folder, that every file is byte-identical).
@@ -220,7 +222,7 @@ def test_bad_papermill_parameter_names_the_parameter(params, name):
 
 def test_papermill_device_cuda_without_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ConfigError, match="device 'cuda'.*no CUDA GPU"):
+    with pytest.raises(ConfigError, match=r"device 'cuda'.*no CUDA GPU"):
         make_config("digits", "fast", device="cuda")
 
 
@@ -376,7 +378,7 @@ def test_crafted_cifar_pickle_is_refused_and_not_executed(tmp_path):
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [str(i) for i in range(10)],
                                                         "evil": Payload(marker)}))
     try:
-        with pytest.raises(DataError, match="batches.meta"):
+        with pytest.raises(DataError, match=r"batches.meta"):
             load_dataset("cifar10", tmp_path)
     finally:
         assert not marker.exists(), "loading a CIFAR file ran code it carried"

@@ -100,7 +100,7 @@ def test_a_recipe_of_ones_own_needs_every_training_choice(tmp_path):
     with pytest.raises(ConfigError, match="does not set row_tau"):
         config_from_file(path, dataset="digits")
     path.write_text(yaml.safe_dump({**values, "rowtau": 0.1}))
-    with pytest.raises(ConfigError, match="unknown parameter.*rowtau"):
+    with pytest.raises(ConfigError, match=r"unknown parameter.*rowtau"):
         config_from_file(path, dataset="digits")
     path.write_text(yaml.safe_dump(values))
     with pytest.raises(ConfigError, match="names no dataset"):
@@ -155,7 +155,7 @@ def test_wrong_type_names_parameter_and_value():
 
 
 def test_unknown_parameter_lists_known_ones():
-    with pytest.raises(ConfigError, match="unknown parameter.*epoch_count.*known: dataset"):
+    with pytest.raises(ConfigError, match=r"unknown parameter.*epoch_count.*known: dataset"):
         make_config("digits", epoch_count=3)
 
 
@@ -188,7 +188,7 @@ def test_differences_ignore_where_and_how_but_not_what():
 def test_unknown_preset_and_missing_recipe():
     with pytest.raises(ConfigError, match="preset 'slow' is unknown"):
         preset("slow", "digits")
-    with pytest.raises(ConfigError, match="preset 'gpu' has no recipe for digits .*cifar10"):
+    with pytest.raises(ConfigError, match=r"preset 'gpu' has no recipe for digits .*cifar10"):
         make_config("digits", "gpu")
 
 

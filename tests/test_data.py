@@ -121,7 +121,8 @@ def test_idx_reader_rejects_corrupt_files_and_reads_wider_types(tmp_path):
     with pytest.raises(DataError, match="truncated"):
         data.read_idx(short)
     wide = tmp_path / "wide"  # type 0x0C: big-endian int32
-    wide.write_bytes(bytes([0, 0, 0x0C, 1]) + (2).to_bytes(4, "big") + (1000).to_bytes(4, "big") + (7).to_bytes(4, "big"))
+    wide.write_bytes(bytes([0, 0, 0x0C, 1]) + (2).to_bytes(4, "big")
+                     + (1000).to_bytes(4, "big") + (7).to_bytes(4, "big"))
     assert data.read_idx(wide).tolist() == [1000, 7]
 
 
@@ -129,7 +130,7 @@ def test_mnist_labels_out_of_range_are_rejected(tmp_path):
     tx, ty, ex, ey = _mnist_arrays(np.random.default_rng(2))
     ty[0] = 12
     fmt.write_mnist(tmp_path / "MNIST" / "raw", tx, ty, ex, ey)
-    with pytest.raises(DataError, match="outside 0..9"):
+    with pytest.raises(DataError, match=r"outside 0..9"):
         load_dataset("mnist", data_root=tmp_path)
 
 
@@ -310,18 +311,18 @@ def test_stl10_without_unlabelled_needs_no_unlabelled_file(tmp_path):
     fmt.write_stl10(tmp_path, _flat_stl(rng, 2), [1, 2], _flat_stl(rng, 1), [3], None)
     s = load_dataset("stl10", data_root=tmp_path)
     assert s.unlabelled_images is None and len(s.train_images) == 2
-    with pytest.raises(DataError, match="unlabeled_X.bin"):
+    with pytest.raises(DataError, match=r"unlabeled_X.bin"):
         load_dataset("stl10", data_root=tmp_path, unlabelled=True)
 
 
 def test_stl10_bad_labels_and_truncated_images(tmp_path):
     rng = np.random.default_rng(12)
     folder = fmt.write_stl10(tmp_path, _flat_stl(rng, 2), [0, 2], _flat_stl(rng, 1), [3], None)
-    with pytest.raises(DataError, match="outside 1..10"):
+    with pytest.raises(DataError, match=r"outside 1..10"):
         load_dataset("stl10", data_root=tmp_path)
     (folder / "train_y.bin").write_bytes(bytes([1, 2]))
     (folder / "test_X.bin").write_bytes(b"\x00" * 1000)
-    with pytest.raises(DataError, match="test_X.bin.*truncated"):
+    with pytest.raises(DataError, match=r"test_X.bin.*truncated"):
         load_dataset("stl10", data_root=tmp_path)
 
 
@@ -415,7 +416,7 @@ def test_data_root_that_is_a_file(tmp_path):
 
 
 def test_unknown_name_lists_choices():
-    with pytest.raises(DataError, match="cifar20.*stl10"):
+    with pytest.raises(DataError, match=r"cifar20.*stl10"):
         load_dataset("imagenet")
 
 
@@ -456,7 +457,7 @@ def test_download_failure_is_one_data_error(tmp_path, monkeypatch):
             raise RuntimeError("Error downloading cifar-10-python.tar.gz")
 
     monkeypatch.setattr(tvd, "CIFAR10", Offline)
-    with pytest.raises(DataError, match="Downloading cifar10 .* failed"):
+    with pytest.raises(DataError, match=r"Downloading cifar10 .* failed"):
         load_dataset("cifar10", data_root=tmp_path, download=True)
 
 

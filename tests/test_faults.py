@@ -1,17 +1,25 @@
 """Fault matrix: faults really injected into pre-training runs, and what must survive them.
 
-| case (test id)                              | injected how                                  | must hold                                                        |
-|---------------------------------------------|-----------------------------------------------|------------------------------------------------------------------|
-| kill -9 during a step (epoch 3)             | SCLIB_KILL_AT=step:21, subprocess             | exit -9; every visible file whole; rerun -> identical tensors    |
-| kill -9 while writing last.pt (epoch 2)     | SCLIB_KILL_AT=checkpoint:2 (half the bytes)   | exit -9; last.pt still epoch 1; rerun -> identical, no *.tmp     |
-| kill -9 while writing metrics.json          | SCLIB_KILL_AT=metrics:1 (half the bytes)      | exit -9; no metrics.json; rerun -> identical, same metrics       |
-| truncated / bit-flipped / empty / garbage   | last.pt damaged after a kill in epoch 3       | CheckpointError names last.pt; resume falls back to epoch_0001   |
-| last.pt                                     |                                               |                                                                  |
-| resume from a truncated last.pt             | CLI rerun                                     | warns naming last.pt, ends with identical tensors                |
-| every checkpoint damaged                    | CLI rerun                                     | exit 2, one line saying how to start over, files untouched       |
-| NaN in a batch (epoch 2)                    | Augmenter patched to put a NaN in one image   | exit 2, one line; last.pt = the epoch-1 state, all finite        |
-| full disk: write / rename fails (ENOSPC)    | writer's file or os.replace raise ENOSPC      | exit 2, one line naming last.pt; last.pt intact; no *.tmp        |
-| read-only run folder                        | chmod 0o555 (as root: mkstemp raises EROFS)   | exit 2, one line; every file byte-identical                      |
+| case (test id)                          | injected how                      | must hold                              |
+|-----------------------------------------|-----------------------------------|----------------------------------------|
+| kill -9 during a step (epoch 3)         | SCLIB_KILL_AT=step:21, subprocess | exit -9; every visible file whole;     |
+|                                         |                                   | rerun -> identical tensors             |
+| kill -9 while writing last.pt (epoch 2) | SCLIB_KILL_AT=checkpoint:2 (half  | exit -9; last.pt still epoch 1; rerun  |
+|                                         | the bytes)                        | -> identical, no *.tmp                 |
+| kill -9 while writing metrics.json      | SCLIB_KILL_AT=metrics:1 (half the | exit -9; no metrics.json; rerun ->     |
+|                                         | bytes)                            | identical, same metrics                |
+| truncated / bit-flipped / empty /       | last.pt damaged after a kill in   | CheckpointError names last.pt; resume  |
+| garbage last.pt                         | epoch 3                           | falls back to epoch_0001               |
+| resume from a truncated last.pt         | CLI rerun                         | warns naming last.pt, ends with        |
+|                                         |                                   | identical tensors                      |
+| every checkpoint damaged                | CLI rerun                         | exit 2, one line saying how to start   |
+|                                         |                                   | over, files untouched                  |
+| NaN in a batch (epoch 2)                | Augmenter patched to put a NaN in | exit 2, one line; last.pt = the        |
+|                                         | one image                         | epoch-1 state, all finite              |
+| full disk: write / rename fails         | writer's file or os.replace raise | exit 2, one line naming last.pt;       |
+| (ENOSPC)                                | ENOSPC                            | last.pt intact; no *.tmp               |
+| read-only run folder                    | chmod 0o555 (as root: mkstemp     | exit 2, one line; every file           |
+|                                         | raises EROFS)                     | byte-identical                         |
 
 The kill tests share one module fixture: the three killed runs and their reruns go as concurrent
 subprocesses while the uninterrupted baseline trains in this process (same code, same threads,
@@ -220,7 +228,7 @@ def killed_in_epoch_3(kills, tmp_path) -> Path:
 def test_damaged_last_pt_is_detected_naming_the_file(killed_in_epoch_3, damage):
     last = killed_in_epoch_3 / "checkpoints" / "last.pt"
     last.write_bytes(damage(last.read_bytes()))
-    with pytest.raises(CheckpointError, match="last.pt"):
+    with pytest.raises(CheckpointError, match=r"last.pt"):
         checkpoint.load(last)
 
 

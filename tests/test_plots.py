@@ -137,7 +137,7 @@ def test_probe_curves_two_percent_panels_one_line_per_probe_and_seed_reference()
     assert "top-1" in top1_ax.get_title() and "top-3" in top3_ax.get_title()
     # two probe curves + one seed line per panel
     assert len(top1_ax.get_lines()) == 3
-    linear = [ln for ln in top1_ax.get_lines() if ln.get_label() == "linear probe"][0]
+    linear = next(ln for ln in top1_ax.get_lines() if ln.get_label() == "linear probe")
     np.testing.assert_allclose(linear.get_ydata(), [0.1, 0.4, 0.5])
     assert len(_hlines_at(top1_ax, 0.55)) == 1
     assert len(_hlines_at(top3_ax, 0.85)) == 1
@@ -149,7 +149,7 @@ def test_probe_curves_seed_curve_and_single_metric():
     df = pd.DataFrame({"epoch": [1, 2], "top1": [0.2, 0.3]})
     fig = plots.probe_curves(df, seed={"epoch": [1, 2], "top1": [0.25, 0.35], "label": "seed"})
     assert len(fig.axes) == 1
-    seed_line = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "seed"][0]
+    seed_line = next(ln for ln in fig.axes[0].get_lines() if ln.get_label() == "seed")
     np.testing.assert_allclose(seed_line.get_ydata(), [0.25, 0.35])
 
 

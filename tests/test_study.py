@@ -62,7 +62,7 @@ def test_parse_params_takes_notebook_parameters_and_sends_training_ones_to_their
         study.parse_params(["row_tau=0.07"], known={"probe_epochs"})
     with pytest.raises(ConfigError, match="set by the runner"):
         study.parse_params(["run_dir=elsewhere"], known={"run_dir"})
-    with pytest.raises(ConfigError, match="bogus.*they take probe_epochs"):
+    with pytest.raises(ConfigError, match=r"bogus.*they take probe_epochs"):
         study.parse_params(["bogus=1"], known={"probe_epochs"})
     with pytest.raises(ConfigError, match="key=value"):
         study.parse_params(["probe_epochs"], known={"probe_epochs"})
@@ -139,7 +139,7 @@ def test_grid_validation_and_precedence(tmp_path):
     assert by_name["batch 128"].folder == "batch-128"
     assert [c.seed for c in batch] == [0, 4]
     assert [Path(c.out) for c in batch] == [tmp_path / "batch-128" / "seed0", tmp_path / "batch-128" / "seed4"]
-    with pytest.raises(ConfigError, match="'typo'.*row_ta"):
+    with pytest.raises(ConfigError, match=r"'typo'.*row_ta"):
         sweep.sweep_variants(Recipe("digits"), {"variants": {"typo": {"row_ta": 1}}}, tmp_path)
     with pytest.raises(ConfigError, match="share the folder"):
         sweep.sweep_variants(Recipe("digits"), {"variants": {"batch 128": {}, "Batch-128": {}}}, tmp_path)
@@ -149,7 +149,8 @@ def test_grid_validation_and_precedence(tmp_path):
         sweep.load_grid(bad)
     shipped = sweep.load_grid(ROOT / "ablations.yaml")
     assert "base" in shipped["variants"]
-    assert len(sweep.sweep_variants(Recipe("digits"), ROOT / "ablations.yaml", tmp_path / "s")) == len(shipped["variants"])
+    variants = sweep.sweep_variants(Recipe("digits"), ROOT / "ablations.yaml", tmp_path / "s")
+    assert len(variants) == len(shipped["variants"])
 
 
 def test_run_sweep_skips_finished_runs_and_tabulates_mean_and_std(tmp_path, monkeypatch):
@@ -158,14 +159,16 @@ def test_run_sweep_skips_finished_runs_and_tabulates_mean_and_std(tmp_path, monk
     def fake_pretrain(cfg, progress=True):
         calls.append((Path(cfg.out).parent.name, cfg.seed))
         acc = (0.5 if cfg.batch_size == 128 else 0.4) + 0.1 * cfg.seed
-        write_json(Path(cfg.out) / "metrics.json", {"nmi": 0.3, "ami": 0.29, "ari": 0.2, "acc": acc, "epoch": cfg.epochs})
+        write_json(Path(cfg.out) / "metrics.json",
+                   {"nmi": 0.3, "ami": 0.29, "ari": 0.2, "acc": acc, "epoch": cfg.epochs})
         return {}
 
     monkeypatch.setattr("sclib.train.pretrain", fake_pretrain)
     grid = {"variants": {"base": {}, "batch 128": {"batch_size": 128}, "my own idea": {"row_tau": 0.2}}}
     recipe = Recipe("digits", overrides={"epochs": 2})
     sweep.run_sweep(recipe, grid, tmp_path, seeds=[0, 1], log=lambda m: None)
-    assert calls == [("base", 0), ("base", 1), ("batch-128", 0), ("batch-128", 1), ("my-own-idea", 0), ("my-own-idea", 1)]
+    assert calls == [("base", 0), ("base", 1), ("batch-128", 0), ("batch-128", 1),
+                     ("my-own-idea", 0), ("my-own-idea", 1)]
     # an unfinished run (fewer epochs than asked) is trained again, finished ones are skipped
     write_json(tmp_path / "base" / "seed1" / "metrics.json", {"nmi": 0, "ami": 0, "ari": 0, "acc": 0, "epoch": 1})
     done = sweep.run_sweep(recipe, grid, tmp_path, seeds=[0, 1], log=lambda m: None)
@@ -176,7 +179,8 @@ def test_run_sweep_skips_finished_runs_and_tabulates_mean_and_std(tmp_path, monk
         (tmp_path / "my-own-idea" / name / "metrics.json").unlink()
     table = sweep.ablation_table(tmp_path)
     assert list(table["variant"]) == ["base", "batch 128"]
-    assert table.loc[1, "acc"] == pytest.approx(0.55) and table.loc[1, "acc_std"] == pytest.approx(np.std([0.5, 0.6], ddof=1))
+    assert table.loc[1, "acc"] == pytest.approx(0.55)
+    assert table.loc[1, "acc_std"] == pytest.approx(np.std([0.5, 0.6], ddof=1))
     assert table.loc[1, "seed_acc"] == pytest.approx(seed.TABLE2["batch 128"]["acc"] / 100)
     text = sweep.ablation_markdown(table)
     assert "| batch 128 | 2 | 30.00 ± 0.00 | 29.00 ± 0.00 | 20.00 ± 0.00 | 55.00 ± 7.07 | 50.0, 60.0 | 48.85 |" in text
@@ -327,7 +331,8 @@ def test_the_readme_papermill_commands_run_as_printed(tmp_path):
     for command in commands:
         argv = shlex.split(command)
         if argv[0] == "papermill":
-            argv = [str(bin_dir / "papermill"), *argv[1:], "-k", _kernel()] + (quick if "01_pretrain" in command else [])
+            extra = quick if "01_pretrain" in command else []
+            argv = [str(bin_dir / "papermill"), *argv[1:], "-k", _kernel(), *extra]
         proc = subprocess.run(argv, cwd=checkout, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, (command, proc.stderr[-2000:])
     assert (checkout / "runs" / "papermill" / "02_linear_probe.ipynb").exists()
@@ -349,8 +354,8 @@ def test_the_gpu_study_script_packs_runs_that_render_at_home(tmp_path):
 
     tarball = tmp_path / "runs.tgz"
     env = {**__import__("os").environ, "PYTHON": sys.executable}
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_study.sh"), "digits", str(tmp_path / "box"), str(tarball),
-                           "--preset", "fast", "--seeds", "0", "1", *TINY_FLAGS, "--device", "cpu"],
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_study.sh"), "digits", str(tmp_path / "box"),
+                           str(tarball), "--preset", "fast", "--seeds", "0", "1", *TINY_FLAGS, "--device", "cpu"],
                           capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     with tarfile.open(tarball) as tar:
@@ -358,8 +363,10 @@ def test_the_gpu_study_script_packs_runs_that_render_at_home(tmp_path):
         tar.extractall(tmp_path / "home", filter="data")
     assert not [n for n in names if "checkpoints" in n]
     for seed_dir in ("seed0", "seed1"):
-        assert any(n.endswith(f"{seed_dir}/arrays.npz") for n in names) and any(n.endswith(f"{seed_dir}/probe.csv") for n in names)
+        assert any(n.endswith(f"{seed_dir}/arrays.npz") for n in names)
+        assert any(n.endswith(f"{seed_dir}/probe.csv") for n in names)
     home = next((tmp_path / "home").rglob("box"))
-    proc = _cli("study", "--runs", str(home), "--out", str(tmp_path / "report"), "--param", "max_points=100", cwd=tmp_path)
+    proc = _cli("study", "--runs", str(home), "--out", str(tmp_path / "report"), "--param", "max_points=100",
+                cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "seed 1" in (tmp_path / "report" / "summary.md").read_text()

@@ -16,7 +16,9 @@ TINY = dict(image_size=8, mlp_hidden=32, mlp_out=16, batch_size=128, heads=[10, 
 
 
 def tiny(tmp_path, name="run", **overrides):
-    return make_config("digits", "fast", out=str(tmp_path / name), **{**TINY, "epochs": 3, "milestones": [1, 2], **overrides})
+    return make_config(
+        "digits", "fast", out=str(tmp_path / name), **{**TINY, "epochs": 3, "milestones": [1, 2], **overrides}
+    )
 
 
 def weights(run_dir):
@@ -32,7 +34,7 @@ def finished_run(tmp_path_factory):
 
 
 def test_a_run_writes_every_file(finished_run):
-    cfg, run, metrics = finished_run
+    _cfg, run, metrics = finished_run
     for name in ("config.json", "history.csv", "metrics.json", "checkpoints/last.pt",
                  "checkpoints/epoch_0001.pt", "checkpoints/epoch_0002.pt", "checkpoints/epoch_0003.pt"):
         assert (run / name).is_file(), name

@@ -47,7 +47,8 @@ def _free_port():
 
 
 def _worker(rank, port, out, result_path):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2",
+                      RANK=str(rank), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     trainer = Trainer(config(out), progress=False)
     trainer.augment = fixed_views(trainer)
