@@ -399,16 +399,24 @@ def test_contrast_and_brightness_on_single_channel_match_torchvision():
                                atol=2e-5, rtol=0)
 
 
-def test_random_order_jitter_matches_per_image_torchvision_loop():
-    n = 40
-    x = noise_images(n, size=8, seed=14).float() / 255
-    g = gen(15)
+JITTER_OPS = [adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue]
+
+
+def jitter_inputs(n: int, seed: int):
+    """Images in [0, 1] and per-sample jitter draws in the BYOL ranges: apply (p 0.8), the four
+    factors (brightness, contrast, saturation, hue) and the uniforms that set each sample's order."""
+    x = noise_images(n, size=8, seed=seed).float() / 255
+    g = gen(seed + 1)
     apply = torch.rand(n, generator=g) < 0.8
     factors = torch.stack([0.6 + 0.8 * torch.rand(n, generator=g), 0.6 + 0.8 * torch.rand(n, generator=g),
                            0.8 + 0.4 * torch.rand(n, generator=g), 0.2 * torch.rand(n, generator=g) - 0.1], 1)
-    order_u = torch.rand(n, 4, generator=g)
-    got = _jitter(x.clone(), apply, factors, order_u,
-                  [adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue])
+    return x, apply, factors, torch.rand(n, 4, generator=g)
+
+
+def test_random_order_jitter_matches_per_image_torchvision_loop():
+    n = 40
+    x, apply, factors, order_u = jitter_inputs(n, seed=14)
+    got = _jitter(x.clone(), apply, factors, order_u, JITTER_OPS)
     fns = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
     orders = set()
     for i in range(n):
@@ -479,13 +487,8 @@ def test_static_shapes_make_the_same_views_from_the_same_numbers(cfg):
 
 def test_static_jitter_runs_each_samples_ops_in_its_own_order():
     n = 64
-    x = noise_images(n, size=8, seed=16).float() / 255
-    g = gen(17)
-    apply = torch.rand(n, generator=g) < 0.8
-    factors = torch.stack([0.6 + 0.8 * torch.rand(n, generator=g), 0.6 + 0.8 * torch.rand(n, generator=g),
-                           0.8 + 0.4 * torch.rand(n, generator=g), 0.2 * torch.rand(n, generator=g) - 0.1], 1)
-    order_u = torch.rand(n, 4, generator=g)
-    ops = [adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue]
+    x, apply, factors, order_u = jitter_inputs(n, seed=16)
+    ops = JITTER_OPS
     sorted_way = _jitter(x.clone(), apply, factors, order_u, ops)
     static_way = _jitter_static(x.clone(), apply, factors, order_u, ops)
     torch.testing.assert_close(static_way, sorted_way, rtol=0, atol=1e-6)
