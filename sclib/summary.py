@@ -211,12 +211,15 @@ def provenance(study: Study, times: dict[str, float] | None = None) -> list[tupl
     """(label, value) pairs: what produced the numbers."""
     from sclib.report import caveat
 
-    cfg, paths = study.runs[0]
-    record = read_json(paths.config)
-    prov = record.get("provenance", {})
-    resumed = prov.get("resumed", [])
-    commits = {prov.get("git_commit", "unknown"), *(r.get("git_commit", "unknown") for r in resumed)}
-    dirty = prov.get("git_dirty") or any(r.get("git_dirty") for r in resumed)
+    cfg = study.runs[0][0]
+    provs = [read_json(paths.config).get("provenance", {}) for _, paths in study.runs]
+    prov = provs[0]
+    resumed = [r for p in provs for r in p.get("resumed", [])]
+    starts = provs + resumed  # every run and every resume of every seed
+    commits = {p.get("git_commit", "unknown") for p in starts}
+    dirty = any(p.get("git_dirty") for p in starts)
+    started = min((p["started"] for p in provs if p.get("started")), default="?")
+    finished = max((p["finished"] for p in provs if p.get("finished")), default="?")
     minutes = [sum(_history_seconds(p)) / 60 for _, p in study.runs]
     pairs = [
         ("recipe", f"{cfg.preset} ({cfg.backbone}, {cfg.epochs} epochs, batch {cfg.batch_size}, image size "
@@ -229,7 +232,7 @@ def provenance(study: Study, times: dict[str, float] | None = None) -> list[tupl
                  + (" with uncommitted changes" if dirty else "")),
         ("versions", f"python {prov.get('python')}, torch {prov.get('torch')}, torchvision {prov.get('torchvision')}, "
                      f"numpy {prov.get('numpy')}, scikit-learn {prov.get('scikit_learn')}"),
-        ("trained", f"{prov.get('started', '?')} to {prov.get('finished', '?')}"
+        ("trained", f"{started} to {finished}"
                     + (f", resumed {len(resumed)} time(s)" if resumed else "")),
         ("comparison", caveat(cfg)),
     ]

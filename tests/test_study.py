@@ -370,3 +370,19 @@ def test_the_gpu_study_script_packs_runs_that_render_at_home(tmp_path):
                 cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "seed 1" in (tmp_path / "report" / "summary.md").read_text()
+
+
+def test_provenance_spans_every_seed_and_every_resume(tmp_path):
+    """The report's commit and time span come from all runs, not from seed 0 alone."""
+    from sclib.config import make_config
+    from sclib.summary import load_study, provenance
+
+    runs = {0: {"git_commit": "aaa", "git_dirty": False, "started": "2026-01-01T10:00", "finished": "2026-01-01T10:05"},
+            1: {"git_commit": "bbb", "git_dirty": False, "started": "2026-01-01T09:00", "finished": "2026-01-01T11:00",
+                "resumed": [{"git_commit": "ccc", "git_dirty": True}]}}
+    for s, prov in runs.items():
+        cfg = make_config("digits", "fast", seed=s, out=str(tmp_path / "run" / f"seed{s}"))
+        write_json(tmp_path / "run" / f"seed{s}" / "config.json", {"config": cfg.to_dict(), "provenance": prov})
+    pairs = dict(provenance(load_study(tmp_path)))
+    assert pairs["code"].endswith("commit aaa, bbb, ccc with uncommitted changes")
+    assert pairs["trained"] == "2026-01-01T09:00 to 2026-01-01T11:00, resumed 1 time(s)"
