@@ -96,6 +96,8 @@ def git_state(package: Path = _PACKAGE) -> tuple[str, bool | None]:
 
     A copy of sclib without its own ``.git`` placed inside another repository must not report
     that repository's commit, so the repository's top level has to contain this package.
+    ``dirty`` means uncommitted changes to the package itself: a study rewriting ``results/``
+    changes no code.
     """
     def git(*args: str) -> str | None:
         try:
@@ -108,7 +110,7 @@ def git_state(package: Path = _PACKAGE) -> tuple[str, bool | None]:
     if not top or Path(top.strip()).resolve() / package.name != package:
         return "unknown", None
     commit = (git("rev-parse", "HEAD") or "").strip() or "unknown"
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".")
     return commit, (bool(status.strip()) if status is not None else None)
 
 

@@ -59,3 +59,18 @@ def test_the_commit_is_sclibs_own_or_unknown(tmp_path):
         subprocess.run(["git", *args], cwd=other, check=True)
     assert git_state(other / "vendor" / "sclib") == ("unknown", None)
     assert git_state(tmp_path / "no-repo-at-all") == ("unknown", None)
+
+
+def test_dirty_means_the_package_changed_not_the_results(tmp_path):
+    repo = tmp_path / "sclib-checkout"
+    shutil.copytree(REPO / "sclib", repo / "sclib", ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / "results").mkdir()
+    (repo / "results" / "summary.md").write_text("old numbers\n")
+    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=x", "-c", "user.email=x@x", "commit", "-qm", "x"]):
+        subprocess.run(["git", *args], cwd=repo, check=True)
+    assert git_state(repo / "sclib")[1] is False
+    (repo / "results" / "summary.md").write_text("new numbers\n")  # a study rewrote its report
+    assert git_state(repo / "sclib")[1] is False
+    with (repo / "sclib" / "loss.py").open("a") as f:
+        f.write("# an edit\n")
+    assert git_state(repo / "sclib")[1] is True
