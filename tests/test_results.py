@@ -1,0 +1,55 @@
+"""The committed results agree everywhere: each study's run files, its summary.md and the README."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tracked(folder: Path) -> list[Path]:
+    """The files git tracks under ``folder`` (checkpoints and arrays stay local and are ignored)."""
+    out = subprocess.run(["git", "ls-files", "-z", str(folder)], cwd=ROOT, capture_output=True, check=True).stdout
+    return [ROOT / name for name in out.decode().split("\0") if name]
+
+
+STUDIES = sorted(p.parent for p in (ROOT / "results").glob("*/study.json"))
+
+
+def _scored(study: Path) -> list[dict]:
+    reports = [json.loads(p.read_text()) for p in sorted((study / "run").glob("seed*/eval.json"))]
+    return [r["heads"][r["evaluated_head"]] for r in reports]
+
+
+def _mean_std(values: list[float]) -> str:
+    return f"{100 * np.mean(values):.2f} ± {100 * np.std(values, ddof=1):.2f}"
+
+
+def test_there_are_committed_studies():
+    assert {p.name for p in STUDIES} >= {"digits"}
+
+
+@pytest.mark.parametrize("study", STUDIES, ids=[p.name for p in STUDIES])
+def test_summary_and_readme_quote_the_run_files(study):
+    scored = _scored(study)
+    assert len(scored) >= 3, f"{study.name}: a quality claim is a mean over at least 3 seeds"
+    summary = (study / "summary.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for metric in ("nmi", "ami", "ari", "acc"):
+        quoted = _mean_std([h[metric] for h in scored])
+        assert quoted in summary, (study.name, metric, quoted)
+        assert quoted in readme, (study.name, metric, quoted)
+    assert f"results/{study.name}/" in readme
+    # what a study folder must hold to be read without the run that made it
+    for name in ("index.html", "style.css", "requirements.lock.txt", "01_pretrain.html", "05_cluster_images.html"):
+        assert (study / name).exists(), (study.name, name)
+    assert not [p for p in _tracked(study) if p.suffix in (".pt", ".npz")]
+
+
+def test_results_stay_small():
+    assert sum(p.stat().st_size for p in _tracked(ROOT / "results")) < 8_000_000
