@@ -300,18 +300,37 @@ def write_lock(out: Path) -> Path:
     return write_text(out / "requirements.lock.txt", "\n".join(versions) + "\n")
 
 
+def train_sweep(recipe: Recipe, grid: str | Path | dict[str, Any] | None, seeds: list[int], out: Path,
+                log=print) -> Path:
+    """Train the grid into ``out/sweep`` from inside ``out``, so that every run's config.json
+    records ``sweep/<variant>/seed<N>`` (as a study records ``run/seed<N>``), not this machine's
+    folders; paths given relative to the caller are rebased first."""
+    import contextlib
+
+    from sclib.sweep import run_sweep
+
+    overrides = dict(recipe.overrides)
+    if overrides.get("data_root") and not Path(overrides["data_root"]).expanduser().is_absolute():
+        overrides["data_root"] = os.path.relpath(Path(overrides["data_root"]).resolve(), out)
+    recipe = Recipe(recipe.dataset, recipe.preset, str(Path(recipe.file).resolve()) if recipe.file else None,
+                    overrides)
+    grid = Path(grid).resolve() if isinstance(grid, (str, Path)) else grid
+    out.mkdir(parents=True, exist_ok=True)
+    with contextlib.chdir(out):
+        run_sweep(recipe, grid, Path("sweep"), seeds, log=log)
+    return out / "sweep"
+
+
 def run_sweep_study(recipe: Recipe, grid: str | Path, seeds: list[int], out: str | Path,
                     params: list[str] | None = None, notebooks: str | Path | None = None,
                     kernel: str | None = None, note: str | None = None, log=print) -> Path:
     """Run the ablation grid into ``out/sweep`` (resumable), then notebook 06 into ``out``."""
     from sclib.summary import write_index
-    from sclib.sweep import run_sweep
 
     out = Path(out).resolve()
     sources = _sources((SWEEP_NOTEBOOK,), notebooks)
     user = parse_params(params, _declared(sources))
-    sweep_dir = out / "sweep"
-    run_sweep(recipe, grid, sweep_dir, seeds, log=log)
+    sweep_dir = train_sweep(recipe, grid, seeds, out, log)
     write_lock(out)
     # Notebook 06 runs in ``out``: paths relative to it keep this machine's folders out of the report.
     values = {"dataset": recipe.dataset or "digits", "preset": recipe.preset, "sweep_dir": sweep_dir.name,

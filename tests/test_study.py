@@ -386,3 +386,16 @@ def test_provenance_spans_every_seed_and_every_resume(tmp_path):
     pairs = dict(provenance(load_study(tmp_path)))
     assert pairs["code"].endswith("commit aaa, bbb, ccc with uncommitted changes")
     assert pairs["trained"] == "2026-01-01T09:00 to 2026-01-01T11:00, resumed 1 time(s)"
+
+
+def test_sweep_runs_record_paths_inside_the_study_not_this_machines(tmp_path, monkeypatch):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("variants:\n  base: {}\n")
+    monkeypatch.chdir(tmp_path)
+    recipe = Recipe("digits", "fast", overrides={"epochs": 1, "milestones": [1], "image_size": 8, "mlp_hidden": 32,
+                                                   "mlp_out": 16, "heads": [10], "device": "cpu"})
+    sweep_dir = study.train_sweep(recipe, "grid.yaml", [0], (tmp_path / "results" / "x").resolve(), log=lambda m: None)
+    record = json.loads((sweep_dir / "base" / "seed0" / "config.json").read_text())
+    assert record["config"]["out"] == "sweep/base/seed0"
+    assert str(tmp_path) not in json.dumps(record["config"])
+    assert Path.cwd() == tmp_path  # the caller's folder is restored
