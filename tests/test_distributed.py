@@ -121,6 +121,7 @@ def _worker(r: int, port: int, out_dir: str) -> None:
         res["ddp_loss"] = ddp_loss.detach()
         res["ddp_grads"] = [p.grad.clone() for p in model.parameters()]
         torch.save(res, f"{out_dir}/rank{r}.pt")
+        dist.barrier()  # neither rank leaves the group while the other may still be using it
     finally:
         sd.cleanup()
 
