@@ -307,8 +307,9 @@ def train_sweep(recipe: Recipe, grid: str | Path | dict[str, Any] | None, seeds:
     folders; paths given relative to the caller are rebased first."""
     import contextlib
 
-    from sclib.sweep import run_sweep
+    from sclib.sweep import run_sweep, sweep_variants
 
+    sweep_variants(recipe, grid, out / "sweep", seeds)  # every config checked before anything is written
     overrides = dict(recipe.overrides)
     if overrides.get("data_root") and not Path(overrides["data_root"]).expanduser().is_absolute():
         overrides["data_root"] = os.path.relpath(Path(overrides["data_root"]).resolve(), out)
