@@ -31,6 +31,7 @@ from sclib.optim import OPTIMIZERS
 RECIPES = Path(__file__).with_name("recipes")
 PRESETS: tuple[str, ...] = tuple(sorted(p.name for p in RECIPES.iterdir() if p.is_dir()))
 DEVICES = ("auto", "cpu", "cuda")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class ConfigError(ValueError):
@@ -129,7 +130,7 @@ RECIPE_FIELDS = tuple(f.name for f in fields(Config)
 def _problems(cfg: Config):
     for name, value, known in (("dataset", cfg.dataset, DATASETS), ("backbone", cfg.backbone, BACKBONES),
                                ("optimizer", cfg.optimizer, OPTIMIZERS), ("device", cfg.device, DEVICES),
-                               ("augment", cfg.augment, STYLES)):
+                               ("augment", cfg.augment, STYLES), ("compile_mode", cfg.compile_mode, COMPILE_MODES)):
         if value not in known:
             yield f"{name} {value!r} is unknown; choose one of {', '.join(known)}"
     if cfg.dataset == "imagefolder" and not cfg.data_root:

@@ -234,13 +234,16 @@ def heads_rows(report: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def probe_summary(probes) -> dict[str, dict[str, float]]:
-    """Per probe, top-1 / top-3 at the newest probed epoch: mean and std over seeds."""
+    """Per probe, top-1 / top-3 at the newest probed epoch: mean and std over seeds (NaN for one
+    seed), and the linear probe's training epochs where probe.csv records them."""
     last = probes[probes["epoch"] == probes["epoch"].max()]
     out = {}
     for name, group in last.groupby("probe"):
         stats = (("", np.mean), ("_std", lambda s: s.std(ddof=1) if len(s) > 1 else np.nan))
         out[str(name)] = {"epoch": int(group["epoch"].iloc[0]), "seeds": len(group),
                           **{f"{k}{suffix}": float(fn(group[k])) for k in ("top1", "top3") for suffix, fn in stats}}
+        if "probe_epochs" in group:
+            out[str(name)]["probe_epochs"] = int(group["probe_epochs"].iloc[0])
     return out
 
 

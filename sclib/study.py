@@ -216,6 +216,14 @@ def _declared(sources: dict[str, Path]) -> set[str]:
 # Studies
 
 
+def _rebased(overrides: dict[str, Any], out: Path) -> dict[str, Any]:
+    """``overrides`` for work done inside ``out``: a relative ``data_root`` made relative to it."""
+    root = overrides.get("data_root")
+    if not root or Path(root).expanduser().is_absolute():
+        return dict(overrides)
+    return {**overrides, "data_root": os.path.relpath(Path(root).resolve(), out)}
+
+
 def run_study(recipe: Recipe, seeds: list[int], out: str | Path, params: list[str] | None = None,
               notebooks: str | Path | None = None, kernel: str | None = None, note: str | None = None,
               log=print) -> Path:
@@ -229,10 +237,8 @@ def run_study(recipe: Recipe, seeds: list[int], out: str | Path, params: list[st
     configs = seed_configs(Recipe(recipe.dataset, recipe.preset, recipe.file,
                                   {**recipe.overrides, "out": str(out / RUN_GROUP)}), seeds)
     cfg = configs[0]
-    overrides = {k: v for k, v in recipe.overrides.items() if k != "out"}
-    if overrides.get("data_root") and not Path(overrides["data_root"]).expanduser().is_absolute():
-        # the notebooks run inside ``out``: a relative data folder is given relative to it
-        overrides["data_root"] = os.path.relpath(Path(overrides["data_root"]).resolve(), out)
+    # the notebooks run inside ``out``: a relative data folder is given relative to it
+    overrides = _rebased({k: v for k, v in recipe.overrides.items() if k != "out"}, out)
     values = {"dataset": cfg.dataset, "preset": cfg.preset, "run_dir": RUN_GROUP, "seeds": list(seeds),
               "config_overrides": overrides,
               "config_file": os.path.relpath(Path(recipe.file).resolve(), out) if recipe.file else None,
@@ -310,11 +316,8 @@ def train_sweep(recipe: Recipe, grid: str | Path | dict[str, Any] | None, seeds:
     from sclib.sweep import run_sweep, sweep_variants
 
     sweep_variants(recipe, grid, out / "sweep", seeds)  # every config checked before anything is written
-    overrides = dict(recipe.overrides)
-    if overrides.get("data_root") and not Path(overrides["data_root"]).expanduser().is_absolute():
-        overrides["data_root"] = os.path.relpath(Path(overrides["data_root"]).resolve(), out)
     recipe = Recipe(recipe.dataset, recipe.preset, str(Path(recipe.file).resolve()) if recipe.file else None,
-                    overrides)
+                    _rebased(recipe.overrides, out))
     grid = Path(grid).resolve() if isinstance(grid, (str, Path)) else grid
     out.mkdir(parents=True, exist_ok=True)
     with contextlib.chdir(out):

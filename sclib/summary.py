@@ -183,21 +183,17 @@ def heads_table(study: Study) -> Table:
 def probe_table(study: Study) -> Table | None:
     import pandas as pd
 
+    from sclib.report import probe_summary
+
     frames = [pd.read_csv(p.probe).assign(seed=cfg.seed) for cfg, p in study.runs if p.probe.exists()]
     if not frames:
         return None
-    probes = pd.concat(frames, ignore_index=True)
-    last = probes[probes["epoch"] == probes["epoch"].max()]
-
-    def std(s):
-        return float(s.std(ddof=1)) if len(s) > 1 else None
-
     rows = []
-    for name, g in last.groupby("probe"):
-        epochs = int(g["probe_epochs"].iloc[0]) if "probe_epochs" in g and name == "linear" else None
+    for name, s in probe_summary(pd.concat(frames, ignore_index=True)).items():
+        epochs = s.get("probe_epochs") if name == "linear" else None
         what = f"{name}" + (f" ({epochs} epochs)" if epochs else " (20 neighbours)" if name == "knn" else "")
-        rows.append([what, str(int(g["epoch"].iloc[0])), str(len(g)),
-                     _pct(float(g["top1"].mean()), std(g["top1"])), _pct(float(g["top3"].mean()), std(g["top3"]))])
+        rows.append([what, str(s["epoch"]), str(s["seeds"]),
+                     _pct(s["top1"], s["top1_std"]), _pct(s["top3"], s["top3_std"])])
     return Table(["probe", "pre-training epoch", "seeds", "top-1", "top-3"], rows, [""] * len(rows))
 
 

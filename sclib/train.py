@@ -32,7 +32,6 @@ from sclib.nnqueue import NNQueue
 from sclib.optim import build_optimizer, lr_at, set_fused, set_lr
 from sclib.runs import RunPaths, augment_config, autocast, build_model, load_data, resolve_device, seed_folder
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # The phases of a step, each a torch.profiler range "sclib.<phase>" (benchmarks/profile_step.py
 # reads them); "sclib.collective" ranges (gathers, all_reduces) nest inside loss and backward.
 PHASES = ("data", "augment", "forward", "loss", "backward", "optimizer", "sync")
@@ -148,8 +147,6 @@ class Trainer:
         True to check the tuned step on a CPU.
         """
         self.cfg = cfg.validate()
-        if cfg.compile_mode not in COMPILE_MODES:
-            raise ConfigError(f"compile_mode {cfg.compile_mode!r} is unknown; choose one of {', '.join(COMPILE_MODES)}")
         self.paths = RunPaths(Path(cfg.out))
         check_resumable(cfg, self.paths)
         distributed.setup()

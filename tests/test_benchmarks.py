@@ -74,9 +74,10 @@ def test_reference_views_are_the_recipes_kinds(tmp_path):
         assert names[0] == "RandomAffine" and "RandomHorizontalFlip" not in names and "RandomGrayscale" not in names
 
 
-def test_reference_workers_default_to_the_cpu_count():
+def test_reference_workers_default_to_the_cpu_count(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
     args = throughput.build_parser().parse_args([])
-    assert args.workers == (os.cpu_count() or 1)
+    assert args.workers == 3
     assert args.settings == ["cifar10", "mnist-small"]
 
 

@@ -16,19 +16,10 @@ import pytest
 import torch
 
 from sclib.config import make_config
-from sclib.data import DatasetInfo, DataSplits
 from sclib.train import PHASES, Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import common
-
-
-def rgb_data(n: int = 64, size: int = 8) -> DataSplits:
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
-    labels = torch.randint(0, 10, (n,), generator=g)
-    info = DatasetInfo("synthetic", tuple(map(str, range(10))), 3, size, (0.5,) * 3, (0.25,) * 3)
-    return DataSplits(info, images, labels, images[:16], labels[:16])
 
 
 def trainer(tmp_path, name: str, tuned: bool | None = None, **overrides) -> Trainer:
@@ -36,7 +27,7 @@ def trainer(tmp_path, name: str, tuned: bool | None = None, **overrides) -> Trai
     values = dict(image_size=8, small_width=4, mlp_hidden=32, mlp_out=16, heads=[10, 20], batch_size=16,
                   local_crops=2, local_size=6, epochs=1, device="cpu", milestones=[])
     cfg = make_config("cifar10", "fast", out=str(tmp_path / name), **{**values, **overrides})
-    return Trainer(cfg, progress=False, data=rgb_data(), tuned=tuned)
+    return Trainer(cfg, progress=False, data=common.synthetic(64, 3, 8), tuned=tuned)
 
 
 def one_step(t: Trainer) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
