@@ -89,7 +89,8 @@ class Config:
     preset: str = _param("the recipe this config was resolved from (a label; 'custom' for none)", "custom")
     adapted: str = _param("what an adaptive recipe chose from the data, and why (a record, set by the recipe)", "")
     device: str = _param("auto, cpu or cuda", "auto")
-    amp: bool = _param("bf16 autocast on CUDA", True)
+    amp: bool = _param("bf16 autocast and channels-last where the device does bf16 natively (CUDA; CPUs with "
+                       "AVX512-BF16 or AMX); fp32 elsewhere. config.json's provenance records which ran", True)
     compile: bool = _param("torch.compile the model, the loss and, on the GPU step, the augmentation "
                            "(pays off on long GPU runs only)", False)
     compile_mode: str = _param("torch.compile mode with --compile: default, reduce-overhead (CUDA graphs), "

@@ -88,6 +88,10 @@ class CosineHead(nn.Module):
 
     With L2-normalised inputs the logits are cosine similarities in [-1, 1]; the loss's
     temperatures alone set their scale, so no head can win by growing its weights.
+
+    It computes in fp32 even under bf16 autocast: the loss divides these cosines by 0.05-0.1,
+    so bf16's rounding of them (about 4e-3) would move the softmaxes by up to 0.08 in logit; in
+    fp32 the head costs next to nothing (C x 128 weights).
     """
 
     def __init__(self, in_features: int, classes: int) -> None:
@@ -96,7 +100,8 @@ class CosineHead(nn.Module):
         nn.init.normal_(self.weight, std=in_features**-0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, F.normalize(self.weight, dim=1))
+        with torch.autocast(x.device.type, enabled=False):
+            return F.linear(x.float(), F.normalize(self.weight, dim=1))
 
 
 class SelfClassifier(nn.Module):
@@ -122,9 +127,12 @@ class SelfClassifier(nn.Module):
         return self.backbone(x)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Backbone features and the L2-normalised projector output (the embedding the heads read)."""
+        """Backbone features and the L2-normalised projector output (the embedding the heads read).
+
+        The embedding is normalised in fp32 (a no-op for fp32 runs), for the reason in CosineHead.
+        """
         features = self.backbone(x)
-        return features, F.normalize(self.projector(features), dim=1)
+        return features, F.normalize(self.projector(features).float(), dim=1)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """L2-normalised projector output."""

@@ -30,7 +30,7 @@ from sclib.loss import SelfClassifierLoss
 from sclib.model import SelfClassifier
 from sclib.nnqueue import NNQueue
 from sclib.optim import build_optimizer, lr_at, set_fused, set_lr
-from sclib.runs import RunPaths, augment_config, autocast, build_model, load_data, resolve_device, seed_folder
+from sclib.runs import RunPaths, augment_config, build_model, load_data, precision, resolve_device, seed_folder
 
 # The phases of a step, each a torch.profiler range "sclib.<phase>" (benchmarks/profile_step.py
 # reads them); "sclib.collective" ranges (gathers, all_reduces) nest inside loss and backward.
@@ -65,7 +65,7 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     return (seed * 1_000_003 + epoch * 10_007 + rank) % (2**63)
 
 
-def provenance(device: torch.device) -> dict[str, Any]:
+def provenance(device: torch.device, numerics: str = "") -> dict[str, Any]:
     """What produced a run (or a resumed stretch of it), so a number can be traced to code and hardware."""
     import numpy
     import sklearn
@@ -82,6 +82,7 @@ def provenance(device: torch.device) -> dict[str, Any]:
         "numpy": numpy.__version__,
         "scikit_learn": sklearn.__version__,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "precision": numerics,
         "world_size": distributed.world_size(),
         "started": _now(),
     }
@@ -153,6 +154,7 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         if self.device.type == "cuda" and distributed.world_size() > 1:
             self.device = torch.device("cuda", distributed.local_rank())
+        self.precision = precision(self.device, cfg.amp)
         self.progress = {True: "bar", False: "off"}.get(progress, progress) if distributed.is_main_process() else "off"
         self.tuned = self.device.type == "cuda" if tuned is None else tuned
         # called with each phase's name as it ends (benchmarks time phases with CUDA events)
@@ -174,7 +176,7 @@ class Trainer:
         if cfg.sync_bn and distributed.world_size() > 1:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model: SelfClassifier = model.to(device)
-        if device.type == "cuda":
+        if self.precision.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(cfg.optimizer, self.model, cfg.lr, cfg.weight_decay, cfg.momentum,
                                          fused=self.tuned)
@@ -273,6 +275,8 @@ class Trainer:
             self._log(f"run {self.paths.root} is already complete ({self.epoch} epochs)")
             return read_json(self.paths.metrics)
         self._write_config(resumed)
+        if self.progress != "off":
+            self._log(f"precision: {self.precision}")
         report = _Progress(self.progress, self.cfg.epochs, self.epoch, str(self.paths.root))
         while self.epoch < self.cfg.epochs:
             row = self.train_epoch()
@@ -347,8 +351,8 @@ class Trainer:
         made elsewhere, so both sides of a comparison share the very same step)."""
         if self.cuda_graphs and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
             torch.compiler.cudagraph_mark_step_begin()
-        with self._phase("forward"), self._autocast():
-            if self.device.type == "cuda":
+        with self._phase("forward"), self.precision.autocast(self.device):
+            if self.precision.channels_last:
                 views = [v.contiguous(memory_format=torch.channels_last) for v in views]
             outputs = self._logits(views, indices)
         with self._phase("loss"):
@@ -401,9 +405,6 @@ class Trainer:
         self.queue.push(distributed.gather_with_grad(current), distributed.gather_with_grad(indices))
         return [swapped, *embeddings[1:]]
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        return autocast(self.device, self.cfg.amp)
-
     def _check_finite(self, losses: torch.Tensor) -> None:
         if not bool(torch.isfinite(losses).all()):
             raise NonFiniteLossError(
@@ -429,9 +430,9 @@ class Trainer:
         if resumed and self.paths.config.exists():
             record = read_json(self.paths.config)
             record.setdefault("provenance", {}).setdefault("resumed", []).append(
-                {**provenance(self.device), "epoch": self.epoch})
+                {**provenance(self.device, str(self.precision)), "epoch": self.epoch})
         else:
-            record = {"config": self.cfg.to_dict(), "provenance": provenance(self.device)}
+            record = {"config": self.cfg.to_dict(), "provenance": provenance(self.device, str(self.precision))}
         write_json(self.paths.config, record)
 
     def _finish_config(self) -> None:
