@@ -12,7 +12,7 @@ import platform
 import time
 import traceback
 from collections import Counter
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -21,11 +21,22 @@ from sclib.config import make_config
 from sclib.data import DatasetInfo, DataSplits
 from sclib.train import Trainer
 
-# name -> (data set whose seed recipe is used, overrides of that recipe, what the name means)
-SETTINGS: dict[str, tuple[str, dict[str, Any], str]] = {
-    "cifar10": ("cifar10", {}, "seed recipe: ResNet-18, 32 px, BYOL views"),
-    "mnist": ("mnist", {}, "seed recipe: ResNet-18, 28 px, affine views"),
-    "mnist-small": ("mnist", {"backbone": "small"}, "seed recipe with the small CNN: 28 px, affine views"),
+
+class Setting(NamedTuple):
+    """A benchmark setting: a data set's recipe (preset), changed by ``overrides``."""
+
+    dataset: str
+    preset: str
+    overrides: dict[str, Any]
+    about: str
+
+
+SETTINGS: dict[str, Setting] = {
+    "cifar10": Setting("cifar10", "seed", {}, "seed recipe: ResNet-18, 32 px, BYOL views"),
+    "cifar10-fast": Setting("cifar10", "fast", {}, "fast (CPU) recipe: small CNN, BYOL views"),
+    "mnist": Setting("mnist", "seed", {}, "seed recipe: ResNet-18, 28 px, affine views"),
+    "mnist-small": Setting("mnist", "seed", {"backbone": "small"},
+                           "seed recipe with the small CNN: 28 px, affine views"),
 }
 # (channels, side) of the images each data set holds
 SHAPES = {"cifar10": (3, 32), "cifar20": (3, 32), "mnist": (1, 28), "fashion_mnist": (1, 28), "digits": (1, 8),
@@ -45,15 +56,16 @@ def synthetic(n: int, channels: int, size: int, seed: int = 0) -> DataSplits:
     return DataSplits(info, images, labels, images[:256], labels[:256])
 
 
-def seed_trainer(setting: str, out: str, device: str, batch: int, steps: int, tuned: bool | None = None,
-                 data: DataSplits | None = None, **overrides: Any) -> Trainer:
-    """A Trainer with the seed recipe of the setting's data set, whose epoch is ``steps`` batches
-    of synthetic images (or ``data``, when given: then an epoch is the whole train split)."""
-    dataset, recipe_overrides, _ = SETTINGS[setting] if setting in SETTINGS else (setting, {}, "")
-    cfg = make_config(dataset, "seed", out=out, device=device, batch_size=batch, epochs=1, milestones=[],
-                      **{**recipe_overrides, **overrides})
+def recipe_trainer(setting: str, out: str, device: str, batch: int, steps: int, tuned: bool | None = None,
+                   data: DataSplits | None = None, **overrides: Any) -> Trainer:
+    """A Trainer with the setting's recipe (a name of SETTINGS, or a data set's seed recipe), whose
+    epoch is ``steps`` batches of synthetic images (or ``data``, when given: then an epoch is the
+    whole train split)."""
+    chosen = SETTINGS.get(setting, Setting(setting, "seed", {}, ""))
+    cfg = make_config(chosen.dataset, chosen.preset, out=out, device=device, batch_size=batch, epochs=1,
+                      milestones=[], **{**chosen.overrides, **overrides})
     if data is None:
-        channels, size = SHAPES[dataset]
+        channels, size = SHAPES[chosen.dataset]
         data = synthetic(batch * steps, channels, size)
     return Trainer(cfg, progress=False, data=data, tuned=tuned)
 
@@ -84,10 +96,11 @@ def flops_per_image(trainer: Trainer, batch: int = 4) -> float:
     return counter.get_total_flops() / batch
 
 
-def measured_peak_tflops(device: torch.device, seconds: float = 1.0) -> float:
-    """Dense matmul throughput this device reaches (bf16 on CUDA, float32 on a CPU): the ceiling's
-    peak as cuBLAS or the CPU's BLAS actually delivers it, not as the data sheet promises."""
-    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (1024, torch.float32)
+def measured_peak_tflops(device: torch.device, seconds: float = 1.0, dtype: torch.dtype | None = None) -> float:
+    """Dense matmul throughput this device reaches (default: bf16 on CUDA, float32 on a CPU): the
+    ceiling's peak as cuBLAS or the CPU's BLAS actually delivers it, not as the data sheet promises."""
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    n = 8192 if device.type == "cuda" else 1024
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b

@@ -58,10 +58,11 @@ def main() -> None:
     columns = {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, tuned, compile in variants:
-            trainer = common.seed_trainer(args.setting, f"{tmp}/{len(columns)}", "cpu", args.batch_size, 2,
-                                          tuned=tuned, compile=compile)
+            trainer = common.recipe_trainer(args.setting, f"{tmp}/{len(columns)}", "cpu", args.batch_size, 2,
+                                            tuned=tuned, compile=compile)
             columns[label] = ops_per_phase(trainer)
-    print(f"top-level aten ops per step, {args.setting} ({common.SETTINGS[args.setting][2]}), batch {args.batch_size}")
+    about = common.SETTINGS[args.setting].about
+    print(f"top-level aten ops per step, {args.setting} ({about}), batch {args.batch_size}")
     print(f"| phase | {' | '.join(columns)} |\n|---|{'---:|' * len(columns)}")
     for phase in (*PHASES, "other"):
         if any(c[phase] for c in columns.values()):

@@ -151,12 +151,12 @@ def main() -> None:
     steps = args.steps or (10 if cuda else 3)
     tuned = {"auto": None, "on": True, "off": False}[args.tuned]
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = common.seed_trainer(args.setting, tmp, device, batch, steps, tuned=tuned,
-                                      compile=args.compile, compile_mode=args.compile_mode)
+        trainer = common.recipe_trainer(args.setting, tmp, device, batch, steps, tuned=tuned,
+                                        compile=args.compile, compile_mode=args.compile_mode)
         result = profile_trainer(trainer)
     name = common.device_name(trainer.device)
     compiled = f", compiled {args.compile_mode}" if args.compile else ""
-    title = (f"{args.setting} ({common.SETTINGS[args.setting][2]}), batch {batch}, "
+    title = (f"{args.setting} ({common.SETTINGS[args.setting].about}), batch {batch}, "
              f"{len(trainer.augment.specs())} views, {'tuned' if trainer.tuned else 'eager'} step{compiled}, "
              f"on {name}, torch {torch.__version__}")
     print(format_table(result, title))

@@ -17,6 +17,7 @@ Images are synthetic noise of the data set's shape (the cost of a step does not 
 pixels). Prints images/s (source images, each making every view), the ratio, and on any device
 the share of the FLOP ceiling (see common.ceiling_line).
 
+    python benchmarks/throughput.py --device cpu [--compile]      # the CPU recipe: fp32 step, bf16 step, DataLoader
     python benchmarks/throughput.py                               # cifar10 and mnist-small, this device
     python benchmarks/throughput.py --device cuda --settings cifar10 mnist mnist-small --compile
 """
@@ -155,7 +156,7 @@ def report(device: str, batch: int, steps: int, warmup: int, workers: int, setti
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for setting in settings:
-            trainer = common.seed_trainer(setting, os.path.join(tmp, setting), device, batch, steps, tuned=tuned,
+            trainer = common.recipe_trainer(setting, os.path.join(tmp, setting), device, batch, steps, tuned=tuned,
                                           compile=compile, compile_mode=compile_mode)
             views = check_same_views(trainer, PerImageViews(trainer.data.train_images[:1], trainer.augment.cfg))
             epoch = time_epoch(trainer)
@@ -172,15 +173,60 @@ def report(device: str, batch: int, steps: int, warmup: int, workers: int, setti
     return results
 
 
+def cpu_report(batch: int, steps: int, warmup: int, workers: int, settings: list[str], compile: bool = False,
+               compile_mode: str = "default") -> dict[str, dict[str, float]]:
+    """Print and return, per setting, on this CPU: images/s of the fp32 eager step (the CPU step
+    before precision followed the hardware), of the step runs take now (bf16 autocast and
+    channels-last where the CPU does bf16 natively; else fp32 again), optionally compiled, and of
+    the per-image DataLoader reference feeding that same step; the ratios, and each rate as a share
+    of this CPU's measured bf16 matmul rate (FLOPs per image are the same in either precision)."""
+    cpu = torch.device("cpu")
+    name = common.device_name(cpu)
+    peaks = {dtype: common.measured_peak_tflops(cpu, dtype=dtype) for dtype in (torch.float32, torch.bfloat16)}
+    print(f"device: {name}; torch {torch.__version__}; batch {batch}; {steps} timed steps after {warmup} warm-up; "
+          f"reference DataLoader workers: {workers}; measured matmul rate: fp32 {peaks[torch.float32]:.3f}, "
+          f"bf16 {peaks[torch.bfloat16]:.3f} TFLOP/s", flush=True)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for setting in settings:
+            def make(label: str, setting: str = setting, **overrides: Any) -> Trainer:
+                return common.recipe_trainer(setting, os.path.join(tmp, setting, label), "cpu", batch, steps,
+                                             **overrides)
+
+            before, now = make("fp32", amp=False), make("now", amp=True)
+            flops = common.flops_per_image(now)
+            print(f"{setting} ({common.SETTINGS[setting].about}; {now.cfg.image_size} px, width "
+                  f"{now.cfg.small_width}, {len(now.augment.specs())} views): {flops / 1e9:.3g} GFLOP per image",
+                  flush=True)
+            rows = {"fp32 eager step (the CPU step before)": time_steps(before, steps, warmup),
+                    f"the step now: {now.precision}": time_steps(now, steps, warmup)}
+            if compile:
+                compiled = make("compiled", amp=True, compile=True, compile_mode=compile_mode)
+                rate = time_steps(compiled, steps, warmup)
+                rows[f"the step now + torch.compile (compiled in {compiled.compile_seconds or 0:.0f} s)"] = rate
+            rows["per-image DataLoader views + the step now"] = time_reference(now, steps, warmup, workers)
+            rates = list(rows.values())
+            base, new, ref = rates[0], rates[1], rates[-1]
+            for label, rate in rows.items():
+                share = 100 * rate * flops / (peaks[torch.bfloat16] * 1e12)
+                print(f"    {label:<70}{rate:>8.0f} img/s {rate / base:>6.2f}x fp32  "
+                      f"{share:>5.1f}% of the bf16 matmul rate", flush=True)
+            print(f"    the step now: {new / base:.2f}x the fp32 step, {new / ref:.2f}x the DataLoader reference; "
+                  f"a CIFAR epoch (50,000 images) takes {50_000 / new:.0f} s", flush=True)
+            results[setting] = {**rows, "flops": flops, "peak_bf16": peaks[torch.bfloat16]}
+    return results
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--batch-size", type=int, default=None, help="default: 512 on CUDA, 64 on CPU")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 30 on CUDA, 3 on CPU)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 5 on CUDA, 1 on CPU)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 512 on CUDA, 256 on CPU")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 30 on CUDA, 8 on CPU)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 5 on CUDA, 2 on CPU)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="reference DataLoader workers (default: this machine's CPU count)")
-    parser.add_argument("--settings", nargs="+", default=["cifar10", "mnist-small"], choices=list(common.SETTINGS))
+    parser.add_argument("--settings", nargs="+", default=None, choices=list(common.SETTINGS),
+                        help="default: cifar10 and mnist-small on CUDA, cifar10-fast (the CPU recipe) on a CPU")
     parser.add_argument("--tuned", choices=("auto", "on", "off"), default="auto",
                         help="sclib's tuned (sync-free) step; auto: on CUDA only, as in training")
     parser.add_argument("--compile", action="store_true", help="torch.compile (both sides share the compiled step)")
@@ -191,13 +237,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = build_parser().parse_args()
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    if not cuda:
+        warmup = 2 if args.warmup is None else args.warmup
+        cpu_report(batch=args.batch_size or 256, steps=args.steps or 8, warmup=warmup, workers=args.workers,
+                   settings=args.settings or ["cifar10-fast"], compile=args.compile, compile_mode=args.compile_mode)
+        return
     report(
-        device="cuda" if cuda else "cpu",
-        batch=args.batch_size or (512 if cuda else 64),
-        steps=args.steps or (30 if cuda else 3),
-        warmup=args.warmup if args.warmup is not None else (5 if cuda else 1),
+        device="cuda",
+        batch=args.batch_size or 512,
+        steps=args.steps or 30,
+        warmup=5 if args.warmup is None else args.warmup,
         workers=args.workers,
-        settings=args.settings,
+        settings=args.settings or ["cifar10", "mnist-small"],
         tuned={"auto": None, "on": True, "off": False}[args.tuned],
         compile=args.compile,
         compile_mode=args.compile_mode,

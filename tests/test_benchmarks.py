@@ -23,15 +23,15 @@ from sclib.config import make_config  # noqa: E402
 from sclib.train import PHASES  # noqa: E402
 
 
-def seed_trainer(tmp_path, setting: str, **overrides):
-    return common.seed_trainer(setting, str(tmp_path / setting), "cpu", batch=8, steps=2, **overrides)
+def recipe_trainer(tmp_path, setting: str, **overrides):
+    return common.recipe_trainer(setting, str(tmp_path / setting), "cpu", batch=8, steps=2, **overrides)
 
 
 @pytest.mark.parametrize("setting", list(common.SETTINGS))
-def test_both_sides_follow_the_data_sets_seed_recipe(tmp_path, setting):
-    dataset, changed, _ = common.SETTINGS[setting]
-    trainer = seed_trainer(tmp_path, setting)
-    recipe = make_config(dataset, "seed")
+def test_both_sides_follow_the_settings_recipe(tmp_path, setting):
+    dataset, preset, changed, _ = common.SETTINGS[setting]
+    trainer = recipe_trainer(tmp_path, setting)
+    recipe = make_config(dataset, preset)
     for name in ("image_size", "heads", "mlp_hidden", "augment", "global_scale", "local_crops", "optimizer"):
         assert getattr(trainer.cfg, name) == getattr(recipe, name), name
     assert trainer.cfg.backbone == changed.get("backbone", recipe.backbone)
@@ -43,7 +43,7 @@ def test_both_sides_follow_the_data_sets_seed_recipe(tmp_path, setting):
 
 
 def test_multicrop_recipes_get_their_local_crops_on_both_sides(tmp_path):
-    trainer = seed_trainer(tmp_path, "cifar10", local_crops=2, local_size=16)
+    trainer = recipe_trainer(tmp_path, "cifar10", local_crops=2, local_size=16)
     reference = throughput.PerImageViews(trainer.data.train_images[:1], trainer.augment.cfg)
     assert throughput.check_same_views(trainer, reference) == [(3, 32, 32)] * 2 + [(3, 16, 16)] * 2
 
@@ -51,7 +51,7 @@ def test_multicrop_recipes_get_their_local_crops_on_both_sides(tmp_path):
 def test_a_reference_with_other_views_is_refused(tmp_path):
     from dataclasses import replace
 
-    trainer = seed_trainer(tmp_path, "cifar10")
+    trainer = recipe_trainer(tmp_path, "cifar10")
     more = throughput.PerImageViews(trainer.data.train_images[:1], replace(trainer.augment.cfg, local_crops=2))
     with pytest.raises(ValueError, match=r"unfair comparison: sclib makes 2 views .* the reference 4 views"):
         throughput.check_same_views(trainer, more)
@@ -61,14 +61,14 @@ def test_a_reference_with_other_views_is_refused(tmp_path):
 
 
 def test_reference_views_are_the_recipes_kinds(tmp_path):
-    byol = throughput.reference_views(seed_trainer(tmp_path, "cifar10").augment.cfg)
+    byol = throughput.reference_views(recipe_trainer(tmp_path, "cifar10").augment.cfg)
     kinds = [[type(t).__name__ for t in view.transforms] for view in byol]
     assert all(k[:2] == ["RandomResizedCrop", "RandomHorizontalFlip"] for k in kinds)
     blur_p = [next(t.p for t in view.transforms if isinstance(t, T.RandomApply)
                    and isinstance(t.transforms[0], T.GaussianBlur)) for view in byol]
     assert blur_p == [1.0, 0.1]  # BYOL's asymmetric blur
     assert ["RandomSolarize" in k for k in kinds] == [False, True]
-    affine = throughput.reference_views(seed_trainer(tmp_path, "mnist").augment.cfg)
+    affine = throughput.reference_views(recipe_trainer(tmp_path, "mnist").augment.cfg)
     for view in affine:
         names = [type(t).__name__ for t in view.transforms]
         assert names[0] == "RandomAffine" and "RandomHorizontalFlip" not in names and "RandomGrayscale" not in names
@@ -78,12 +78,12 @@ def test_reference_workers_default_to_the_cpu_count(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 3)
     args = throughput.build_parser().parse_args([])
     assert args.workers == 3
-    assert args.settings == ["cifar10", "mnist-small"]
+    assert args.settings is None  # main() picks per device: the seed recipes on CUDA, the CPU recipe on a CPU
 
 
 def test_reference_loop_runs_the_trainers_step(tmp_path):
-    trainer = common.seed_trainer("mnist-small", str(tmp_path / "m"), "cpu", batch=4, steps=2, image_size=8,
-                                  mlp_hidden=16, small_width=4)
+    trainer = common.recipe_trainer("mnist-small", str(tmp_path / "m"), "cpu", batch=4, steps=2, image_size=8,
+                                    mlp_hidden=16, small_width=4)
     before = [p.detach().clone() for p in trainer.model.parameters()]
     assert throughput.time_reference(trainer, steps=1, warmup=0, workers=0) > 0
     assert any(not torch.equal(a, p) for a, p in zip(before, trainer.model.parameters()))
@@ -92,7 +92,7 @@ def test_reference_loop_runs_the_trainers_step(tmp_path):
 def test_profile_splits_a_step_into_its_phases_and_finds_the_syncs(tmp_path):
     results = {}
     for tuned in (False, True):
-        trainer = common.seed_trainer("cifar10", str(tmp_path / f"p{tuned}"), "cpu", batch=8, steps=2, tuned=tuned,
+        trainer = common.recipe_trainer("cifar10", str(tmp_path / f"p{tuned}"), "cpu", batch=8, steps=2, tuned=tuned,
                                       backbone="small", small_width=4, image_size=8, mlp_hidden=16)
         results[tuned] = profile_step.profile_trainer(trainer)
     eager, tuned = results[False], results[True]
@@ -109,8 +109,8 @@ def test_profile_splits_a_step_into_its_phases_and_finds_the_syncs(tmp_path):
 def test_op_count_sees_the_tuned_step_launch_fewer_ops(tmp_path):
     counts = {}
     for tuned in (False, True):
-        trainer = common.seed_trainer("mnist-small", str(tmp_path / f"o{tuned}"), "cpu", batch=4, steps=1, tuned=tuned,
-                                      image_size=8, mlp_hidden=16, small_width=4)
+        trainer = common.recipe_trainer("mnist-small", str(tmp_path / f"o{tuned}"), "cpu", batch=4, steps=1,
+                                        tuned=tuned, image_size=8, mlp_hidden=16, small_width=4)
         counts[tuned] = op_count.ops_per_phase(trainer)
     assert counts[True]["augment"] < counts[False]["augment"]
     assert counts[True]["optimizer"] < counts[False]["optimizer"]
@@ -129,3 +129,20 @@ def test_gpu_check_runs_every_stage_in_its_tiny_setting():
                      "fair ratio", "goal: CIFAR-10 epoch <= 1.5 s", "| augment |", "host syncs:",
                      "self-classifier head   NMI", "k-means on pixels", "gpu_check: done"):
         assert expected in text, expected
+
+
+def test_cpu_report_times_the_fp32_step_the_step_now_and_the_reference(capsys, monkeypatch):
+    from sclib import runs
+
+    monkeypatch.setattr(common, "measured_peak_tflops", lambda device, seconds=1.0, dtype=None: 1.0)
+    monkeypatch.setattr(runs, "cpu_has_native_bf16", lambda: True)
+    rows = throughput.cpu_report(batch=4, steps=1, warmup=0, workers=0, settings=["cifar10-fast"])["cifar10-fast"]
+    out = capsys.readouterr().out
+    labels = [k for k in rows if isinstance(k, str) and k not in ("flops", "peak_bf16")]
+    assert labels == ["fp32 eager step (the CPU step before)",
+                      "the step now: bf16 autocast, channels-last (CPU with native bf16)",
+                      "per-image DataLoader views + the step now"]
+    assert all(rows[k] > 0 for k in labels) and rows["flops"] > 0
+    now, before, ref = rows[labels[1]], rows[labels[0]], rows[labels[2]]
+    assert f"{now / before:.2f}x the fp32 step, {now / ref:.2f}x the DataLoader reference" in out
+    assert "% of the bf16 matmul rate" in out

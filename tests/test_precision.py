@@ -19,12 +19,12 @@ import json
 
 import pytest
 import torch
+from test_step import one_step, trainer
 
 from sclib import checkpoint, faults, runs
 from sclib.config import make_config
 from sclib.runs import Precision, precision
 from sclib.train import Trainer, pretrain
-from test_step import one_step, trainer
 
 
 @pytest.fixture
