@@ -275,8 +275,7 @@ class Trainer:
             self._log(f"run {self.paths.root} is already complete ({self.epoch} epochs)")
             return read_json(self.paths.metrics)
         self._write_config(resumed)
-        if self.progress != "off":
-            self._log(f"precision: {self.precision}")
+        self._log(f"precision: {self.precision}")
         report = _Progress(self.progress, self.cfg.epochs, self.epoch, str(self.paths.root))
         while self.epoch < self.cfg.epochs:
             row = self.train_epoch()
