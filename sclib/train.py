@@ -24,7 +24,7 @@ from torch import nn
 from sclib import __version__, checkpoint, distributed, evaluate, faults
 from sclib.augment import Augmenter
 from sclib.config import Config, ConfigError, Recipe, differences, load_config
-from sclib.data import DataSplits
+from sclib.data import DataSplits, counts_line, split_counts
 from sclib.files import read_json, write_csv, write_json
 from sclib.loss import SelfClassifierLoss
 from sclib.model import SelfClassifier
@@ -161,6 +161,9 @@ class Trainer:
         self.compile_seconds: float | None = None
         self.data = data if data is not None else load_data(cfg, download=cfg.download)
         self.info = self.data.info
+        self.counts = split_counts(self.data)
+        if self.info.name == "imagefolder":  # what the walk of the tree found, so a stray folder shows
+            self._log(f"image folder {cfg.data_root}: {counts_line(self.counts)}")
         self.head = cfg.evaluated_head(len(self.info.classes))
         warning = cfg.head_warning(len(self.info.classes))
         if warning:
@@ -431,7 +434,7 @@ class Trainer:
             record.setdefault("provenance", {}).setdefault("resumed", []).append(
                 {**provenance(self.device), "epoch": self.epoch})
         else:
-            record = {"config": self.cfg.to_dict(), "provenance": provenance(self.device)}
+            record = {"config": self.cfg.to_dict(), "provenance": provenance(self.device), "images": self.counts}
         write_json(self.paths.config, record)
 
     def _finish_config(self) -> None:
