@@ -46,6 +46,7 @@ runs = report.open_runs(run_dir, dataset)
 reports = [report.ensure_evaluated(cfg, paths, device) for cfg, paths in runs]
 seeds = [cfg.seed for cfg, _ in runs]
 display(Markdown(plots.metrics_table_markdown(report.clustering_rows(reports, seeds, dataset), label="run (percent)")))
+display(Markdown(report.warnings_markdown(runs)))
 
 # %% [markdown]
 # ## Every head

@@ -96,7 +96,29 @@ def final_metrics(runs: list[tuple[Config, RunPaths]]):
     """Each seed's metrics.json (the scored head after the last epoch), one row per seed."""
     import pandas as pd
 
-    return pd.DataFrame([{"seed": cfg.seed, **read_json(paths.metrics)} for cfg, paths in runs]).set_index("seed")
+    rows = [{k: v for k, v in read_json(paths.metrics).items() if k != "warning"} for _, paths in runs]
+    return pd.DataFrame([{"seed": cfg.seed, **row} for (cfg, _), row in zip(runs, rows)]).set_index("seed")
+
+
+def run_warnings(runs: list[tuple[Config, RunPaths]]) -> list[str]:
+    """Every seed's warnings, one line each: a collapse (metrics.json, eval.json), skipped steps (eval.json).
+
+    Read from the files, not the notebooks' state, so the summary and every notebook say the same.
+    """
+    from sclib.evaluate import report_warnings
+
+    lines = []
+    for cfg, paths in runs:
+        found = [read_json(paths.metrics).get("warning")] if paths.metrics.exists() else []
+        found += report_warnings(read_json(paths.eval)) if paths.eval.exists() else []
+        lines += [f"seed {cfg.seed}: {w}" for w in dict.fromkeys(found) if w]
+    return lines
+
+
+def warnings_markdown(runs: list[tuple[Config, RunPaths]]) -> str:
+    """``run_warnings`` as a Markdown list under a bold heading; empty when there is nothing to say."""
+    lines = run_warnings(runs)
+    return "\n".join(["**Warnings**", "", *(f"- {line}" for line in lines)]) if lines else ""
 
 
 def class_count(runs: list[tuple[Config, RunPaths]]) -> int:
@@ -244,6 +266,8 @@ def probe_summary(probes) -> dict[str, dict[str, float]]:
                           **{f"{k}{suffix}": float(fn(group[k])) for k in ("top1", "top3") for suffix, fn in stats}}
         if "probe_epochs" in group:
             out[str(name)]["probe_epochs"] = int(group["probe_epochs"].iloc[0])
+        if "k" in group and group["k"].notna().all():  # the neighbours that voted (fewer on a tiny split)
+            out[str(name)]["k"] = int(group["k"].min())
     return out
 
 
@@ -301,17 +325,30 @@ def subsample(n: int, max_points: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
 
 
+# The fewest points an embedding is drawn for; perplexity and neighbours shrink to fit above it.
+EMBED_MIN_POINTS = 5
+EMBEDDINGS = {"tsne": "t-SNE", "umap": "UMAP"}
+
+
+class TooLittleData(ValueError):
+    """A step got fewer points (or less spread) than it needs; the message says which step and why."""
+
+
 def embed_2d(features: np.ndarray, method: str = "tsne", seed: int = 0) -> tuple[np.ndarray, dict[str, float]]:
     """2-D t-SNE or UMAP of L2-normalised features, with the seconds spent (import, fit).
 
     Normalised features put the picture in the cosine geometry the heads and the kNN probe use.
     """
-    from sclib.evaluate import l2_normalise
+    from sclib.evaluate import l2_normalise, spread_problem
 
     x = l2_normalise(np.asarray(features, dtype=np.float32))
     n = len(x)
-    if n < 5:
-        raise ValueError(f"an embedding needs at least 5 points, got {n}")
+    if method not in EMBEDDINGS:
+        raise ValueError(f"method must be 'tsne' or 'umap', got {method!r}")
+    # perplexity and neighbours shrink to fit any larger set; rows that are all equal crash t-SNE
+    problem = spread_problem(x, EMBED_MIN_POINTS, EMBEDDINGS[method])
+    if problem:
+        raise TooLittleData(problem)
     start = time.perf_counter()
     if method == "tsne":
         from sklearn.manifold import TSNE
@@ -319,15 +356,13 @@ def embed_2d(features: np.ndarray, method: str = "tsne", seed: int = 0) -> tuple
         loaded = time.perf_counter()
         reducer = TSNE(n_components=2, init="pca", learning_rate="auto", perplexity=min(30.0, (n - 1) / 3),
                        random_state=seed)
-    elif method == "umap":
+    else:
         with warnings.catch_warnings():  # umap's tqdm import warns about ipywidgets in notebooks
             warnings.simplefilter("ignore")
             import umap  # numba compiles on first use: measured separately
 
         loaded = time.perf_counter()
         reducer = umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), random_state=seed)
-    else:
-        raise ValueError(f"method must be 'tsne' or 'umap', got {method!r}")
     with warnings.catch_warnings():  # a fixed random_state makes umap run single-threaded, and it says so
         warnings.filterwarnings("ignore", message="n_jobs value")
         xy = reducer.fit_transform(x)
@@ -339,8 +374,12 @@ def embedding_figures(view: RunView, idx: np.ndarray, method: str, figures: str 
     """A 2-D embedding of the subsample ``idx``, coloured by true class and by cluster (fig4a_<method>*)."""
     from sclib import plots
 
-    xy, seconds = embed_2d(view.features[idx], method, seed)
-    name = {"tsne": "t-SNE", "umap": "UMAP"}[method]
+    try:
+        xy, seconds = embed_2d(view.features[idx], method, seed)
+    except TooLittleData as skipped:
+        print(skipped)
+        return []
+    name = EMBEDDINGS[method]
     print(f"{name}: import {seconds['import_s']:.1f} s, fit {seconds['fit_s']:.1f} s")
     clusters = [f"cluster {c}" for c in range(view.head_size)]
     return [save(plots.embedding_scatter(xy, view.labels[idx], view.class_names, title=f"{name}, true class"),
