@@ -65,7 +65,8 @@ def collapse_warning(metrics: dict[str, Any], eval_images: int) -> str | None:
     if used >= COLLAPSE_FRACTION * possible:
         return None
     return (f"collapse: the scored head puts the {eval_images} eval images into {used} of its "
-            f"{metrics['head_size']} clusters; lower --lr or check the training curves")
+            f"{metrics['head_size']} clusters (a collapse, or a run too short to spread them); "
+            "check the training curves, and lower --lr if clusters_used fell")
 
 
 @dataclass
@@ -178,9 +179,8 @@ def export_arrays(path: str | Path, preds: Predictions, labels: np.ndarray, imag
     """
     assigned = np.stack([preds.assignments(h) for h in range(len(preds.logits))]).astype(np.int16)
     sample = cluster_samples(assigned[head], seed=seed)
-    features = preds.features.astype(np.float16)
-    if not np.isfinite(features).all():
-        features = preds.features.astype(np.float32)
+    fits = np.abs(preds.features).max(initial=0.0) <= np.finfo(np.float16).max
+    features = preds.features.astype(np.float16 if fits else np.float32)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, features=features, labels=labels.astype(np.int64),
                         assigned=assigned, head_sizes=np.array([p.shape[1] for p in preds.logits]),
