@@ -47,6 +47,9 @@ from IPython.display import Markdown, display
 
 from sclib import plots, report
 
+report.check_parameters(dataset=dataset, preset=preset, run_dir=run_dir, seeds=seeds, config_overrides=config_overrides,
+                        config_file=config_file, train=train)
+
 # %%
 run_dir = run_dir or report.lab_folder(dataset)
 configs = report.prepare_runs(dataset, preset, run_dir, seeds, config_overrides, config_file, train)

@@ -40,6 +40,8 @@ from IPython.display import Markdown, display
 from sclib import plots, report
 from sclib.metrics import confusion_after_matching
 
+report.check_parameters(dataset=dataset, run_dir=run_dir, device=device)
+
 # %%
 run_dir = run_dir or report.lab_folder(dataset)
 runs = report.open_runs(run_dir, dataset)

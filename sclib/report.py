@@ -23,6 +23,57 @@ from sclib.files import read_json
 from sclib.runs import RunPaths, run_folders
 
 # ----------------------------------------------------------------------------------------------
+# The notebooks' parameters: checked at the top, before anything runs
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _optional(test):
+    return lambda v: v is None or test(v)
+
+
+# name -> (what it must be, the check, how to pass it with papermill); one table for every notebook.
+# Papermill's -p parses a value as a scalar, so lists and mappings must come as YAML through -y.
+PARAMETERS: dict[str, tuple[str, Any, str]] = {
+    "dataset": ("a data set name", lambda v: isinstance(v, str), "-p dataset digits"),
+    "preset": ("a recipe preset name", lambda v: isinstance(v, str), "-p preset fast"),
+    "run_dir": ("a folder path or None", _optional(lambda v: isinstance(v, (str, Path))), "-p run_dir runs/x"),
+    "sweep_dir": ("a folder path or None", _optional(lambda v: isinstance(v, (str, Path))), "-p sweep_dir runs/x"),
+    "config_file": ("a file path or None", _optional(lambda v: isinstance(v, (str, Path))),
+                    "-p config_file my_recipe.yaml"),
+    "grid": ("a YAML grid file path or None", _optional(lambda v: isinstance(v, (str, Path))),
+             "-p grid ../ablations.yaml"),
+    "seeds": ("a non-empty list of integers", lambda v: isinstance(v, list) and bool(v) and all(map(_is_int, v)),
+              '-y "seeds: [0, 1]"'),
+    "config_overrides": ("a mapping of training parameters", lambda v: isinstance(v, dict),
+                         '-y "config_overrides: {epochs: 1}"'),
+    "train": ("True or False", lambda v: isinstance(v, bool), "-p train False"),
+    "device": ("auto, cpu or cuda", lambda v: v in ("auto", "cpu", "cuda"), "-p device cpu"),
+    "probe_epochs": ("a positive integer", lambda v: _is_int(v) and v > 0, "-p probe_epochs 20"),
+    "max_points": ("a positive integer", lambda v: _is_int(v) and v > 0, "-p max_points 2000"),
+    "clusters_per_grid": ("a positive integer", lambda v: _is_int(v) and v > 0, "-p clusters_per_grid 3"),
+    "images_per_cluster": ("a positive integer", lambda v: _is_int(v) and v > 0, "-p images_per_cluster 10"),
+    "show_seed": ("an integer seed or None", _optional(_is_int), "-p show_seed 1"),
+    "seed": ("an integer", _is_int, "-p seed 0"),
+}
+
+
+def check_parameters(**values: Any) -> None:
+    """Refuse a notebook parameter of the wrong kind in one line: what was expected, how to pass it.
+
+    Papermill injects whatever it is given (``-p seeds 1`` is an int, ``-p seeds 01`` a string),
+    and a string iterated as a list of seeds would silently train seeds 0 and 1.
+    """
+    for name, value in values.items():
+        expected, ok, how = PARAMETERS[name]
+        if not ok(value):
+            raise ConfigError(f"parameter {name} must be {expected}, got {value!r} ({type(value).__name__}); "
+                              f"pass it as {how}")
+
+
+# ----------------------------------------------------------------------------------------------
 # The runs of a study: one folder per seed
 
 

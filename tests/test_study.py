@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -52,6 +53,81 @@ def test_table1_row_labels_stand_ins_and_converts_to_fractions():
 
 
 # -- parameters ----------------------------------------------------------------------------------
+
+
+def _checked_parameters(name: str) -> list[tuple[str, str]]:
+    """(keyword, value name) of the notebook's ``report.check_parameters(...)`` call, in order."""
+    import ast
+
+    calls = [node for node in ast.walk(ast.parse((ROOT / "notebooks" / f"{name}.py").read_text()))
+             if isinstance(node, ast.Call) and ast.unparse(node.func) == "report.check_parameters"]
+    assert len(calls) == 1, name
+    return [(kw.arg, ast.unparse(kw.value)) for kw in calls[0].keywords]
+
+
+@pytest.mark.parametrize("name", study.ALL_NOTEBOOKS)
+def test_every_notebook_checks_every_parameter_it_declares_before_using_any(name):
+    import jupytext
+
+    declared = study.notebook_parameters(ROOT / "notebooks" / f"{name}.ipynb")
+    checked = _checked_parameters(name)
+    assert {k for k, _ in checked} == declared and all(k == v for k, v in checked), name
+    code = [c.source for c in jupytext.read(ROOT / "notebooks" / f"{name}.py").cells if c.cell_type == "code"]
+    at = next(i for i, src in enumerate(code) if "report.check_parameters(" in src)
+    assert "parameters" in code[at - 1] or "dataset =" in code[at - 1]  # the cell right after the parameters
+    defaults: dict = {}
+    exec(code[at - 1], {}, defaults)  # the parameters cell's own values pass
+    report.check_parameters(**{k: defaults[k] for k in declared})
+
+
+PARAMETER_VALUES = [  # (name, value, accepted): the issue's three examples first
+    ("seeds", 1, False), ("config_overrides", "{epochs: 1}", False), ("seeds", "01", False),
+    ("seeds", [0, 1], True), ("seeds", [], False), ("seeds", [True], False), ("seeds", [0, "1"], False),
+    ("seeds", (0, 1), False), ("config_overrides", {"epochs": 1}, True), ("config_overrides", None, False),
+    ("train", False, True), ("train", "False", False), ("train", 0, False),
+    ("probe_epochs", 20, True), ("probe_epochs", 0, False), ("probe_epochs", "20", False),
+    ("probe_epochs", 2.5, False), ("max_points", True, False), ("images_per_cluster", -1, False),
+    ("clusters_per_grid", 3, True), ("show_seed", None, True), ("show_seed", 1, True), ("show_seed", 1.0, False),
+    ("seed", "0", False), ("seed", 0, True), ("run_dir", None, True), ("run_dir", "runs/x", True),
+    ("run_dir", 3, False), ("sweep_dir", ["a"], False), ("grid", None, True), ("config_file", 1, False),
+    ("device", "gpu", False), ("device", "cpu", True), ("dataset", 1, False), ("preset", None, False),
+]
+
+
+@pytest.mark.parametrize("name, value, accepted", PARAMETER_VALUES)
+def test_a_parameter_of_the_wrong_kind_is_refused_in_one_line_that_says_how_to_pass_it(name, value, accepted):
+    if accepted:
+        report.check_parameters(**{name: value})
+        return
+    with pytest.raises(ConfigError) as err:
+        report.check_parameters(**{name: value})
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"parameter {name} must be ") and repr(value) in message
+    assert re.search(rf'pass it as (-p {name} \S+|-y "{name}: .+")$', message), message
+
+
+def test_every_parameter_kind_is_covered():
+    assert {name for name, _, _ in PARAMETER_VALUES} == set(report.PARAMETERS)
+    declared = set().union(*(study.notebook_parameters(ROOT / "notebooks" / f"{n}.ipynb") for n in study.ALL_NOTEBOOKS))
+    assert declared == set(report.PARAMETERS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("argv, hint", [
+    (["-p", "seeds", "1"], '-y "seeds: [0, 1]"'),
+    (["-p", "config_overrides", "{epochs: 1}"], '-y "config_overrides: {epochs: 1}"'),
+    (["-p", "seeds", "01"], '-y "seeds: [0, 1]"'),
+])
+def test_papermill_with_a_wrong_parameter_stops_at_the_check_before_training(tmp_path, argv, hint):
+    """The issue's examples, as typed: a TypeError deep inside, or seeds 0 and 1 trained from "01"."""
+    bin_dir = Path(sys.executable).parent
+    proc = subprocess.run([str(bin_dir / "papermill"), str(ROOT / "notebooks" / "01_pretrain.ipynb"),
+                           str(tmp_path / "out.ipynb"), "--cwd", str(tmp_path), "-k", _kernel(), *argv],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "SCLIB_LAB_RUNS": str(tmp_path / "runs")})
+    assert proc.returncode != 0
+    assert f"ConfigError: parameter {argv[1]} must be" in proc.stderr and hint in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "runs").exists()  # nothing was trained
 
 
 def test_parse_params_takes_notebook_parameters_and_sends_training_ones_to_their_flags():
