@@ -689,7 +689,8 @@ def summarize_image_folder(data_root: str | Path, sample: int = 64) -> FolderSum
         modes.append(pixel_mode(img, path))
         if path in picked:
             sizes.append(max(img.size))
-    counts = {split: {c: len(paths) for c, paths in found.items()} for split, found in (("train", train), ("test", test))}
+    counts = {split: {c: len(paths) for c, paths in found.items()}
+              for split, found in (("train", train), ("test", test))}
     return FolderSummary(classes, len(files), len(every) - len(files), folder_channels(modes), int(np.median(sizes)),
                          counts)
 

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans
 
+from sclib import seed as seed_report
 from sclib.augment import AugmentConfig, eval_transform
 from sclib.files import write_bytes, write_json
-from sclib import seed as seed_report
 from sclib.metrics import cluster_metrics
 
 # Images kept per cluster of the scored head, for the cluster grids of notebook 05.

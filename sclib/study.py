@@ -295,7 +295,7 @@ def render_study(runs: str | Path, out: str | Path, params: list[str] | None = N
     if len({c.dataset for c in configs}) > 1:
         raise ConfigError(f"{runs} mixes data sets ({sorted({c.dataset for c in configs})}); render one at a time")
     group = out / RUN_GROUP
-    for folder, cfg in zip(folders, configs):
+    for folder in folders:
         if not RunPaths(folder).metrics.exists():
             raise ConfigError(f"run {folder} has not finished (no metrics.json); finish it before rendering")
     check_rendered_files(folders, configs)

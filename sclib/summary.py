@@ -193,7 +193,8 @@ def probe_table(study: Study) -> Table | None:
     rows = []
     for name, s in probe_summary(pd.concat(frames, ignore_index=True)).items():
         epochs = s.get("probe_epochs") if name == "linear" else None
-        what = f"{name}" + (f" ({epochs} epochs)" if epochs else f" ({s.get('k', KNN_K)} neighbours)" if name == "knn" else "")
+        voters = f" ({s.get('k', KNN_K)} neighbours)" if name == "knn" else ""
+        what = f"{name}" + (f" ({epochs} epochs)" if epochs else voters)
         rows.append([what, str(s["epoch"]), str(s["seeds"]),
                      _pct(s["top1"], s["top1_std"]), _pct(s["top3"], s["top3_std"])])
     return Table(["probe", "pre-training epoch", "seeds", "top-1", "top-3"], rows, [""] * len(rows))

@@ -30,8 +30,16 @@ from sclib.loss import SelfClassifierLoss
 from sclib.model import SelfClassifier
 from sclib.nnqueue import NNQueue
 from sclib.optim import build_optimizer, lr_at, set_fused, set_lr
-from sclib.runs import (RunPaths, augment_config, autocast, build_model, load_data, resolve_device, seed_folder,
-                        size_notes)
+from sclib.runs import (
+    RunPaths,
+    augment_config,
+    autocast,
+    build_model,
+    load_data,
+    resolve_device,
+    seed_folder,
+    size_notes,
+)
 
 # The phases of a step, each a torch.profiler range "sclib.<phase>" (benchmarks/profile_step.py
 # reads them); "sclib.collective" ranges (gathers, all_reduces) nest inside loss and backward.

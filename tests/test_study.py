@@ -387,7 +387,7 @@ def test_committed_notebooks_are_clean_and_agree_with_their_jupytext_sources():
         tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1 and "dataset" in tagged[0].source, name
         differs = study.pair_difference(ROOT / "notebooks" / f"{name}.py", ROOT / "notebooks" / f"{name}.ipynb")
-        assert differs is None, f"{name}.py and {name}.ipynb differ ({differs}): run jupytext --sync notebooks/{name}.py"
+        assert differs is None, f"{name}.py and .ipynb differ ({differs}): run jupytext --sync notebooks/{name}.py"
 
 
 @pytest.mark.slow
@@ -616,4 +616,5 @@ def test_study_runs_on_an_unevaluated_run_exits_2_in_one_line(tmp_path, cli):
     (run / "probe.csv").unlink()
     result = cli("study", "--runs", run, "--out", tmp_path / "out")
     assert result.code == 2 and len(result.err_lines) == 1
-    assert "lacks eval.json, probe.csv" in result.err_lines[0] and "python -m sclib evaluate --run" in result.err_lines[0]
+    line = result.err_lines[0]
+    assert "lacks eval.json, probe.csv" in line and "python -m sclib evaluate --run" in line
