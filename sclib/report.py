@@ -392,7 +392,8 @@ def embed_2d(features: np.ndarray, method: str = "tsne", seed: int = 0) -> tuple
     """
     from sclib.evaluate import l2_normalise, spread_problem
 
-    x = l2_normalise(np.asarray(features, dtype=np.float32))
+    with np.errstate(invalid="ignore"):  # non-finite rows are refused just below
+        x = l2_normalise(np.asarray(features, dtype=np.float32))
     n = len(x)
     if method not in EMBEDDINGS:
         raise ValueError(f"method must be 'tsne' or 'umap', got {method!r}")
