@@ -18,8 +18,10 @@
 #
 # Self-Classifier (Amrani et al., ECCV 2022) learns to classify images into `C` classes without
 # labels: two augmented views of an image must be put into the same class, and a softmax over
-# the *batch* (column temperature) keeps every class in use, so the trivial solution of one
-# class for all is ruled out by the loss itself.
+# the *batch* (column temperature) makes using every class cheaper than using one, so the loss
+# itself does not favour the trivial solution. The optimiser can still reach it (a far too
+# high learning rate does): a run whose scored head uses far fewer clusters than it has says so
+# in a warning below, in metrics.json and in the study's summary.
 #
 # This notebook pre-trains (or resumes) one run per seed and plots their training curves
 # (Fig. 1 of this study). Rerunning it with the same parameters continues where the runs
@@ -45,11 +47,15 @@ from IPython.display import Markdown, display
 
 from sclib import plots, report
 
+report.check_parameters(dataset=dataset, preset=preset, run_dir=run_dir, seeds=seeds, config_overrides=config_overrides,
+                        config_file=config_file, train=train)
+
 # %%
 run_dir = run_dir or report.lab_folder(dataset)
 configs = report.prepare_runs(dataset, preset, run_dir, seeds, config_overrides, config_file, train)
 runs = report.open_runs(run_dir, dataset)
 display(Markdown(report.config_markdown(configs[0], [cfg.seed for cfg in configs])))
+display(Markdown(report.warnings_markdown(runs)))
 
 # %% [markdown]
 # ## The scored head at the end of training

@@ -40,6 +40,8 @@ import pandas as pd
 
 from sclib import plots, report
 
+report.check_parameters(dataset=dataset, run_dir=run_dir, probe_epochs=probe_epochs, device=device)
+
 # %%
 run_dir = run_dir or report.lab_folder(dataset)
 runs = report.open_runs(run_dir, dataset)

@@ -40,12 +40,15 @@ from IPython.display import Markdown, display
 from sclib import plots, report
 from sclib.metrics import confusion_after_matching
 
+report.check_parameters(dataset=dataset, run_dir=run_dir, device=device)
+
 # %%
 run_dir = run_dir or report.lab_folder(dataset)
 runs = report.open_runs(run_dir, dataset)
 reports = [report.ensure_evaluated(cfg, paths, device) for cfg, paths in runs]
 seeds = [cfg.seed for cfg, _ in runs]
 display(Markdown(plots.metrics_table_markdown(report.clustering_rows(reports, seeds, dataset), label="run (percent)")))
+display(Markdown(report.warnings_markdown(runs)))
 
 # %% [markdown]
 # ## Every head

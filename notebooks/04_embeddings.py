@@ -42,6 +42,9 @@ from IPython.display import display
 
 from sclib import plots, report
 
+report.check_parameters(dataset=dataset, run_dir=run_dir, max_points=max_points, show_seed=show_seed, device=device,
+                        seed=seed)
+
 # %%
 run_dir = run_dir or report.lab_folder(dataset)
 cfg, paths = report.pick_run(report.open_runs(run_dir, dataset), show_seed)

@@ -39,6 +39,9 @@ import pandas as pd
 
 from sclib import plots, report
 
+report.check_parameters(dataset=dataset, run_dir=run_dir, clusters_per_grid=clusters_per_grid,
+                        images_per_cluster=images_per_cluster, show_seed=show_seed, device=device, seed=seed)
+
 # %%
 run_dir = run_dir or report.lab_folder(dataset)
 cfg, paths = report.pick_run(report.open_runs(run_dir, dataset), show_seed)

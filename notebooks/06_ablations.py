@@ -44,6 +44,9 @@ from IPython.display import Markdown, display
 from sclib import plots, report, sweep
 from sclib.config import Recipe
 
+report.check_parameters(dataset=dataset, preset=preset, sweep_dir=sweep_dir, grid=grid, seeds=seeds,
+                        config_overrides=config_overrides, train=train)
+
 # %%
 sweep_dir = sweep_dir or report.lab_folder(f"sweep-{dataset}")
 if train:

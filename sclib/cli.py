@@ -253,8 +253,11 @@ def _table(rows: list[dict[str, typing.Any]], columns: tuple[str, ...]) -> str:
 
 
 def _cell(column: str, value: typing.Any) -> str:
-    if isinstance(value, float) and column in ("acc", "nmi", "ami", "ari", "top1", "top3"):
-        return f"{100 * value:.2f}"
+    if column in ("acc", "nmi", "ami", "ari", "top1", "top3"):
+        if value is None:  # a step the data was too small for; its warning says why
+            return "skipped"
+        if isinstance(value, float):
+            return f"{100 * value:.2f}"
     return str(value)
 
 
@@ -262,10 +265,12 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     """Failures a user can fix; they end in one line, not a traceback."""
     from sclib.checkpoint import CheckpointError
     from sclib.data import DataError
+    from sclib.evaluate import EvaluationError
     from sclib.files import RunFolderError
     from sclib.train import NonFiniteLossError
 
-    return (ConfigError, DataError, CheckpointError, RunFolderError, NonFiniteLossError, FileNotFoundError)
+    return (ConfigError, DataError, CheckpointError, RunFolderError, NonFiniteLossError, EvaluationError,
+            FileNotFoundError)
 
 
 def _one_line(err: BaseException) -> str:

@@ -22,8 +22,8 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +160,19 @@ def hold_out(splits: DataSplits, fraction: float, seed: int = 0) -> DataSplits:
     keep, val = order[held:].sort().values, order[:held].sort().values
     return DataSplits(splits.info, splits.train_images[keep], splits.train_labels[keep],
                       splits.train_images[val], splits.train_labels[val], splits.unlabelled_images)
+
+
+def split_counts(splits: DataSplits) -> dict[str, dict[str, int]]:
+    """Images per split ("train", "eval") and class name, as loaded (after any hold-out)."""
+    names = splits.info.classes
+    return {split: {names[c]: int(n) for c, n in enumerate(np.bincount(labels.numpy(), minlength=len(names)))}
+            for split, labels in (("train", splits.train_labels), ("eval", splits.eval_labels))}
+
+
+def counts_line(counts: dict[str, dict[str, int]]) -> str:
+    """``split_counts`` as one line for a log: each split's total, then its images per class."""
+    return "; ".join(f"{split} {sum(per.values())} images ("
+                     + ", ".join(f"{name} {n}" for name, n in per.items()) + ")" for split, per in counts.items())
 
 
 def dataset_info(name: str, data_root: str | Path | None = None, image_size: int | None = None) -> DatasetInfo:
@@ -558,13 +571,32 @@ def _scan_split(split_dir: Path) -> dict[str, list[Path]]:
         )
     found: dict[str, list[Path]] = {}
     for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(p for p in class_dir.rglob("*")
-                       if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+        files = sorted(_walk_images(class_dir, frozenset({split_dir.resolve()})))
         if not files:
             raise DataError(f"Class folder {class_dir} holds no images (extensions: {', '.join(IMAGE_EXTENSIONS)}). "
                             "Add images or remove the folder.")
         found[class_dir.name] = files
     return found
+
+
+def _walk_images(folder: Path, ancestors: frozenset[Path]) -> Iterator[Path]:
+    """Every image file under ``folder``, at any depth: one rule for the whole tree.
+
+    Hidden entries (``.ipynb_checkpoints``, ``.DS_Store``, ``._x.png``) are skipped at every depth,
+    since tools leave them anywhere. Linked folders and files are followed, as torchvision's
+    ImageFolder does (``os.walk(followlinks=True)``), except a folder whose real path is one of
+    its own ancestors' (a link loop), which would otherwise never end.
+    """
+    real = folder.resolve()
+    if real in ancestors:
+        return
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            yield from _walk_images(entry, ancestors | {real})
+        elif entry.is_file() and entry.suffix.lower() in IMAGE_EXTENSIONS:
+            yield entry
 
 
 def _open_image(path: Path, decode: bool = True):
@@ -580,6 +612,53 @@ def _open_image(path: Path, decode: bool = True):
     return img
 
 
+# How each Pillow mode that an accepted file can open in becomes 8 bits a channel. Pillow's own
+# convert() clips rather than scales wide modes (a 16-bit grey PNG becomes black and white), so
+# 16-bit grey is divided by 257 (65535 -> 255) here; modes without a fixed range are refused.
+GREY_MODES = ("1", "L", "LA", "La")
+GREY_16BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+COLOUR_MODES = ("P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "HSV", "LAB")
+# Mode "I" (32-bit integers) is how Pillow opens 16-bit PGM/PPM files (scaled to 0..65535 from
+# their maxval) and older Pillows 16-bit PNGs; from any other format its range is unknown.
+SIXTEEN_BIT_I_FORMATS = ("PNG", "PPM")
+
+
+def pixel_mode(img, path: Path) -> str:
+    """"L" or "RGB": what an opened image becomes, read from its header; DataError if neither.
+
+    Raises DataError naming the file and the mode for modes with no fixed range (floats,
+    32-bit integers), which no scaling could map onto 8 bits without guessing.
+    """
+    if img.mode in GREY_MODES or img.mode in GREY_16BIT_MODES:
+        return "L"
+    if img.mode == "I" and img.format in SIXTEEN_BIT_I_FORMATS:
+        return "L"
+    if img.mode in COLOUR_MODES:
+        return "RGB"
+    raise DataError(f"Cannot use image {path}: its pixel mode {img.mode!r} ({img.format}) has no fixed range to "
+                    "scale to 8 bits; save it as 8- or 16-bit grayscale or 8-bit RGB.")
+
+
+def folder_channels(modes: Sequence[str]) -> int:
+    """1 when every image of a folder is grayscale, else 3: the recipe and the loader both ask this."""
+    return 1 if all(m == "L" for m in modes) else 3
+
+
+def _as_8bit(img, path: Path, mode: str):
+    """The image in ``mode`` ("L" or "RGB") with its full range scaled to 0..255."""
+    from PIL import Image
+
+    if img.mode in GREY_16BIT_MODES or img.mode == "I":
+        wide = np.asarray(img, dtype=np.float64)
+        if wide.min() < 0 or wide.max() > 65535:
+            raise DataError(f"Cannot use image {path}: its mode {img.mode!r} holds values outside 0..65535, "
+                            "so it is not 16-bit grayscale; save it as 8- or 16-bit grayscale.")
+        img = Image.fromarray(np.rint(wide / 257.0).astype(np.uint8), "L")
+    elif img.mode == "La":
+        img = img.convert("LA")  # Pillow converts premultiplied grey only to LA
+    return img.convert(mode)
+
+
 @dataclass(frozen=True)
 class FolderSummary:
     """What a recipe can know about an image folder without decoding every image."""
@@ -587,24 +666,33 @@ class FolderSummary:
     classes: tuple[str, ...]
     train_images: int
     test_images: int
-    channels: int       # 1 when every sampled image is grayscale
+    channels: int       # 1 when every image (train and test) is grayscale, as the loader decides
     native_size: int    # the median longer side of the sampled images, in pixels
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> class -> images found
 
 
 def summarize_image_folder(data_root: str | Path, sample: int = 64) -> FolderSummary:
-    """Count an ImageFolder's images and read the size and mode of an evenly spread sample."""
+    """Count an ImageFolder's images, read every image's mode and the size of an evenly spread sample.
+
+    Every header is read (not only a sample's) because one colour image anywhere makes the
+    loader load the whole folder in colour, and the recipe must record what is loaded.
+    """
     root = _resolve_root(data_root, must_exist=True)
     train, test = _scan_split(root / "train"), _scan_split(root / "test")
     classes = _check_folder_classes(root, train, test)
     files = [p for paths in train.values() for p in paths]
-    picked = files[:: max(1, len(files) // sample)][:sample]
-    sizes, gray = [], True
-    for path in picked:
+    every = files + [p for paths in test.values() for p in paths]
+    picked = set(files[:: max(1, len(files) // sample)][:sample])
+    sizes, modes = [], []
+    for path in every:
         img = _open_image(path, decode=False)
-        sizes.append(max(img.size))
-        gray = gray and img.mode in ("1", "L", "LA")  # as the loader decides
-    return FolderSummary(classes, len(files), sum(len(p) for p in test.values()), 1 if gray else 3,
-                         int(np.median(sizes)))
+        modes.append(pixel_mode(img, path))
+        if path in picked:
+            sizes.append(max(img.size))
+    counts = {split: {c: len(paths) for c, paths in found.items()}
+              for split, found in (("train", train), ("test", test))}
+    return FolderSummary(classes, len(files), len(every) - len(files), folder_channels(modes), int(np.median(sizes)),
+                         counts)
 
 
 def _load_image_folder(root: Path, image_size: int | None) -> DataSplits:
@@ -618,9 +706,9 @@ def _load_image_folder(root: Path, image_size: int | None) -> DataSplits:
     }
     images = {split: [(path, _open_image(path)) for path, _ in items] for split, items in labelled.items()}
     every = [pair for pairs in images.values() for pair in pairs]
-    mode = "L" if all(im.mode in ("1", "L", "LA") for _, im in every) else "RGB"
+    mode = "L" if folder_channels([pixel_mode(im, path) for path, im in every]) == 1 else "RGB"
     size = image_size or _common_square_size(every)
-    arrays = {split: _to_array([im for _, im in pairs], mode, size) for split, pairs in images.items()}
+    arrays = {split: _to_array(pairs, mode, size) for split, pairs in images.items()}
     labels = {split: [y for _, y in items] for split, items in labelled.items()}
     return _make_splits("imagefolder", classes, arrays["train"], labels["train"], arrays["test"], labels["test"])
 
@@ -657,12 +745,13 @@ def _common_square_size(images: list) -> int:
 
 
 def _to_array(images: list, mode: str, size: int) -> np.ndarray:
+    """``(path, image)`` pairs as uint8 [N, C, size, size], every image in ``mode`` at full range."""
     from PIL import Image
 
     channels = 1 if mode == "L" else 3
     out = np.empty((len(images), channels, size, size), dtype=np.uint8)
-    for i, im in enumerate(images):
-        im = im.convert(mode)
+    for i, (path, im) in enumerate(images):
+        im = _as_8bit(im, path, mode)
         if im.size != (size, size):
             im = im.resize((size, size), Image.Resampling.BILINEAR)
         arr = np.asarray(im, dtype=np.uint8)

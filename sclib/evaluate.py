@@ -9,6 +9,7 @@ copied home without checkpoints or data set and reported on a CPU.
 from __future__ import annotations
 
 import io
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,55 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans
 
+from sclib import seed as seed_report
 from sclib.augment import AugmentConfig, eval_transform
 from sclib.files import write_bytes, write_json
 from sclib.metrics import cluster_metrics
 
 # Images kept per cluster of the scored head, for the cluster grids of notebook 05.
 IMAGES_PER_CLUSTER = 16
+# A scored head using fewer than this fraction of the clusters it could use has collapsed.
+COLLAPSE_FRACTION = 0.5
+
+
+class EvaluationError(ValueError):
+    """A model whose outputs cannot be evaluated (not finite); the message says why and what to do."""
+
+
+def spread_problem(x: np.ndarray, needed: int, step: str) -> str | None:
+    """Why the rows of ``x`` [N, D] cannot go to ``step``, which needs ``needed`` distinct rows; None if they can.
+
+    Checked before any library sees the rows: scikit-learn's t-SNE kills the process (segfault)
+    on rows that are all equal, and k-means cannot make more clusters than distinct points.
+    Non-finite rows are refused for the same reason.
+    """
+    n = len(x)
+    bad = int((~np.isfinite(x)).any(axis=1).sum()) if x.size else 0
+    if bad:
+        return f"{step} skipped: {bad} of {n} feature rows are not finite"
+    if n < needed:
+        return f"{step} skipped: it needs at least {needed} samples, the split has {n}"
+    distinct = len(np.unique(x.reshape(n, -1), axis=0))
+    if distinct < needed:
+        return (f"{step} skipped: it needs at least {needed} distinct rows, the {n} rows hold {distinct} "
+                "(the features have no spread)")
+    return None
+
+
+def collapse_warning(metrics: dict[str, Any], eval_images: int) -> str | None:
+    """A warning when the scored head uses far fewer clusters than it could: a collapse, else None.
+
+    The head could use ``min(head_size, eval_images)`` clusters; using fewer than half of them
+    means the optimiser drove most images into a few classes (the loss alone does not prevent
+    that, e.g. with a far too high learning rate), and its ACC is no clustering result.
+    """
+    possible = min(int(metrics["head_size"]), eval_images)
+    used = int(metrics["clusters_used"])
+    if used >= COLLAPSE_FRACTION * possible:
+        return None
+    return (f"collapse: the scored head puts the {eval_images} eval images into {used} of its "
+            f"{metrics['head_size']} clusters (a collapse, or a run too short to spread them); "
+            "check the training curves, and lower --lr if clusters_used fell")
 
 
 @dataclass
@@ -71,8 +115,15 @@ def head_metrics(preds: Predictions, labels: np.ndarray, head: int) -> dict[str,
     return metrics
 
 
-def kmeans_metrics(x: np.ndarray, labels: np.ndarray, k: int, seed: int = 0) -> dict[str, float]:
-    """k-means with k = number of classes: the bar a clustering method has to clear."""
+def kmeans_metrics(x: np.ndarray, labels: np.ndarray, k: int, seed: int = 0, step: str = "k-means") -> dict[str, Any]:
+    """k-means with k = number of classes: the bar a clustering method has to clear.
+
+    With fewer than ``k`` distinct samples (a tiny eval split, features without spread) the
+    metrics are None and ``skipped`` says why, so the rest of the evaluation still gets written.
+    """
+    problem = spread_problem(x, k, f"{step} (k={k})")
+    if problem:
+        return {**dict.fromkeys(seed_report.METRICS), "skipped": problem}
     assigned = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(x.astype(np.float64))
     return cluster_metrics(labels, assigned)
 
@@ -87,9 +138,27 @@ def evaluation_report(preds: Predictions, labels: np.ndarray, images: torch.Tens
     pixels = images.reshape(len(images), -1).float().numpy() / 255.0
     return {
         "heads": [head_metrics(preds, labels, h) for h in range(len(preds.logits))],
-        "kmeans_features": kmeans_metrics(l2_normalise(preds.features), labels, num_classes, seed),
-        "kmeans_pixels": kmeans_metrics(pixels, labels, num_classes, seed),
+        "kmeans_features": kmeans_metrics(l2_normalise(preds.features), labels, num_classes, seed,
+                                          "k-means on backbone features"),
+        "kmeans_pixels": kmeans_metrics(pixels, labels, num_classes, seed, "k-means on pixels"),
     }
+
+
+def report_warnings(report: dict[str, Any]) -> list[str]:
+    """What an evaluation report says went wrong or was skipped: collapse, skipped baselines."""
+    scored = report["heads"][report["evaluated_head"]]
+    found = [collapse_warning(scored, int(report.get("eval_images", scored["head_size"])))]
+    found += [report[key].get("skipped") for key in ("kmeans_features", "kmeans_pixels")]
+    return [w for w in found if w]
+
+
+def check_finite(preds: Predictions, run: str | Path) -> None:
+    """Refuse a model whose features or logits are not finite: nothing drawn from them would mean anything."""
+    for name, arrays in (("features", [preds.features]), ("logits", preds.logits)):
+        bad = sum(int((~np.isfinite(a)).any(axis=1).sum()) for a in arrays)
+        if bad:
+            raise EvaluationError(f"the model of run {run} gives non-finite {name} for {bad} eval images; "
+                                  "it diverged: pre-train it again with a lower --lr")
 
 
 def cluster_samples(assigned: np.ndarray, per_cluster: int = IMAGES_PER_CLUSTER, seed: int = 0) -> np.ndarray:
@@ -105,12 +174,15 @@ def export_arrays(path: str | Path, preds: Predictions, labels: np.ndarray, imag
     """``arrays.npz``: float16 features, int16 assignments of every head, labels, sample images.
 
     Float16 halves the features (ample for t-SNE and k-means); a CIFAR-10 ResNet-18 run exports
-    about 10 MB.
+    about 10 MB. Features beyond float16's range (65504, e.g. after a far too high learning
+    rate) are kept in float32 instead of turning into inf.
     """
     assigned = np.stack([preds.assignments(h) for h in range(len(preds.logits))]).astype(np.int16)
     sample = cluster_samples(assigned[head], seed=seed)
+    fits = np.abs(preds.features).max(initial=0.0) <= np.finfo(np.float16).max
+    features = preds.features.astype(np.float16 if fits else np.float32)
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, features=preds.features.astype(np.float16), labels=labels.astype(np.int64),
+    np.savez_compressed(buffer, features=features, labels=labels.astype(np.int64),
                         assigned=assigned, head_sizes=np.array([p.shape[1] for p in preds.logits]),
                         sample_index=sample, sample_images=images[torch.from_numpy(sample)].numpy())
     return write_bytes(path, buffer.getvalue())
@@ -127,6 +199,7 @@ def evaluate_run(
     dev = resolve_device(device)
     model, epoch = load_model(run_dir, data.info, checkpoint_path, dev)
     preds = predict(model, data.eval_images, augment_config(cfg, data.info), dev, amp=cfg.amp)
+    check_finite(preds, run_dir)
     labels = data.eval_labels.numpy()
     classes = len(data.info.classes)
     head = cfg.evaluated_head(classes)
@@ -136,8 +209,10 @@ def evaluate_run(
         "head_warning": cfg.head_warning(classes),
         "split": "validation" if cfg.val_fraction else "test",
         "classes": list(data.info.classes),
+        "eval_images": len(labels),
         **evaluation_report(preds, labels, data.eval_images, classes, cfg.seed),
     }
+    report["warnings"] = report_warnings(report)
     export_arrays(paths.arrays, preds, labels, data.eval_images, head, cfg.seed)
     write_json(paths.eval, report)
     return report
@@ -152,6 +227,8 @@ def evaluate_runs(
     rows = []
     for run in run_folders(path):
         report = evaluate_run(run, checkpoint_path, device)
+        for warning in report["warnings"]:
+            print(f"warning: {run}: {warning}", file=sys.stderr)
         scored = report["heads"][report["evaluated_head"]]
         rows.append({"run": str(run), "epoch": report["epoch"], "what": f"head {scored['head_size']}", **scored})
         for name in ("kmeans_features", "kmeans_pixels"):

@@ -107,7 +107,8 @@ def write_csv(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
     rows = list(rows)
     buffer = io.StringIO()
     if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        columns = list(dict.fromkeys(k for row in rows for k in row))  # rows may differ in their columns
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     return write_text(path, buffer.getvalue())

@@ -19,6 +19,9 @@ from sclib.evaluate import predict
 from sclib.files import write_csv, write_json
 from sclib.metrics import topk_accuracy
 
+# Neighbours that vote in the kNN probe (DINO's 20).
+KNN_K = 20
+
 if TYPE_CHECKING:
     from sclib.data import DataSplits
 
@@ -33,6 +36,9 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Ten
     probe stays linear in the features; it only spares Adam the features' uneven scales, which
     on a small data set with few steps per epoch otherwise leave the probe far from converged.
     """
+    if len(train_x) < 2 or len(eval_x) < 1:
+        raise ValueError(f"a linear probe needs at least 2 training and 1 eval samples, got {len(train_x)} "
+                         f"and {len(eval_x)}")
     mean, std = train_x.mean(dim=0), train_x.std(dim=0).clamp_min(1e-6)
     train_x, eval_x = (train_x - mean) / std, (eval_x - mean) / std
     gen = torch.Generator().manual_seed(seed)
@@ -59,8 +65,12 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Ten
 
 
 def knn_probe(train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Tensor, eval_y: torch.Tensor,
-              num_classes: int, k: int = 20, temperature: float = 0.07) -> dict[str, float]:
-    """Cosine kNN with temperature-weighted votes (as in DINO); needs no training at all."""
+              num_classes: int, k: int = KNN_K, temperature: float = 0.07) -> dict[str, float]:
+    """Cosine kNN with temperature-weighted votes (as in DINO); needs no training at all.
+
+    With fewer than ``k`` training samples every one of them votes; the result's ``k`` says how
+    many did.
+    """
     train_n, eval_n = F.normalize(train_x, dim=1), F.normalize(eval_x, dim=1)
     k = min(k, len(train_x))
     scores = torch.zeros(len(eval_x), num_classes)
@@ -69,7 +79,7 @@ def knn_probe(train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Tensor
         top_sim, top_idx = sim.topk(k, dim=1)
         votes = F.one_hot(train_y[top_idx], num_classes).float() * (top_sim / temperature).exp().unsqueeze(-1)
         scores[start:start + 1024] = votes.sum(dim=1)
-    return topk_accuracy(scores.numpy(), eval_y.numpy(), ks=(1, 3))
+    return {**topk_accuracy(scores.numpy(), eval_y.numpy(), ks=(1, 3)), "k": k}
 
 
 def probe_checkpoint(run_dir: str | Path, data: DataSplits, checkpoint_path: str | Path | None = None,

@@ -23,6 +23,57 @@ from sclib.files import read_json
 from sclib.runs import RunPaths, run_folders
 
 # ----------------------------------------------------------------------------------------------
+# The notebooks' parameters: checked at the top, before anything runs
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _optional(test):
+    return lambda v: v is None or test(v)
+
+
+# name -> (what it must be, the check, how to pass it with papermill); one table for every notebook.
+# Papermill's -p parses a value as a scalar, so lists and mappings must come as YAML through -y.
+PARAMETERS: dict[str, tuple[str, Any, str]] = {
+    "dataset": ("a data set name", lambda v: isinstance(v, str), "-p dataset digits"),
+    "preset": ("a recipe preset name", lambda v: isinstance(v, str), "-p preset fast"),
+    "run_dir": ("a folder path or None", _optional(lambda v: isinstance(v, (str, Path))), "-p run_dir runs/x"),
+    "sweep_dir": ("a folder path or None", _optional(lambda v: isinstance(v, (str, Path))), "-p sweep_dir runs/x"),
+    "config_file": ("a file path or None", _optional(lambda v: isinstance(v, (str, Path))),
+                    "-p config_file my_recipe.yaml"),
+    "grid": ("a YAML grid file path or None", _optional(lambda v: isinstance(v, (str, Path))),
+             "-p grid ../ablations.yaml"),
+    "seeds": ("a non-empty list of integers", lambda v: isinstance(v, list) and bool(v) and all(map(_is_int, v)),
+              '-y "seeds: [0, 1]"'),
+    "config_overrides": ("a mapping of training parameters", lambda v: isinstance(v, dict),
+                         '-y "config_overrides: {epochs: 1}"'),
+    "train": ("True or False", lambda v: isinstance(v, bool), "-p train False"),
+    "device": ("auto, cpu or cuda", lambda v: v in ("auto", "cpu", "cuda"), "-p device cpu"),
+    "probe_epochs": ("a positive integer", lambda v: _is_int(v) and v > 0, "-p probe_epochs 20"),
+    "max_points": ("a positive integer", lambda v: _is_int(v) and v > 0, "-p max_points 2000"),
+    "clusters_per_grid": ("a positive integer", lambda v: _is_int(v) and v > 0, "-p clusters_per_grid 3"),
+    "images_per_cluster": ("a positive integer", lambda v: _is_int(v) and v > 0, "-p images_per_cluster 10"),
+    "show_seed": ("an integer seed or None", _optional(_is_int), "-p show_seed 1"),
+    "seed": ("an integer", _is_int, "-p seed 0"),
+}
+
+
+def check_parameters(**values: Any) -> None:
+    """Refuse a notebook parameter of the wrong kind in one line: what was expected, how to pass it.
+
+    Papermill injects whatever it is given (``-p seeds 1`` is an int, ``-p seeds 01`` a string),
+    and a string iterated as a list of seeds would silently train seeds 0 and 1.
+    """
+    for name, value in values.items():
+        expected, ok, how = PARAMETERS[name]
+        if not ok(value):
+            raise ConfigError(f"parameter {name} must be {expected}, got {value!r} ({type(value).__name__}); "
+                              f"pass it as {how}")
+
+
+# ----------------------------------------------------------------------------------------------
 # The runs of a study: one folder per seed
 
 
@@ -96,7 +147,29 @@ def final_metrics(runs: list[tuple[Config, RunPaths]]):
     """Each seed's metrics.json (the scored head after the last epoch), one row per seed."""
     import pandas as pd
 
-    return pd.DataFrame([{"seed": cfg.seed, **read_json(paths.metrics)} for cfg, paths in runs]).set_index("seed")
+    rows = [{k: v for k, v in read_json(paths.metrics).items() if k != "warning"} for _, paths in runs]
+    return pd.DataFrame([{"seed": cfg.seed, **row} for (cfg, _), row in zip(runs, rows)]).set_index("seed")
+
+
+def run_warnings(runs: list[tuple[Config, RunPaths]]) -> list[str]:
+    """Every seed's warnings, one line each: a collapse (metrics.json, eval.json), skipped steps (eval.json).
+
+    Read from the files, not the notebooks' state, so the summary and every notebook say the same.
+    """
+    from sclib.evaluate import report_warnings
+
+    lines = []
+    for cfg, paths in runs:
+        found = [read_json(paths.metrics).get("warning")] if paths.metrics.exists() else []
+        found += report_warnings(read_json(paths.eval)) if paths.eval.exists() else []
+        lines += [f"seed {cfg.seed}: {w}" for w in dict.fromkeys(found) if w]
+    return lines
+
+
+def warnings_markdown(runs: list[tuple[Config, RunPaths]]) -> str:
+    """``run_warnings`` as a Markdown list under a bold heading; empty when there is nothing to say."""
+    lines = run_warnings(runs)
+    return "\n".join(["**Warnings**", "", *(f"- {line}" for line in lines)]) if lines else ""
 
 
 def class_count(runs: list[tuple[Config, RunPaths]]) -> int:
@@ -244,6 +317,8 @@ def probe_summary(probes) -> dict[str, dict[str, float]]:
                           **{f"{k}{suffix}": float(fn(group[k])) for k in ("top1", "top3") for suffix, fn in stats}}
         if "probe_epochs" in group:
             out[str(name)]["probe_epochs"] = int(group["probe_epochs"].iloc[0])
+        if "k" in group and group["k"].notna().all():  # the neighbours that voted (fewer on a tiny split)
+            out[str(name)]["k"] = int(group["k"].min())
     return out
 
 
@@ -301,17 +376,31 @@ def subsample(n: int, max_points: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
 
 
+# The fewest points an embedding is drawn for; perplexity and neighbours shrink to fit above it.
+EMBED_MIN_POINTS = 5
+EMBEDDINGS = {"tsne": "t-SNE", "umap": "UMAP"}
+
+
+class TooLittleData(ValueError):
+    """A step got fewer points (or less spread) than it needs; the message says which step and why."""
+
+
 def embed_2d(features: np.ndarray, method: str = "tsne", seed: int = 0) -> tuple[np.ndarray, dict[str, float]]:
     """2-D t-SNE or UMAP of L2-normalised features, with the seconds spent (import, fit).
 
     Normalised features put the picture in the cosine geometry the heads and the kNN probe use.
     """
-    from sclib.evaluate import l2_normalise
+    from sclib.evaluate import l2_normalise, spread_problem
 
-    x = l2_normalise(np.asarray(features, dtype=np.float32))
+    with np.errstate(invalid="ignore"):  # non-finite rows are refused just below
+        x = l2_normalise(np.asarray(features, dtype=np.float32))
     n = len(x)
-    if n < 5:
-        raise ValueError(f"an embedding needs at least 5 points, got {n}")
+    if method not in EMBEDDINGS:
+        raise ValueError(f"method must be 'tsne' or 'umap', got {method!r}")
+    # perplexity and neighbours shrink to fit any larger set; rows that are all equal crash t-SNE
+    problem = spread_problem(x, EMBED_MIN_POINTS, EMBEDDINGS[method])
+    if problem:
+        raise TooLittleData(problem)
     start = time.perf_counter()
     if method == "tsne":
         from sklearn.manifold import TSNE
@@ -319,15 +408,13 @@ def embed_2d(features: np.ndarray, method: str = "tsne", seed: int = 0) -> tuple
         loaded = time.perf_counter()
         reducer = TSNE(n_components=2, init="pca", learning_rate="auto", perplexity=min(30.0, (n - 1) / 3),
                        random_state=seed)
-    elif method == "umap":
+    else:
         with warnings.catch_warnings():  # umap's tqdm import warns about ipywidgets in notebooks
             warnings.simplefilter("ignore")
             import umap  # numba compiles on first use: measured separately
 
         loaded = time.perf_counter()
         reducer = umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), random_state=seed)
-    else:
-        raise ValueError(f"method must be 'tsne' or 'umap', got {method!r}")
     with warnings.catch_warnings():  # a fixed random_state makes umap run single-threaded, and it says so
         warnings.filterwarnings("ignore", message="n_jobs value")
         xy = reducer.fit_transform(x)
@@ -339,8 +426,12 @@ def embedding_figures(view: RunView, idx: np.ndarray, method: str, figures: str 
     """A 2-D embedding of the subsample ``idx``, coloured by true class and by cluster (fig4a_<method>*)."""
     from sclib import plots
 
-    xy, seconds = embed_2d(view.features[idx], method, seed)
-    name = {"tsne": "t-SNE", "umap": "UMAP"}[method]
+    try:
+        xy, seconds = embed_2d(view.features[idx], method, seed)
+    except TooLittleData as skipped:
+        print(skipped)
+        return []
+    name = EMBEDDINGS[method]
     print(f"{name}: import {seconds['import_s']:.1f} s, fit {seconds['fit_s']:.1f} s")
     clusters = [f"cluster {c}" for c in range(view.head_size)]
     return [save(plots.embedding_scatter(xy, view.labels[idx], view.class_names, title=f"{name}, true class"),

@@ -14,7 +14,7 @@ import torch
 
 from sclib import checkpoint
 from sclib.augment import AugmentConfig
-from sclib.config import Config, load_config
+from sclib.config import Config, ConfigError, load_config
 from sclib.data import DatasetInfo, DataSplits, hold_out, load_dataset
 from sclib.model import SelfClassifier
 
@@ -90,6 +90,30 @@ def load_data(cfg: Config, download: bool = False) -> DataSplits:
     splits = load_dataset(cfg.dataset, cfg.data_root, download=download, unlabelled=cfg.unlabelled,
                           image_size=cfg.image_size if cfg.dataset == "imagefolder" else None)
     return hold_out(splits, cfg.val_fraction) if cfg.val_fraction else splits
+
+
+def size_notes(cfg: Config, train_images: int, eval_images: int, classes: int) -> list[str]:
+    """What the data's size leaves out of a run, said before it trains; ConfigError if it cannot train.
+
+    Training adapts to small data (a batch is at most the whole train split) and evaluation
+    skips what needs more images (k-means with k = classes), so a user must hear it, not find
+    a number that rests on six images.
+    """
+    if train_images < 2:
+        raise ConfigError(f"the train split holds {train_images} image(s) but the loss normalises over a batch "
+                          "of at least 2; lower --val-fraction or add images")
+    notes = []
+    if cfg.batch_size > train_images:
+        notes.append(f"batch_size {cfg.batch_size} is larger than the {train_images} training images: "
+                     f"every step uses all {train_images}")
+    big = [h for h in cfg.heads if h > train_images]
+    if big:
+        notes.append(f"heads {big} have more clusters than the {train_images} training images: "
+                     "most of their clusters must stay empty")
+    if eval_images < classes:
+        notes.append(f"the eval split holds {eval_images} images for {classes} classes: the k-means baselines "
+                     f"will be skipped and every score rests on {eval_images} images")
+    return notes
 
 
 def build_model(cfg: Config, info: DatasetInfo) -> SelfClassifier:

@@ -9,6 +9,7 @@ on a GPU machine and copied home). ``python -m sclib sweep`` runs an ablation gr
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sclib.config import Config, ConfigError, Recipe
-from sclib.files import write_json, write_text
+from sclib.files import read_json, write_json, write_text
 from sclib.runs import RunPaths, run_folders
 
 STUDY_NOTEBOOKS = ("01_pretrain", "02_linear_probe", "03_clustering_metrics", "04_embeddings", "05_cluster_images")
@@ -66,7 +67,7 @@ def ensure_kernel(name: str = KERNEL_NAME) -> str:
             return None
         return bool(spec.argv) and os.path.abspath(spec.argv[0]) == os.path.abspath(sys.executable)
 
-    candidates = [name, f"{name}-{abs(hash(os.path.abspath(sys.executable))) % 10**8:08d}"]
+    candidates = [name, fallback_kernel_name(name, sys.executable)]
     for kernel in candidates:
         state = ours(kernel)
         if state:
@@ -82,6 +83,34 @@ def ensure_kernel(name: str = KERNEL_NAME) -> str:
                 return kernel
     raise StudyError(f"no Jupyter kernel for {sys.executable} could be set up; install one with "
                      f"`{sys.executable} -m ipykernel install --sys-prefix --name {name}`")
+
+
+def fallback_kernel_name(name: str, executable: str) -> str:
+    """``name-XXXXXXXX``, the same for one interpreter in every process (a digest of its path).
+
+    Python's ``hash()`` of a string is salted per process, so a name made from it differed on
+    every study and installed one more kernelspec each time.
+    """
+    return f"{name}-{hashlib.sha256(os.path.abspath(executable).encode()).hexdigest()[:8]}"
+
+
+def pair_difference(script: Path, notebook: Path) -> str | None:
+    """Where a jupytext ``.py`` and its ``.ipynb`` first differ (cell kind, source or tags); None if they agree."""
+    import jupytext
+    import nbformat
+
+    ours = jupytext.read(script).cells
+    theirs = nbformat.read(notebook, as_version=4).cells
+
+    def cell(c) -> tuple:
+        return c.cell_type, c.source, c.metadata.get("tags")
+
+    for i, (a, b) in enumerate(zip(ours, theirs), start=1):
+        if cell(a) != cell(b):
+            return f"cell {i} differs"
+    if len(ours) != len(theirs):
+        return f"the .py has {len(ours)} cells, the .ipynb {len(theirs)}"
+    return None
 
 
 def notebook_parameters(path: Path) -> set[str]:
@@ -205,6 +234,12 @@ def _sources(names: tuple[str, ...], folder: str | Path | None) -> dict[str, Pat
     missing = [str(p) for p in sources.values() if not p.exists()]
     if missing:
         raise StudyError(f"notebook(s) {', '.join(missing)} not found; pass --notebooks with the folder holding them")
+    for path in sources.values():  # the .py is the source people edit: the .ipynb run must say the same
+        script = path.with_suffix(".py")
+        differs = pair_difference(script, path) if script.exists() else None
+        if differs:
+            raise ConfigError(f"{script} and {path.name} differ ({differs}); run `jupytext --sync {script}` "
+                              "so that the notebook the study runs is the one that was edited")
     return sources
 
 
@@ -260,9 +295,11 @@ def render_study(runs: str | Path, out: str | Path, params: list[str] | None = N
     if len({c.dataset for c in configs}) > 1:
         raise ConfigError(f"{runs} mixes data sets ({sorted({c.dataset for c in configs})}); render one at a time")
     group = out / RUN_GROUP
-    for folder, cfg in zip(folders, configs):
+    for folder in folders:
         if not RunPaths(folder).metrics.exists():
             raise ConfigError(f"run {folder} has not finished (no metrics.json); finish it before rendering")
+    check_rendered_files(folders, configs)
+    for folder, cfg in zip(folders, configs):
         target = group / f"seed{cfg.seed}"
         if folder.resolve() != target.resolve():
             shutil.copytree(folder, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoints"))
@@ -273,6 +310,30 @@ def render_study(runs: str | Path, out: str | Path, params: list[str] | None = N
               "train": False, "note": note, **RUNNER_DEFAULTS, **user}
     return _run(sources, values, out, kernel, log, f"{cfg.dataset}, recipe {cfg.preset}, {len(configs)} finished "
                                                      f"run(s) from {runs}")
+
+
+def check_rendered_files(folders: list[Path], configs: list[Config]) -> None:
+    """Refuse, in one line, runs that lack what notebooks 02-05 read, naming the commands that make it.
+
+    The study's copy of a run leaves its checkpoints out, so nothing missing could be computed
+    later: it would fail inside notebook 02 with "no checkpoint yet" about a trained run.
+    """
+    missing, commands = [], []
+    for folder, cfg in zip(folders, configs):
+        paths = RunPaths(folder)
+        lacks = [p.name for p in (paths.eval, paths.arrays) if not p.exists()]
+        if paths.eval.exists() and read_json(paths.eval).get("epoch") != cfg.epochs:
+            lacks.append(f"eval.json of epoch {cfg.epochs}")
+        if lacks:
+            commands.append(f"python -m sclib evaluate --run {folder}")
+        if not paths.probe.exists():
+            lacks.append(paths.probe.name)
+            commands.append(f"python -m sclib probe --run {folder} --all-milestones")
+        if lacks:
+            missing.append(f"{folder} lacks {', '.join(lacks)}")
+    if missing:
+        raise ConfigError(f"{'; '.join(missing)}; the report reads them and its copy of a run has no checkpoints "
+                          f"to make them, so make them first: {' && '.join(commands)}")
 
 
 def _run(sources: dict[str, Path], values: dict[str, Any], out: Path, kernel: str | None, log, what: str) -> Path:

@@ -18,6 +18,8 @@ import numpy as np
 from sclib import seed as seed_report
 from sclib.config import Config, load_config
 from sclib.files import read_json, write_text
+from sclib.probe import KNN_K
+from sclib.report import run_warnings
 from sclib.runs import RunPaths, run_folders
 
 STYLESHEET = "style.css"
@@ -155,9 +157,9 @@ def clustering_table(study: Study) -> Table:
                      *(_pct(np.mean([h[m] for h in scored]), np.std([h[m] for h in scored], ddof=1)) for m in metrics)])
         kinds.append("mean")
     for key, label in (("kmeans_features", "k-means on backbone features"), ("kmeans_pixels", "k-means on pixels")):
-        values = [r[key] for r in study.reports]
+        values = [r[key] for r in study.reports]  # a skipped baseline's metrics are None
         rows.append([label + (" (mean over seeds)" if len(values) > 1 else ""),
-                     *(_pct(float(np.mean([v[m] for v in values]))) for m in metrics)])
+                     *(_pct(float(np.mean(np.array([v[m] for v in values], dtype=float)))) for m in metrics)])
         kinds.append("ref")
     found = seed_report.table1_row(study.dataset)
     if found is not None:
@@ -191,7 +193,8 @@ def probe_table(study: Study) -> Table | None:
     rows = []
     for name, s in probe_summary(pd.concat(frames, ignore_index=True)).items():
         epochs = s.get("probe_epochs") if name == "linear" else None
-        what = f"{name}" + (f" ({epochs} epochs)" if epochs else " (20 neighbours)" if name == "knn" else "")
+        voters = f" ({s.get('k', KNN_K)} neighbours)" if name == "knn" else ""
+        what = f"{name}" + (f" ({epochs} epochs)" if epochs else voters)
         rows.append([what, str(s["epoch"]), str(s["seeds"]),
                      _pct(s["top1"], s["top1_std"]), _pct(s["top3"], s["top3_std"])])
     return Table(["probe", "pre-training epoch", "seeds", "top-1", "top-3"], rows, [""] * len(rows))
@@ -279,6 +282,9 @@ def write_summary(out: Path, times: dict[str, float] | None = None) -> Path:
         raise FileNotFoundError(f"{out} holds no evaluated runs to summarise")
     lines = [f"# Self-Classifier study: {study.dataset}", ""]
     lines += [f"- **{label}**: {value}" for label, value in provenance(study, times)]
+    warnings = run_warnings(study.runs)
+    if warnings:
+        lines += ["", "## Warnings", "", *(f"- {w}" for w in warnings)]
     lines += ["", f"## Clustering on the {study.reports[0].get('split', 'test')} split (percent)", "",
               clustering_table(study).markdown(), "## Every head (mean over seeds)", "", heads_table(study).markdown()]
     probes = probe_table(study)
@@ -303,6 +309,9 @@ def write_index(out: Path, failed: str | None = None) -> Path:
     if study and study.reports:
         parts.append("<dl>" + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>"
                                       for k, v in provenance(study)) + "</dl>")
+        warnings = run_warnings(study.runs)
+        if warnings:
+            parts.append('<p class="warn">' + "<br>".join(html.escape(w) for w in warnings) + "</p>")
         parts += [f"<h2>Clustering on the {html.escape(study.reports[0].get('split', 'test'))} split (percent)</h2>",
                   clustering_table(study).html(), "<h2>Every head (mean over seeds)</h2>", heads_table(study).html()]
         probes = probe_table(study)

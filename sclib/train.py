@@ -24,13 +24,22 @@ from torch import nn
 from sclib import __version__, checkpoint, distributed, evaluate, faults
 from sclib.augment import Augmenter
 from sclib.config import Config, ConfigError, Recipe, differences, load_config
-from sclib.data import DataSplits
+from sclib.data import DataSplits, counts_line, split_counts
 from sclib.files import read_json, write_csv, write_json
 from sclib.loss import SelfClassifierLoss
 from sclib.model import SelfClassifier
 from sclib.nnqueue import NNQueue
 from sclib.optim import build_optimizer, lr_at, set_fused, set_lr
-from sclib.runs import RunPaths, augment_config, build_model, load_data, precision, resolve_device, seed_folder
+from sclib.runs import (
+    RunPaths,
+    augment_config,
+    build_model,
+    load_data,
+    precision,
+    resolve_device,
+    seed_folder,
+    size_notes,
+)
 
 # The phases of a step, each a torch.profiler range "sclib.<phase>" (benchmarks/profile_step.py
 # reads them); "sclib.collective" ranges (gathers, all_reduces) nest inside loss and backward.
@@ -120,7 +129,7 @@ def check_resumable(cfg: Config, paths: RunPaths) -> None:
         raise ConfigError(f"out {paths.root} is a file, not a folder; choose another --out")
     if paths.config.exists():
         diffs = differences(load_config(paths.config), cfg)
-        if diffs:
+        if diffs and holds_results(paths):
             listed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in diffs.items())
             raise ConfigError(
                 f"run folder {paths.root} was made with a different config ({listed}); "
@@ -128,6 +137,16 @@ def check_resumable(cfg: Config, paths: RunPaths) -> None:
             )
     elif paths.root.is_dir() and any(paths.root.iterdir()):
         raise ConfigError(f"out {paths.root} is a non-empty folder that is not a run folder; choose another --out")
+
+
+def holds_results(paths: RunPaths) -> bool:
+    """Whether a run folder holds anything a new config would clobber: a checkpoint or a result.
+
+    A run stopped before its first checkpoint (say, a non-finite loss in epoch 1) holds only its
+    config.json, and a fresh start into it, with other parameters, loses nothing.
+    """
+    return any(paths.checkpoints.glob("*.pt")) or any(
+        p.exists() for p in (paths.metrics, paths.eval, paths.probe, paths.arrays))
 
 
 class Trainer:
@@ -163,6 +182,13 @@ class Trainer:
         self.compile_seconds: float | None = None
         self.data = data if data is not None else load_data(cfg, download=cfg.download)
         self.info = self.data.info
+        self.counts = split_counts(self.data)
+        if self.info.name == "imagefolder":  # what the walk of the tree found, so a stray folder shows
+            self._log(f"image folder {cfg.data_root}: {counts_line(self.counts)}")
+        extra = 0 if self.data.unlabelled_images is None else len(self.data.unlabelled_images)
+        for note in size_notes(cfg, len(self.data.train_images) + extra, len(self.data.eval_labels),
+                               len(self.info.classes)):
+            self._log(f"note: {note}")
         self.head = cfg.evaluated_head(len(self.info.classes))
         warning = cfg.head_warning(len(self.info.classes))
         if warning:
@@ -406,9 +432,10 @@ class Trainer:
 
     def _check_finite(self, losses: torch.Tensor) -> None:
         if not bool(torch.isfinite(losses).all()):
+            kept = (f"{self.paths.last} keeps the last good state (epoch {self.epoch})" if self.paths.last.exists()
+                    else f"no checkpoint was written yet, so {self.paths.root} can start afresh with other parameters")
             raise NonFiniteLossError(
-                f"the loss became non-finite in epoch {self.epoch + 1}; training stopped and "
-                f"{self.paths.last} keeps the last good state (epoch {self.epoch}). "
+                f"the loss became non-finite in epoch {self.epoch + 1}; training stopped and {kept}. "
                 "Lower --lr, raise the temperatures, or check the data for NaNs"
             )
 
@@ -418,6 +445,10 @@ class Trainer:
         metrics = evaluate.head_metrics(preds, self.data.eval_labels.numpy(), self.head)
         metrics["epoch"] = self.epoch
         metrics["num_classes"] = len(self.info.classes)
+        warning = evaluate.collapse_warning(metrics, len(self.data.eval_labels))
+        if warning:
+            metrics["warning"] = warning
+            self._log(f"warning: {warning}")
         return metrics
 
     # -- provenance -------------------------------------------------------------------------
@@ -431,7 +462,8 @@ class Trainer:
             record.setdefault("provenance", {}).setdefault("resumed", []).append(
                 {**provenance(self.device, str(self.precision)), "epoch": self.epoch})
         else:
-            record = {"config": self.cfg.to_dict(), "provenance": provenance(self.device, str(self.precision))}
+            record = {"config": self.cfg.to_dict(), "provenance": provenance(self.device, str(self.precision)),
+                      "images": self.counts}
         write_json(self.paths.config, record)
 
     def _finish_config(self) -> None:

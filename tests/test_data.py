@@ -404,6 +404,205 @@ def test_imagefolder_errors(tmp_path, case, pattern):
         load_dataset("imagefolder", data_root=tmp_path)
 
 
+# ---------------------------------------------------------- ImageFolder: every pixel mode Pillow opens
+
+GRADIENT = np.arange(256, dtype=np.uint8).reshape(16, 16)  # every 8-bit level once: the reference
+
+
+def _in_mode(mode: str) -> Image.Image:
+    """GRADIENT in ``mode``, spanning the mode's full range (16-bit modes: 0..65535)."""
+    wide = GRADIENT.astype(np.uint32) * 257
+    if mode in data.GREY_16BIT_MODES:
+        order = {"I;16B": ">u2", "I;16N": "=u2"}.get(mode, "<u2")
+        return Image.frombytes(mode, (16, 16), wide.astype(order).tobytes())
+    if mode == "I":
+        return Image.fromarray(wide.astype(np.int32))
+    if mode == "F":
+        return Image.fromarray(GRADIENT.astype(np.float32))
+    grey = Image.fromarray(GRADIENT)
+    try:
+        return grey.convert(mode)
+    except ValueError:  # e.g. La: no direct conversion from L
+        return grey.convert("LA" if mode.startswith("L") else "RGBA").convert(mode)
+
+
+def _saved_variants(mode: str, folder: Path) -> list[Path]:
+    """GRADIENT in ``mode`` saved under every accepted extension Pillow writes that mode to."""
+    wide = (*data.GREY_16BIT_MODES, "I", "F")
+    source, saved = _in_mode(mode), []
+    for ext in data.IMAGE_EXTENSIONS:
+        path = folder / f"{mode.replace(';', '_')}{ext}"
+        try:
+            source.save(path)
+            reopened = Image.open(path).mode
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)
+            continue
+        if mode in wide and reopened not in wide:
+            continue  # the writer (GIF, WebP, ...) clipped to 8 bits: the file itself lost the gradient
+        saved.append(path)
+    return saved
+
+
+@pytest.mark.parametrize("mode", Image.MODES)
+def test_every_pillow_mode_loads_at_full_range_or_is_refused_in_one_line(tmp_path, mode):
+    """The kind: whatever mode an accepted file opens in, 8-bit grey or RGB with the full range
+    scaled (the gradient comes back level for level), or a DataError naming the file and mode."""
+    lossy = {".jpg", ".jpeg", ".webp", ".gif"}
+    # a bilevel image holds two levels; its 0/1 -> 0/255 is exact
+    reference = np.asarray(_in_mode("1").convert("L")) if mode == "1" else GRADIENT
+    checked, variants = 0, _saved_variants(mode, tmp_path)
+    for path in variants:
+        img = data._open_image(path)
+        try:
+            target = data.pixel_mode(img, path)
+            out = np.asarray(data._as_8bit(img, path, target), dtype=np.int64)
+        except DataError as err:
+            assert str(path) in str(err) and repr(img.mode) in str(err) and "\n" not in str(err)
+            assert img.mode in ("F", "I")  # only the modes without a fixed range are refused
+            continue
+        checked += 1
+        grey = out if out.ndim == 2 else out.mean(axis=2)
+        tolerance = 12 if path.suffix in lossy else 3
+        assert np.abs(grey - reference).mean() <= tolerance, (path, img.mode)
+        assert grey.min() <= tolerance and grey.max() >= 255 - tolerance, (path, img.mode)
+    # a mode some accepted format holds is loaded from at least one of them (floats: refused everywhere)
+    assert checked > 0 or not variants or mode == "F"
+
+
+@pytest.mark.parametrize("mode", Image.MODES)
+def test_every_pillow_mode_is_classified_or_refused(mode):
+    img = Image.new(mode, (2, 2))
+    try:
+        assert data.pixel_mode(img, Path("x.tif")) in ("L", "RGB")
+    except DataError as err:
+        assert "'x.tif'" in repr(str(err)) or "x.tif" in str(err)
+        assert mode in ("F", "I")
+
+
+def _digit_folder(root: Path, bits: int) -> Path:
+    """digits (8x8, two classes) saved as 8- or 16-bit grayscale PNGs (16-bit: value * 257)."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    for split, rows in (("train", range(0, 40)), ("test", range(40, 50))):
+        for i in rows:
+            if bunch.target[i] > 1:
+                continue
+            pixels = np.rint(bunch.images[i] * 255 / 16).astype(np.uint16)
+            array = pixels * 257 if bits == 16 else pixels.astype(np.uint8)
+            _png(root / split / f"d{bunch.target[i]}" / f"{i}.png", array)
+    return root
+
+
+def test_16bit_grayscale_png_loads_like_the_same_images_at_8bit(tmp_path):
+    """The issue's example: 16-bit PNGs came in as only 0 and 255 and counted as colour."""
+    eight = load_dataset("imagefolder", data_root=_digit_folder(tmp_path / "8", 8))
+    sixteen = load_dataset("imagefolder", data_root=_digit_folder(tmp_path / "16", 16))
+    assert Image.open(next((tmp_path / "16" / "train").rglob("*.png"))).mode.startswith("I")
+    assert sixteen.info.channels == 1 and data.summarize_image_folder(tmp_path / "16").channels == 1
+    assert torch.equal(sixteen.train_images, eight.train_images)
+    assert torch.equal(sixteen.eval_images, eight.eval_images)
+    assert len(sixteen.train_images.unique()) > 10
+
+
+@pytest.mark.parametrize("colour_at", [None, "test", "train-last", "train-16bit-only"])
+def test_recorded_channels_agree_with_the_loaded_channels(tmp_path, colour_at):
+    """What the recipe records (grayscale or colour) is what the loader loads, wherever the
+    odd image sits: among test images, or among train images the size sample skips."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 70), ("test", 3)):
+        for c in ("a", "b"):
+            for i in range(count):
+                _png(tmp_path / split / c / f"{i:03d}.png", rng.integers(0, 256, (8, 8), dtype=np.uint8))
+    colour = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    if colour_at == "test":
+        _png(tmp_path / "test" / "b" / "rgb.png", colour)
+    elif colour_at == "train-last":
+        _png(tmp_path / "train" / "b" / "zzz.png", colour)
+    elif colour_at == "train-16bit-only":
+        _png(tmp_path / "train" / "b" / "zzz.png", (rng.integers(0, 256, (8, 8)) * 257).astype(np.uint16))
+    summary = data.summarize_image_folder(tmp_path)
+    loaded = load_dataset("imagefolder", data_root=tmp_path)
+    expected = 3 if colour_at in ("test", "train-last") else 1
+    assert summary.channels == loaded.info.channels == loaded.train_images.shape[1] == expected
+
+
+# ---------------------------------------------------------- ImageFolder: what a folder tree holds
+
+
+def _tree(root: Path) -> dict[str, dict[str, int]]:
+    """A folder of two classes with images at several depths; returns what must be found."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in ("d0", "d1"):
+            _png(root / split / c / "0.png", rng.integers(0, 128, (4, 4), dtype=np.uint8))
+    _png(root / "train" / "d0" / "deeper" / "still" / "1.png", rng.integers(0, 128, (4, 4), dtype=np.uint8))
+    return {"train": {"d0": 2, "d1": 1}, "test": {"d0": 1, "d1": 1}}
+
+
+HIDDEN = ["train/d0/.ipynb_checkpoints/0-checkpoint.png", "train/.ipynb_checkpoints/x.png",
+          "train/d0/deeper/.cache/x.png", "train/d0/deeper/still/.x.png", "train/d1/._0.png",
+          "test/d1/.ipynb_checkpoints/0-checkpoint.png", "train/.hidden_class/x.png"]
+
+
+@pytest.mark.parametrize("hidden", HIDDEN)
+def test_hidden_entries_are_skipped_at_every_depth(tmp_path, hidden):
+    expected = _tree(tmp_path)
+    _png(tmp_path / hidden, np.full((4, 4), 255, np.uint8))
+    loaded = load_dataset("imagefolder", data_root=tmp_path)
+    assert data.split_counts(loaded) == {"train": expected["train"], "eval": expected["test"]}
+    assert data.summarize_image_folder(tmp_path).counts == expected
+    assert int(loaded.train_images.max()) < 128  # the white hidden image is nowhere
+
+
+def _link(path: Path, target: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(target, target_is_directory=target.is_dir())
+
+
+LINKS = {
+    "class folder": (lambda r, o: _link(r / "train" / "d2", o), {"d2": 2}),
+    "sub-folder": (lambda r, o: _link(r / "train" / "d1" / "more", o), {"d1": 3}),
+    "file": (lambda r, o: _link(r / "train" / "d1" / "linked.png", o / "a.png"), {"d1": 2}),
+    "loop to class": (lambda r, o: _link(r / "train" / "d0" / "deeper" / "loop", r / "train" / "d0"), {}),
+    "loop to split": (lambda r, o: _link(r / "train" / "d1" / "up", r / "train"), {}),
+    "loop to itself": (lambda r, o: _link(r / "train" / "d1" / "self", r / "train" / "d1" / "self"), {}),
+}
+
+
+@pytest.mark.parametrize("kind", LINKS)
+def test_links_are_followed_and_link_loops_end(tmp_path, kind):
+    """Linked folders and files count as torchvision's ImageFolder counts them; a loop ends."""
+    root = tmp_path / "root"
+    expected = _tree(root)
+    outside = tmp_path / "outside"
+    for name in ("a.png", "b.png"):
+        _png(outside / name, np.zeros((4, 4), np.uint8))
+    make, more = LINKS[kind]
+    make(root, outside)
+    want = {**expected["train"], **more}  # a link back to an ancestor adds nothing
+    loaded = load_dataset("imagefolder", data_root=root)
+    assert data.split_counts(loaded)["train"] == want
+    assert data.summarize_image_folder(root).counts["train"] == want
+
+
+def test_the_images_found_per_split_and_class_are_printed_and_recorded(tmp_path, capsys):
+    from sclib.config import make_config
+    from sclib.files import read_json
+    from sclib.train import Trainer
+
+    root = tmp_path / "images"
+    expected = _tree(root)
+    cfg = make_config("imagefolder", data_root=str(root), out=str(tmp_path / "run"), epochs=1, device="cpu",
+                      image_size=4, heads=[2], batch_size=2, milestones=[1], small_width=2)
+    Trainer(cfg, progress=False).fit()
+    line = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("image folder")]
+    assert line == [f"image folder {root}: train 3 images (d0 2, d1 1); eval 2 images (d0 1, d1 1)"]
+    recorded = read_json(tmp_path / "run" / "config.json")["images"]
+    assert recorded == {"train": expected["train"], "eval": expected["test"]}
+
+
 # ------------------------------------------------------------------------ roots, names, download
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -52,6 +53,81 @@ def test_table1_row_labels_stand_ins_and_converts_to_fractions():
 
 
 # -- parameters ----------------------------------------------------------------------------------
+
+
+def _checked_parameters(name: str) -> list[tuple[str, str]]:
+    """(keyword, value name) of the notebook's ``report.check_parameters(...)`` call, in order."""
+    import ast
+
+    calls = [node for node in ast.walk(ast.parse((ROOT / "notebooks" / f"{name}.py").read_text()))
+             if isinstance(node, ast.Call) and ast.unparse(node.func) == "report.check_parameters"]
+    assert len(calls) == 1, name
+    return [(kw.arg, ast.unparse(kw.value)) for kw in calls[0].keywords]
+
+
+@pytest.mark.parametrize("name", study.ALL_NOTEBOOKS)
+def test_every_notebook_checks_every_parameter_it_declares_before_using_any(name):
+    import jupytext
+
+    declared = study.notebook_parameters(ROOT / "notebooks" / f"{name}.ipynb")
+    checked = _checked_parameters(name)
+    assert {k for k, _ in checked} == declared and all(k == v for k, v in checked), name
+    code = [c.source for c in jupytext.read(ROOT / "notebooks" / f"{name}.py").cells if c.cell_type == "code"]
+    at = next(i for i, src in enumerate(code) if "report.check_parameters(" in src)
+    assert "parameters" in code[at - 1] or "dataset =" in code[at - 1]  # the cell right after the parameters
+    defaults: dict = {}
+    exec(code[at - 1], {}, defaults)  # the parameters cell's own values pass
+    report.check_parameters(**{k: defaults[k] for k in declared})
+
+
+PARAMETER_VALUES = [  # (name, value, accepted): the issue's three examples first
+    ("seeds", 1, False), ("config_overrides", "{epochs: 1}", False), ("seeds", "01", False),
+    ("seeds", [0, 1], True), ("seeds", [], False), ("seeds", [True], False), ("seeds", [0, "1"], False),
+    ("seeds", (0, 1), False), ("config_overrides", {"epochs": 1}, True), ("config_overrides", None, False),
+    ("train", False, True), ("train", "False", False), ("train", 0, False),
+    ("probe_epochs", 20, True), ("probe_epochs", 0, False), ("probe_epochs", "20", False),
+    ("probe_epochs", 2.5, False), ("max_points", True, False), ("images_per_cluster", -1, False),
+    ("clusters_per_grid", 3, True), ("show_seed", None, True), ("show_seed", 1, True), ("show_seed", 1.0, False),
+    ("seed", "0", False), ("seed", 0, True), ("run_dir", None, True), ("run_dir", "runs/x", True),
+    ("run_dir", 3, False), ("sweep_dir", ["a"], False), ("grid", None, True), ("config_file", 1, False),
+    ("device", "gpu", False), ("device", "cpu", True), ("dataset", 1, False), ("preset", None, False),
+]
+
+
+@pytest.mark.parametrize("name, value, accepted", PARAMETER_VALUES)
+def test_a_parameter_of_the_wrong_kind_is_refused_in_one_line_that_says_how_to_pass_it(name, value, accepted):
+    if accepted:
+        report.check_parameters(**{name: value})
+        return
+    with pytest.raises(ConfigError) as err:
+        report.check_parameters(**{name: value})
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"parameter {name} must be ") and repr(value) in message
+    assert re.search(rf'pass it as (-p {name} \S+|-y "{name}: .+")$', message), message
+
+
+def test_every_parameter_kind_is_covered():
+    assert {name for name, _, _ in PARAMETER_VALUES} == set(report.PARAMETERS)
+    declared = set().union(*(study.notebook_parameters(ROOT / "notebooks" / f"{n}.ipynb") for n in study.ALL_NOTEBOOKS))
+    assert declared == set(report.PARAMETERS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("argv, hint", [
+    (["-p", "seeds", "1"], '-y "seeds: [0, 1]"'),
+    (["-p", "config_overrides", "{epochs: 1}"], '-y "config_overrides: {epochs: 1}"'),
+    (["-p", "seeds", "01"], '-y "seeds: [0, 1]"'),
+])
+def test_papermill_with_a_wrong_parameter_stops_at_the_check_before_training(tmp_path, argv, hint):
+    """The issue's examples, as typed: a TypeError deep inside, or seeds 0 and 1 trained from "01"."""
+    bin_dir = Path(sys.executable).parent
+    proc = subprocess.run([str(bin_dir / "papermill"), str(ROOT / "notebooks" / "01_pretrain.ipynb"),
+                           str(tmp_path / "out.ipynb"), "--cwd", str(tmp_path), "-k", _kernel(), *argv],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "SCLIB_LAB_RUNS": str(tmp_path / "runs")})
+    assert proc.returncode != 0
+    assert f"ConfigError: parameter {argv[1]} must be" in proc.stderr and hint in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "runs").exists()  # nothing was trained
 
 
 def test_parse_params_takes_notebook_parameters_and_sends_training_ones_to_their_flags():
@@ -279,6 +355,8 @@ def test_runs_trained_elsewhere_render_without_checkpoints_or_data(tmp_path):
 
 @pytest.mark.slow
 def test_a_failing_notebook_stops_the_run_and_names_the_cell(tmp_path):
+    import jupytext
+
     notebooks = tmp_path / "notebooks"
     shutil.copytree(ROOT / "notebooks", notebooks)
     path = notebooks / "01_pretrain.ipynb"
@@ -287,6 +365,7 @@ def test_a_failing_notebook_stops_the_run_and_names_the_cell(tmp_path):
     nb.cells.insert(where + 1, nbformat.v4.new_code_cell('raise RuntimeError("planted failure")'))
     nb.cells[where + 1]["id"] = "planted"
     nbformat.write(nb, path)
+    jupytext.write(nb, path.with_suffix(".py"), fmt="py:percent")  # a pair in sync: the study runs it
     out = tmp_path / "out"
     proc = _cli("study", "--dataset", "digits", "--out", str(out), "--notebooks", str(notebooks), cwd=tmp_path)
     assert proc.returncode == 1  # a failed notebook, not bad input
@@ -301,18 +380,14 @@ def test_a_failing_notebook_stops_the_run_and_names_the_cell(tmp_path):
 
 
 def test_committed_notebooks_are_clean_and_agree_with_their_jupytext_sources():
-    import jupytext
-
     for name in study.ALL_NOTEBOOKS:
         nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert all(not c.outputs and c.execution_count is None for c in code), name
         tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1 and "dataset" in tagged[0].source, name
-        source = jupytext.read(ROOT / "notebooks" / f"{name}.py")
-        assert [(c.cell_type, c.source) for c in source.cells] == [(c.cell_type, c.source) for c in nb.cells], (
-            f"{name}.py and {name}.ipynb differ: run jupytext --sync notebooks/{name}.py")
-        assert [c.metadata.get("tags") for c in source.cells] == [c.metadata.get("tags") for c in nb.cells], name
+        differs = study.pair_difference(ROOT / "notebooks" / f"{name}.py", ROOT / "notebooks" / f"{name}.ipynb")
+        assert differs is None, f"{name}.py and .ipynb differ ({differs}): run jupytext --sync notebooks/{name}.py"
 
 
 @pytest.mark.slow
@@ -399,3 +474,147 @@ def test_sweep_runs_record_paths_inside_the_study_not_this_machines(tmp_path, mo
     assert record["config"]["out"] == "sweep/base/seed0"
     assert str(tmp_path) not in json.dumps(record["config"])
     assert Path.cwd() == tmp_path  # the caller's folder is restored
+
+
+# -- the notebook that runs is the one that was edited ------------------------------------------
+
+
+def _edit_script(path: Path) -> None:
+    path.write_text(path.read_text().replace("# %% [markdown]\n", "# %%\nprint('edited')\n\n# %% [markdown]\n", 1))
+
+
+def _edit_notebook_source(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    code = next(c for c in nb.cells if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", []))
+    code.source += "\nprint('edited in Jupyter')"
+    nbformat.write(nb, path)
+
+
+def _drop_parameters_tag(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    for c in nb.cells:
+        c.metadata.pop("tags", None)
+    nbformat.write(nb, path)
+
+
+PAIR_EDITS = {
+    "the .py edited, not synced": (".py", _edit_script),
+    "the .ipynb edited, not synced": (".ipynb", _edit_notebook_source),
+    "the .ipynb lost its parameters tag": (".ipynb", _drop_parameters_tag),
+}
+
+
+@pytest.mark.parametrize("edit", PAIR_EDITS)
+@pytest.mark.parametrize("name", ["03_clustering_metrics", "01_pretrain"])
+def test_a_notebook_pair_that_differs_is_refused_before_anything_runs(tmp_path, edit, name):
+    notebooks = tmp_path / "notebooks"
+    shutil.copytree(ROOT / "notebooks", notebooks)
+    assert study._sources(study.STUDY_NOTEBOOKS, notebooks)  # in sync as committed
+    suffix, change = PAIR_EDITS[edit]
+    change(notebooks / f"{name}{suffix}")
+    with pytest.raises(ConfigError) as err:
+        study._sources(study.STUDY_NOTEBOOKS, notebooks)
+    message = str(err.value)
+    assert "\n" not in message and f"{name}.py and {name}.ipynb differ" in message
+    assert f"jupytext --sync {notebooks / name}.py" in message
+    subprocess.run([str(Path(sys.executable).parent / "jupytext"), "--sync", str(notebooks / f"{name}.py")],
+                   check=True, capture_output=True)
+    assert study._sources(study.STUDY_NOTEBOOKS, notebooks)  # synced: accepted again
+
+
+def test_the_study_command_refuses_an_unsynced_pair_with_exit_2_and_writes_nothing(tmp_path, cli):
+    notebooks = tmp_path / "notebooks"
+    shutil.copytree(ROOT / "notebooks", notebooks)
+    _edit_script(notebooks / "03_clustering_metrics.py")
+    result = cli("study", "--dataset", "digits", "--epochs", "1", "--notebooks", notebooks, "--out", tmp_path / "out")
+    assert result.code == 2 and len(result.err_lines) == 1 and "jupytext --sync" in result.err_lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+# -- the study's kernel ---------------------------------------------------------------------------
+
+
+def test_the_fallback_kernel_name_is_the_same_in_every_process():
+    code = "from sclib.study import fallback_kernel_name; print(fallback_kernel_name('sclib', '/opt/py/bin/python'))"
+    names = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONHASHSEED": str(salt)}).stdout.strip() for salt in (1, 2, 3)}
+    assert len(names) == 1 and re.fullmatch(r"sclib-[0-9a-f]{8}", names.pop())
+    assert study.fallback_kernel_name("sclib", "/a/python") != study.fallback_kernel_name("sclib", "/b/python")
+
+
+def test_a_kernel_name_taken_by_another_interpreter_installs_one_fallback_once(monkeypatch):
+    """The issue's example: every study installed yet another sclib-NNNNNNNN kernelspec."""
+    import ipykernel.kernelspec
+    import jupyter_client.kernelspec as ks
+
+    specs = {"sclib": "/another/env/bin/python"}
+    installed = []
+
+    class Manager:
+        def get_kernel_spec(self, name):
+            if name not in specs:
+                raise ks.NoSuchKernel(name)
+            return type("Spec", (), {"argv": [specs[name], "-m", "ipykernel_launcher"]})()
+
+    def install(kernel_name, prefix, display_name):
+        installed.append(kernel_name)
+        specs[kernel_name] = sys.executable
+
+    monkeypatch.setattr(ks, "KernelSpecManager", Manager)
+    monkeypatch.setattr(ipykernel.kernelspec, "install", install)
+    first, second = study.ensure_kernel(), study.ensure_kernel()
+    assert first == second == study.fallback_kernel_name("sclib", sys.executable)
+    assert installed == [first] and specs["sclib"] == "/another/env/bin/python"
+
+
+# -- rendering runs brought home --------------------------------------------------------------------
+
+
+def _finished_run(folder: Path, epochs: int = 2) -> Path:
+    from sclib.config import make_config
+
+    cfg = make_config("digits", epochs=epochs, out=str(folder))
+    write_json(folder / "config.json", {"config": cfg.to_dict()})
+    write_json(folder / "metrics.json", {"epoch": epochs, "acc": 0.5})
+    write_json(folder / "eval.json", {"epoch": epochs})
+    (folder / "arrays.npz").write_bytes(b"stand-in")
+    (folder / "probe.csv").write_text("epoch,probe,top1,top3\n")
+    return folder
+
+
+RENDER_GAPS = {  # what is gone -> what the message must list, and the command that makes it
+    "eval.json": (lambda run: (run / "eval.json").unlink(), "eval.json", "evaluate --run"),
+    "arrays.npz": (lambda run: (run / "arrays.npz").unlink(), "arrays.npz", "evaluate --run"),
+    "stale eval.json": (lambda run: write_json(run / "eval.json", {"epoch": 1}), "eval.json of epoch 2",
+                        "evaluate --run"),
+    "probe.csv": (lambda run: (run / "probe.csv").unlink(), "probe.csv", "probe --run"),
+    "not evaluated, not probed": (lambda run: [(run / n).unlink() for n in ("eval.json", "arrays.npz", "probe.csv")],
+                                  "eval.json, arrays.npz, probe.csv", "evaluate --run"),
+}
+
+
+@pytest.mark.parametrize("gap", RENDER_GAPS)
+def test_rendering_a_run_without_what_the_report_reads_is_refused_up_front(tmp_path, gap):
+    runs = tmp_path / "home"
+    for seed_ in (0, 1):
+        _finished_run(runs / f"seed{seed_}")
+    make_gap, listed, command = RENDER_GAPS[gap]
+    make_gap(runs / "seed1")
+    with pytest.raises(ConfigError) as err:
+        study.render_study(runs, tmp_path / "out")
+    message = str(err.value)
+    assert "\n" not in message and f"{runs / 'seed1'} lacks {listed}" in message
+    assert f"python -m sclib {command} {runs / 'seed1'}" in message and str(runs / "seed0") not in message
+    if listed == "eval.json, arrays.npz, probe.csv":
+        assert f"python -m sclib probe --run {runs / 'seed1'} --all-milestones" in message
+    assert not (tmp_path / "out").exists()  # nothing copied, nothing run
+
+
+def test_study_runs_on_an_unevaluated_run_exits_2_in_one_line(tmp_path, cli):
+    run = _finished_run(tmp_path / "run")
+    (run / "eval.json").unlink()
+    (run / "probe.csv").unlink()
+    result = cli("study", "--runs", run, "--out", tmp_path / "out")
+    assert result.code == 2 and len(result.err_lines) == 1
+    line = result.err_lines[0]
+    assert "lacks eval.json, probe.csv" in line and "python -m sclib evaluate --run" in line
