@@ -33,6 +33,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from sclib.tables import Table, pct
+
 __all__ = [
     "ablation_bars",
     "cluster_grid",
@@ -657,23 +659,18 @@ def metrics_table_markdown(
         raise ValueError("rows is empty; pass {row name: {metric: fraction}}")
     if not columns:
         raise ValueError("columns is empty; name at least one metric")
-    lines = [
-        "| " + " | ".join([label, *(c.upper() for c in columns)]) + " |",
-        "|" + "|".join(["---"] + ["---:"] * len(columns)) + "|",
-    ]
+    body = []
     for name, values in rows.items():
         if not isinstance(values, Mapping):
             raise ValueError(f"rows[{name!r}] must be a dict of metric -> fraction")
         cells = []
         for col in columns:
             value = values.get(col)
-            if value is None or not np.isfinite(float(value)):
-                cells.append("n/a")
-                continue
-            _check_fractions(value, f"rows[{name!r}][{col!r}]", low=-1.0)
-            cells.append(f"{100.0 * float(value):.2f}")
-        lines.append("| " + " | ".join([str(name), *cells]) + " |")
-    return "\n".join(lines) + "\n"
+            if value is not None and np.isfinite(float(value)):
+                _check_fractions(value, f"rows[{name!r}][{col!r}]", low=-1.0)
+            cells.append(pct(None if value is None else float(value)))
+        body.append([str(name), *cells])
+    return Table([label, *(c.upper() for c in columns)], body).markdown()
 
 
 # --------------------------------------------------------------------------------------------

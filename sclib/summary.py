@@ -19,6 +19,7 @@ from sclib import seed as seed_report
 from sclib.config import Config, load_config
 from sclib.files import read_json, write_text
 from sclib.runs import RunPaths, run_folders
+from sclib.tables import Table, mean_std, pct
 
 STYLESHEET = "style.css"
 NOTEBOOKS = ("01_pretrain", "02_linear_probe", "03_clustering_metrics", "04_embeddings", "05_cluster_images",
@@ -59,6 +60,7 @@ figure{display:inline-block;vertical-align:top;width:30em;max-width:100%;margin:
 figure img{max-width:100%} figcaption{font-size:.88em;color:#444}
 dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em} dt{font-weight:600}
 img{max-width:100%}
+td.l,th.l{text-align:left} td.r,th.r{text-align:right}
 .nav{font-size:.9em}
 /* notebook pages (nbconvert's basic template) */
 .input_area pre,.output_area pre{background:#f6f8fa;padding:.6em;overflow-x:auto;font-size:.85em}
@@ -77,37 +79,6 @@ def write_stylesheet(folder: Path) -> Path:
     if not target.exists() or target.read_text() != CSS:
         write_text(target, CSS)
     return target
-
-
-# ----------------------------------------------------------------------------------------------
-# A table model rendered as Markdown and as HTML
-
-
-@dataclass
-class Table:
-    columns: list[str]
-    rows: list[list[str]]
-    kinds: list[str]  # per row: "" | "mean" | "ref"
-
-    def markdown(self) -> str:
-        rule = "|" + "|".join(["---"] + ["---:"] * (len(self.columns) - 1)) + "|"
-        lines = ["| " + " | ".join(self.columns) + " |", rule]
-        for row, kind in zip(self.rows, self.kinds):
-            cells = [f"**{c}**" if kind == "mean" and c else c for c in row]
-            lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines) + "\n"
-
-    def html(self) -> str:
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
-        body = "".join(f'<tr class="{k}">' + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-                       for row, k in zip(self.rows, self.kinds))
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _pct(value: float | None, std: float | None = None) -> str:
-    if value is None or not np.isfinite(value):
-        return "n/a"
-    return f"{100 * value:.2f}" + (f" ± {100 * std:.2f}" if std is not None and np.isfinite(std) else "")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -147,17 +118,17 @@ def clustering_table(study: Study) -> Table:
     rows, kinds = [], []
     for (cfg, _), rep in zip(study.runs, study.reports):
         head = rep["heads"][rep["evaluated_head"]]
-        rows.append([f"seed {cfg.seed}", *(_pct(head[m]) for m in metrics)])
+        rows.append([f"seed {cfg.seed}", *(pct(head[m]) for m in metrics)])
         kinds.append("")
     if len(study.reports) > 1:
         scored = [r["heads"][r["evaluated_head"]] for r in study.reports]
         rows.append([f"mean ± std over {len(scored)} seeds",
-                     *(_pct(np.mean([h[m] for h in scored]), np.std([h[m] for h in scored], ddof=1)) for m in metrics)])
+                     *(pct(*mean_std([h[m] for h in scored])) for m in metrics)])
         kinds.append("mean")
     for key, label in (("kmeans_features", "k-means on backbone features"), ("kmeans_pixels", "k-means on pixels")):
         values = [r[key] for r in study.reports]
         rows.append([label + (" (mean over seeds)" if len(values) > 1 else ""),
-                     *(_pct(float(np.mean([v[m] for v in values]))) for m in metrics)])
+                     *(pct(float(np.mean([v[m] for v in values]))) for m in metrics)])
         kinds.append("ref")
     found = seed_report.table1_row(study.dataset)
     if found is not None:
@@ -176,7 +147,7 @@ def heads_table(study: Study) -> Table:
         mark = " (scored)" if i == first["evaluated_head"] else ""
         rows.append([f"head {i}: {h['head_size']} clusters{mark}",
                      f"{np.mean([p['clusters_used'] for p in per_seed]):.1f}",
-                     *(_pct(float(np.mean([p[m] for p in per_seed]))) for m in seed_report.METRICS)])
+                     *(pct(float(np.mean([p[m] for p in per_seed]))) for m in seed_report.METRICS)])
     return Table(["head", "clusters used", "NMI", "AMI", "ARI", "ACC"], rows, [""] * len(rows))
 
 
@@ -193,7 +164,7 @@ def probe_table(study: Study) -> Table | None:
         epochs = s.get("probe_epochs") if name == "linear" else None
         what = f"{name}" + (f" ({epochs} epochs)" if epochs else " (20 neighbours)" if name == "knn" else "")
         rows.append([what, str(s["epoch"]), str(s["seeds"]),
-                     _pct(s["top1"], s["top1_std"]), _pct(s["top3"], s["top3_std"])])
+                     pct(s["top1"], s["top1_std"]), pct(s["top3"], s["top3_std"])])
     return Table(["probe", "pre-training epoch", "seeds", "top-1", "top-3"], rows, [""] * len(rows))
 
 
