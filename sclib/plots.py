@@ -37,6 +37,7 @@ from sclib.tables import Table, pct
 
 __all__ = [
     "ablation_bars",
+    "acc_against_seed",
     "cluster_grid",
     "cluster_histogram",
     "confusion_matrix_plot",
@@ -642,6 +643,63 @@ def ablation_bars(
     ax.set_xlim(min(0.0, 100.0 * float(np.nanmin(values)) * 1.1),
                 max(1.0, 100.0 * float(np.nanmax(values)) * 1.12))
     ax.set_title(f"ablations: {metric.upper()}" + (f" (highlighted: {baseline})" if baseline else ""))
+    return fig
+
+
+@_styled
+def acc_against_seed(
+    ours: pd.DataFrame,
+    seed: Mapping[str, float],
+    order: Sequence[str] | None = None,
+    metric: str = "acc",
+) -> Figure:
+    """Every data set's score against the seed report's, at one glance (the front page's figure).
+
+    ``ours`` is long form, one row per seed: ``dataset`` and ``metric`` (fractions). Each seed is
+    a dot; their mean and one standard deviation (ddof 1) a bar, as seaborn's ``pointplot``
+    draws them. ``seed`` maps data set names to the seed report's value (fractions), drawn as red
+    diamonds; a data set with a seed value and no runs is marked "not run". ``order`` lists the
+    data sets top to bottom (default: ours, then the seed's).
+    """
+    import seaborn as sns
+
+    _require_frame(ours, "ours", ["dataset", metric])
+    _check_fractions(ours[metric], f"ours[{metric!r}]", low=-1.0 if metric == "ari" else 0.0)
+    _check_fractions(list(seed.values()), "seed values")
+    order = [str(n) for n in (order if order is not None else dict.fromkeys([*ours["dataset"], *seed]))]
+    unknown = sorted(set(ours["dataset"]) - set(order))
+    if unknown:
+        raise ValueError(f"data sets {unknown} are in ours but not in order {order}")
+    if not order:
+        raise ValueError("nothing to draw: ours and seed are both empty")
+
+    fig = _new_figure(6.4, 0.42 * len(order) + 1.3)
+    ax = fig.add_subplot()
+    ax.grid(axis="y", visible=False)
+    if len(ours):
+        sns.stripplot(data=ours, x=metric, y="dataset", order=order, color=_MUTED, size=4, jitter=0.15, ax=ax,
+                      zorder=1)
+        sns.pointplot(data=ours, x=metric, y="dataset", order=order, errorbar="sd", color=_MAIN, linestyle="none",
+                      marker="o", markersize=5, capsize=0.3, err_kws={"linewidth": 1.4}, ax=ax, zorder=3)
+    ax.set_yticks(range(len(order)), order)
+    ax.set_ylim(len(order) - 0.5, -0.5)
+    where = {name: i for i, name in enumerate(order)}
+    named = [n for n in order if n in seed]
+    ax.scatter([seed[n] for n in named], [where[n] for n in named], marker="D", s=30, color=_ACCENT, zorder=4)
+    ran = set(ours["dataset"])
+    for n in named:
+        if n not in ran:
+            ax.annotate("not run here", (seed[n], where[n]), xytext=(8, 0), textcoords="offset points",
+                        va="center", fontsize=8, color="0.35")
+    ax.set_xlim(0.0, 1.0)
+    _percent_axis(ax.xaxis)
+    ax.set_xlabel(f"{metric.upper()} on the test split (%)")
+    ax.set_ylabel("")
+    ax.legend(handles=[
+        Line2D([], [], ls="none", marker="o", color=_MAIN, label="this study: mean ± sd over seeds"),
+        Line2D([], [], ls="none", marker="o", color=_MUTED, label="one seed"),
+        Line2D([], [], ls="none", marker="D", color=_ACCENT, label="seed report, Table 1"),
+    ], loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=3, borderaxespad=0.2)
     return fig
 
 

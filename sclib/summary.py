@@ -62,6 +62,9 @@ dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em} dt{font-wei
 img{max-width:100%}
 td.l,th.l{text-align:left} td.r,th.r{text-align:right}
 .nav{font-size:.9em}
+body.front{max-width:84em} body.front table{font-size:.86em} body.front td:not(.l):not(:first-child){white-space:nowrap}
+body.front td:nth-child(2){min-width:10em}
+figure.wide{display:block;width:44em}
 /* notebook pages (nbconvert's basic template) */
 .input_area pre,.output_area pre{background:#f6f8fa;padding:.6em;overflow-x:auto;font-size:.85em}
 .output_stderr pre{background:#fdf2f2}
@@ -187,7 +190,7 @@ def provenance(study: Study, times: dict[str, float] | None = None) -> list[tupl
     dirty = any(p.get("git_dirty") for p in starts)
     started = min((p["started"] for p in provs if p.get("started")), default="?")
     finished = max((p["finished"] for p in provs if p.get("finished")), default="?")
-    minutes = [sum(_history_seconds(p)) / 60 for _, p in study.runs]
+    minutes = training_minutes(study)
     pairs = [
         ("recipe", f"{cfg.preset} ({cfg.backbone}, {cfg.epochs} epochs, batch {cfg.batch_size}, image size "
                    f"{cfg.image_size}, heads {cfg.heads})"),
@@ -213,13 +216,19 @@ def provenance(study: Study, times: dict[str, float] | None = None) -> list[tupl
     return pairs
 
 
-def _history_seconds(paths: RunPaths) -> list[float]:
+def training_minutes(study: Study) -> list[float]:
+    """Per seed, the minutes its epochs took (the sum of history.csv's ``seconds``; 0 without them).
+
+    Epoch times leave out start-up, evaluation and probes: the cost of training, comparable
+    across machines that report differently.
+    """
     import pandas as pd
 
-    if not paths.history.exists():
-        return []
-    history = pd.read_csv(paths.history)
-    return list(history["seconds"]) if "seconds" in history else []
+    minutes = []
+    for _, paths in study.runs:
+        history = pd.read_csv(paths.history) if paths.history.exists() else pd.DataFrame()
+        minutes.append(float(history["seconds"].sum()) / 60 if "seconds" in history else 0.0)
+    return minutes
 
 
 def run_links(study: Study) -> list[tuple[str, str]]:

@@ -51,5 +51,19 @@ def test_summary_and_readme_quote_the_run_files(study):
     assert not [p for p in _tracked(study) if p.suffix in (".pt", ".npz")]
 
 
+def test_front_page_and_readme_table_are_generated_from_the_run_files():
+    """The README's results table, results/index.html and results/README.md are what
+    ``python -m sclib front`` writes from the committed studies now (rerun it after a study)."""
+    from sclib import front
+
+    entries, skipped = front.find_studies(ROOT / "results")
+    assert {e.folder for e in entries} == {p.name for p in STUDIES} and not skipped
+    readme = (ROOT / "README.md").read_text()
+    assert front.readme_block(entries) in readme, "README's results table is stale: run python -m sclib front"
+    assert (ROOT / "results" / "README.md").read_text() == front.markdown_page(entries, skipped)
+    assert (ROOT / "results" / "index.html").read_text() == front.html_page(entries, skipped)
+    assert (ROOT / "results" / front.FIGURE).exists()
+
+
 def test_results_stay_small():
     assert sum(p.stat().st_size for p in _tracked(ROOT / "results")) < 8_000_000
