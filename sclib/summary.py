@@ -28,7 +28,8 @@ NOTEBOOKS = ("01_pretrain", "02_linear_probe", "03_clustering_metrics", "04_embe
 # What each figure shows, by its stable file name.
 CAPTIONS = {
     "fig1_training": "Fig. 1. Training: loss, learning rate, clusters the scored head uses (dashed: the number of "
-                     "classes) and throughput, per epoch, one line per seed.",
+                     "classes) and throughput, per epoch: the mean over seeds with a band of one standard "
+                     "deviation, each seed as a thin line.",
     "fig2_probe": "Fig. 2. Linear and kNN probes on frozen backbone features against pre-training epochs "
                   "(mean over seeds, band: one standard deviation).",
     "confusion": "True class against the matched cluster of the scored head (Hungarian matching), coloured by the "
@@ -43,6 +44,8 @@ CAPTIONS = {
     "fig4b_histogram": "Fig. 4b. Eval images per predicted cluster against the uniform count (dashed).",
     "fig5_ablations": "Ablations: ACC per variant (mean over seeds, bars: one standard deviation); the base recipe "
                       "is highlighted.",
+    "fig5_ablations_grid": "Ablations: every metric per variant (mean ± std over seeds, percent), coloured by the "
+                           "difference from the base recipe in points (red better, blue worse).",
     "fig5_ablations_nmi": "Ablations: NMI per variant.",
 }
 

