@@ -475,7 +475,9 @@ def test_acc_against_seed_means_sd_bars_and_seed_diamonds():
     ours = pd.DataFrame({"dataset": ["MNIST"] * 3 + ["digits"] * 2, "seed": [0, 1, 2, 0, 1],
                          "acc": [0.97, 0.98, 0.99, 0.90, 0.92]})
     seed = {"MNIST": 0.819, "STL-10": 0.518}
+    before = np.random.get_state()[1].copy()
     fig = plots.acc_against_seed(ours, seed, order=["MNIST", "STL-10", "digits"])
+    np.testing.assert_array_equal(np.random.get_state()[1], before)  # the caller's global generator untouched
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["MNIST", "STL-10", "digits"]
     diamonds = [c for c in ax.collections if isinstance(c, PathCollection) and len(c.get_offsets()) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -63,6 +64,8 @@ def test_front_page_and_readme_table_are_generated_from_the_run_files():
     assert (ROOT / "results" / "README.md").read_text() == front.markdown_page(entries, skipped)
     assert (ROOT / "results" / "index.html").read_text() == front.html_page(entries, skipped)
     assert (ROOT / "results" / front.FIGURE).exists()
+    targets = set(re.findall(r'(?:href|src)="([^"]+)"', (ROOT / "results" / "index.html").read_text()))
+    assert targets and [t for t in targets if not (ROOT / "results" / t).exists()] == []
 
 
 def test_results_stay_small():
