@@ -200,3 +200,20 @@ def test_a_study_without_evaluated_runs_is_listed_not_tabulated(results):
     page = (results / "README.md").read_text()
     assert "- `half_done/`: holds no evaluated runs" in page
     assert not [r for r in _rows(page) if r[0].startswith("digits")]
+
+
+def test_a_study_written_beside_the_front_page_refreshes_it(results, tmp_path):
+    from sclib.cli import _refresh_front
+
+    results, _, _ = results
+    make_study(results, "cifar20", "cifar20", [0, 1], rng_seed=5)
+    _refresh_front(results / "cifar20", results=False)  # no front page there yet: nothing written
+    assert not (results / "index.html").exists()
+    front.write_front(results)
+    make_study(results, "stl10", "stl10", [0, 1], rng_seed=6)
+    _refresh_front(results / "stl10", results=False)  # as `study --out results/stl10` ends
+    assert "- **STL-10**" not in (results / "README.md").read_text()
+    elsewhere = tmp_path / "runs"
+    make_study(elsewhere, "digits", "digits", [0, 1], rng_seed=7)
+    _refresh_front(elsewhere / "digits", results=True)  # `study --results` always writes one
+    assert front.is_front_page(elsewhere / "index.html")
