@@ -30,6 +30,7 @@ NOT_RUN = {
     "cifar20": "not run yet: it needs a GPU (recipes gpu and seed)",
     "stl10": "not run: the STL-10 pixels are not reachable from this project's machines",
 }
+NOT_RUN_YET = "not run yet"
 NAMES = {**seed_report.TABLE1_NAMES, "fashion_mnist": "Fashion-MNIST", "digits": "digits (scikit-learn)",
          "imagefolder": "image folder"}
 NETWORKS = {"small": "small CNN", "resnet18": "ResNet-18"}
@@ -116,7 +117,7 @@ def results_table(entries: list[Entry], prefix: str = "") -> Table:
             seed = seed_report.as_fractions(seed_report.TABLE1[dataset])
             studied = any(e.dataset == dataset for e in entries)
             rows.append([_name(dataset), SEED_RUN, *(pct(seed[m]) for m in seed_report.METRICS), "", "on a GPU",
-                         "" if studied else NOT_RUN.get(dataset, "not run yet"), ""])
+                         "" if studied else NOT_RUN.get(dataset, NOT_RUN_YET), ""])
             kinds.append("ref")
     return Table(COLUMNS, rows, kinds, align="llrrrrrrll")
 
@@ -131,7 +132,7 @@ def _study_links(entry: Entry, prefix: str) -> tuple[Link, ...]:
 def not_run(entries: list[Entry]) -> list[tuple[str, str]]:
     """(data set, reason) for every row of the seed's Table 1 without a study here."""
     studied = {e.dataset for e in entries}
-    return [(_name(d), NOT_RUN.get(d, "not run yet")) for d in seed_report.TABLE1 if d not in studied]
+    return [(_name(d), NOT_RUN.get(d, NOT_RUN_YET)) for d in seed_report.TABLE1 if d not in studied]
 
 
 @dataclass
