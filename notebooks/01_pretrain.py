@@ -73,7 +73,8 @@ report.final_metrics(runs)
 # panel shows the warm-up and cosine schedule; **clusters used** counts the distinct classes the
 # scored head assigns during training and should stay at the number of classes (dashed line):
 # a drop is the collapse that the column softmax is meant to prevent. **Throughput** is in
-# images per second (each image gives two or more views). One line per seed.
+# images per second (each image gives two or more views). The bold line is the mean over seeds
+# with a band of one standard deviation; each seed is a thin line.
 
 # %%
 history = report.read_history(runs)

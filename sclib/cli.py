@@ -153,6 +153,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     sw.add_argument(
         "--grid", required=True, help="YAML grid: base (shared overrides) and variants (see ablations.yaml)"
     )
+    fr = sub.add_parser("front", help="write the front page results/index.html and results/README.md", epilog=EPILOG,
+                        description="Build the study's front page from the committed study folders: the seed's "
+                                    "Table 1 beside every data set's mean ± std over seeds, the data sets not run, "
+                                    "the ablation grids and a figure; also the results table of the README beside "
+                                    "the results folder (between its markers). Trains nothing.")
+    fr.add_argument("--results", default="results", metavar="DIR", help="folder of study folders (default: results)")
+    fr.add_argument("--readme", metavar="FILE",
+                    help="README whose results table to rewrite (default: the one beside DIR, if it has the markers)")
     return parser
 
 
@@ -220,6 +228,7 @@ def _study(args: argparse.Namespace) -> int:
         folder = run_study(recipe_from_args(args), args.seeds, out, args.param, args.notebooks, args.kernel,
                            note=args.note, log=_log)
     _log(f"study: report in {folder / 'index.html'}, summary in {folder / 'summary.md'}")
+    _refresh_front(folder, args.results)
     return 0
 
 
@@ -229,7 +238,29 @@ def _sweep(args: argparse.Namespace) -> int:
     folder = run_sweep_study(recipe_from_args(args), args.grid, args.seeds, _study_out(args), args.param,
                              args.notebooks, args.kernel, note=args.note, log=_log)
     _log(f"sweep: report in {folder / '06_ablations.html'}")
+    _refresh_front(folder, args.results)
     return 0
+
+
+def _front(args: argparse.Namespace) -> int:
+    from sclib.front import write_front
+
+    for path in write_front(args.results, args.readme):
+        _log(f"front: wrote {os.path.relpath(path)}")
+    return 0
+
+
+def _refresh_front(study: str | os.PathLike[str], results: bool) -> None:
+    """A study written among the committed ones (``--results``, or a folder whose parent already
+    has a front page) appears on the front page at once."""
+    from pathlib import Path
+
+    from sclib.front import is_front_page, write_front
+
+    parent = Path(study).resolve().parent
+    if results or is_front_page(parent / "index.html"):
+        for path in write_front(parent):
+            _log(f"front: wrote {os.path.relpath(path)}")
 
 
 def _study_out(args: argparse.Namespace) -> str:
@@ -239,7 +270,8 @@ def _study_out(args: argparse.Namespace) -> str:
     return f"results/{dataset}" if args.results else f"runs/study/{dataset}"
 
 
-COMMANDS = {"pretrain": _pretrain, "evaluate": _evaluate, "probe": _probe, "study": _study, "sweep": _sweep}
+COMMANDS = {"pretrain": _pretrain, "evaluate": _evaluate, "probe": _probe, "study": _study, "sweep": _sweep,
+            "front": _front}
 
 
 def _table(rows: list[dict[str, typing.Any]], columns: tuple[str, ...]) -> str:

@@ -22,6 +22,7 @@ import io
 import math
 import os
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,12 +30,17 @@ from typing import Any, TypeVar
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
+import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from sclib.tables import Table, pct
+
 __all__ = [
     "ablation_bars",
+    "ablation_heatmap",
+    "acc_against_seed",
     "cluster_grid",
     "cluster_histogram",
     "confusion_matrix_plot",
@@ -253,10 +259,13 @@ def training_curves(history: pd.DataFrame, num_classes: int | None = None) -> Fi
     for ax in axes[len(panels):]:
         fig.delaxes(ax)
     marker = "o" if len(hist) <= 30 else None
-    colours = [_MAIN] if len(runs) == 1 else _palette(len(runs))
+    frame = pd.concat([run.assign(seed=name or "") for name, run in runs], ignore_index=True)
     for ax, (col, title, ylabel) in zip(axes, panels):
-        for (name, run), colour in zip(runs, colours):
-            ax.plot(run["epoch"], run[col], color=colour, marker=marker, label=name)
+        if len(runs) > 1:  # each seed thin, so one that drifts away shows where it starts to
+            sns.lineplot(data=frame, x="epoch", y=col, units="seed", estimator=None, color=_MUTED, lw=0.8,
+                         ax=ax, legend=False)
+        _mean_sd_line(ax, frame, col, _MAIN, marker,
+                      f"mean of {len(runs)} seeds (band: ± sd)" if len(runs) > 1 else None)
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
@@ -270,6 +279,15 @@ def training_curves(history: pd.DataFrame, num_classes: int | None = None) -> Fi
         if ax.get_legend_handles_labels()[0] and (len(runs) > 1 or col == "clusters_used"):
             ax.legend(loc="lower right")
     return fig
+
+
+def _mean_sd_line(ax: Any, frame: pd.DataFrame, y: str, colour: Any, marker: str | None, label: str | None) -> Any:
+    """The mean of ``y`` per epoch over the frame's rows (seeds) with a band of one standard
+    deviation (ddof 1, none for a single seed), drawn by seaborn; returns the mean's line."""
+    before = len(ax.get_lines())
+    sns.lineplot(data=frame, x="epoch", y=y, errorbar="sd", color=colour, marker=marker, markeredgewidth=0,
+                 label=label, legend=False, ax=ax)
+    return ax.get_lines()[before]
 
 
 def _by_seed(frame: pd.DataFrame) -> list[tuple[str | None, pd.DataFrame]]:
@@ -328,16 +346,12 @@ def probe_curves(
     fig = _new_figure(3.8 * len(metrics), 3.0)
     axes = fig.subplots(1, len(metrics), squeeze=False).ravel()
     for ax, metric in zip(axes, metrics):
-        for name, group in groups:
-            g = group.groupby("epoch")[metric].agg(["mean", "std", "count"]).reset_index()
-            seeds = int(g["count"].max())
+        for (name, group), colour in zip(groups, _palette(len(groups))):
+            seeds = int(group.groupby("epoch")[metric].count().max())
             label = (f"{name} probe" if name is not None else "probe") + (
-                f" (mean of {seeds} seeds)" if seeds > 1 else ""
+                f" (mean of {seeds} seeds, band: ± sd)" if seeds > 1 else ""
             )
-            line = ax.plot(g["epoch"], g["mean"], marker="o" if len(g) <= 30 else None, label=label)[0]
-            if seeds > 1:
-                ax.fill_between(g["epoch"], g["mean"] - g["std"], g["mean"] + g["std"], color=line.get_color(),
-                                alpha=0.2, linewidth=0)
+            _mean_sd_line(ax, group, metric, colour, "o" if group["epoch"].nunique() <= 30 else None, label)
         if seed is not None:
             _seed_reference(ax, seed, metric)
         ax.set_title(f"top-{metric[-1]} accuracy")
@@ -394,25 +408,21 @@ def confusion_matrix_plot(
     fig = _new_figure(side + 1.0, side)
     ax = fig.add_subplot()
     ax.grid(False)
-    image = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto",
-                      interpolation="nearest")
-    cbar = fig.colorbar(image, ax=ax, shrink=0.8)
-    cbar.set_label("fraction of true class")
-    _percent_axis(cbar.ax.yaxis)
-    if max(n_rows, n_cols) <= 40:
-        ax.set_xticks(range(n_cols), cluster_names, rotation=45, ha="right",
-                      rotation_mode="anchor")
-        ax.set_yticks(range(n_rows), class_names)
+    is_int = np.issubdtype(cm.dtype, np.integer) or np.all(cm == np.round(cm))
+    annotate = max(n_rows, n_cols) <= annotate_max
+    named = max(n_rows, n_cols) <= 40
+    sns.heatmap(frac, cmap="Blues", vmin=0.0, vmax=1.0, ax=ax, linewidths=0.5, linecolor="white",
+                annot=cm.astype(np.int64) if annotate and is_int else (cm if annotate else False),
+                fmt="d" if is_int else ".2f", annot_kws={"fontsize": 7},
+                xticklabels=cluster_names if named else "auto", yticklabels=class_names if named else "auto",
+                cbar_kws={"shrink": 0.8, "label": "fraction of true class"})
+    _percent_axis(ax.collections[0].colorbar.ax.yaxis)
+    if named:
+        ax.set_xticks(np.arange(n_cols) + 0.5, cluster_names, rotation=45, ha="right", rotation_mode="anchor")
+        ax.set_yticks(np.arange(n_rows) + 0.5, class_names, rotation=0)
     ax.set_xlabel("matched cluster")
     ax.set_ylabel("true class")
     ax.set_title("confusion matrix (colour: row-normalised)")
-    if max(n_rows, n_cols) <= annotate_max:
-        is_int = np.issubdtype(cm.dtype, np.integer) or np.all(cm == np.round(cm))
-        for i in range(n_rows):
-            for j in range(n_cols):
-                text = f"{int(cm[i, j])}" if is_int else f"{cm[i, j]:.2f}"
-                ax.text(j, i, text, ha="center", va="center", fontsize=7,
-                        color="white" if frac[i, j] > 0.5 else "black")
     return fig
 
 
@@ -520,11 +530,10 @@ def cluster_histogram(
     fig = _new_figure(float(np.clip(0.25 * num_clusters + 2.5, 4.5, 12.0)), 3.2)
     ax = fig.add_subplot()
     ax.grid(axis="x", visible=False)
-    ax.bar(np.arange(num_clusters), counts[ids], color=_MAIN, width=0.8)
+    sns.barplot(x=np.arange(num_clusters), y=counts[ids], color=_MAIN, width=0.8, ax=ax)
     ax.axhline(expected, color=_ACCENT, ls="--", lw=1.2, label=f"uniform ({expected:g})")
-    if num_clusters <= 40:
-        ax.set_xticks(np.arange(num_clusters), [str(i) for i in ids],
-                      rotation=0 if num_clusters <= 20 else 90)
+    shown = np.arange(num_clusters)[::max(1, -(-num_clusters // 40))]  # at most 40 labels
+    ax.set_xticks(shown, [str(i) for i in ids[shown]], rotation=0 if len(shown) <= 20 else 90)
     ax.set_xlabel("predicted cluster" + (" (sorted by size)" if order == "size" else ""))
     ax.set_ylabel("samples")
     _integer_axis(ax.yaxis)
@@ -643,6 +652,113 @@ def ablation_bars(
     return fig
 
 
+@_styled
+def ablation_heatmap(
+    table: pd.DataFrame,
+    baseline: str | None = None,
+    metrics: Sequence[str] = ("nmi", "ami", "ari", "acc"),
+    variant_column: str = "variant",
+) -> Figure:
+    """The ablation grid as a heatmap: one row per variant, one column per metric.
+
+    Cells are annotated with the mean (and ``± std`` where a ``{metric}_std`` column has it, in
+    points); with a ``baseline`` the colour is the difference from it in points (red better,
+    blue worse, white equal), so the variants that help stand out across all metrics at once;
+    without one the colour is the value itself.
+    """
+    _require_frame(table, "table", list(metrics))
+    if len(table) == 0:
+        raise ValueError("table is empty; nothing to plot")
+    names = [str(v) for v in (table[variant_column] if variant_column in table.columns else table.index)]
+    if baseline is not None and baseline not in names:
+        raise ValueError(f"baseline {baseline!r} is not one of the variants {names}")
+    values = np.column_stack([100.0 * _check_fractions(table[m].to_numpy(), f"table[{m!r}]",
+                                                       low=-1.0 if m == "ari" else 0.0) for m in metrics])
+    stds = np.column_stack([100.0 * table[f"{m}_std"].to_numpy(dtype=float) if f"{m}_std" in table.columns
+                            else np.full(len(table), np.nan) for m in metrics])
+    notes = np.array([[f"{v:.1f}" + (f" ± {e:.1f}" if np.isfinite(e) else "") for v, e in zip(vr, er)]
+                      for vr, er in zip(values, stds)])
+    fig = _new_figure(2.0 + 1.25 * len(metrics), 0.34 * len(names) + 1.4)
+    ax = fig.add_subplot()
+    ax.grid(False)
+    if baseline is not None:
+        shown = values - values[names.index(baseline)]
+        reach = max(float(np.nanmax(np.abs(shown))), 0.5)
+        style = {"cmap": "RdBu_r", "center": 0.0, "vmin": -reach, "vmax": reach}
+        label, title = f"points against {baseline}", f"ablations (colour: difference from {baseline})"
+    else:
+        shown, style, label, title = values, {"cmap": "Blues"}, "percent", "ablations"
+    with warnings.catch_warnings():  # seaborn 0.13 recentres the colormap with a call newer matplotlib deprecates
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        sns.heatmap(shown, annot=notes, fmt="", annot_kws={"fontsize": 7}, linewidths=0.5, linecolor="white",
+                    xticklabels=[f"{m.upper()} (%)" for m in metrics], yticklabels=names, ax=ax,
+                    cbar_kws={"label": label, "shrink": 0.8}, **style)
+    ax.set_yticks(np.arange(len(names)) + 0.5, names, rotation=0)
+    ax.tick_params(axis="x", top=False, bottom=False)
+    ax.set_title(title)
+    return fig
+
+
+@_styled
+def acc_against_seed(
+    ours: pd.DataFrame,
+    seed: Mapping[str, float],
+    order: Sequence[str] | None = None,
+    metric: str = "acc",
+) -> Figure:
+    """Every data set's score against the seed report's, at one glance (the front page's figure).
+
+    ``ours`` is long form, one row per seed: ``dataset`` and ``metric`` (fractions). Each seed is
+    a dot; their mean and one standard deviation (ddof 1) a bar, as seaborn's ``pointplot``
+    draws them. ``seed`` maps data set names to the seed report's value (fractions), drawn as red
+    diamonds; a data set with a seed value and no runs is marked "not run". ``order`` lists the
+    data sets top to bottom (default: ours, then the seed's).
+    """
+    _require_frame(ours, "ours", ["dataset", metric])
+    _check_fractions(ours[metric], f"ours[{metric!r}]", low=-1.0 if metric == "ari" else 0.0)
+    _check_fractions(list(seed.values()), "seed values")
+    order = [str(n) for n in (order if order is not None else dict.fromkeys([*ours["dataset"], *seed]))]
+    unknown = sorted(set(ours["dataset"]) - set(order))
+    if unknown:
+        raise ValueError(f"data sets {unknown} are in ours but not in order {order}")
+    if not order:
+        raise ValueError("nothing to draw: ours and seed are both empty")
+
+    fig = _new_figure(6.4, 0.42 * len(order) + 1.3)
+    ax = fig.add_subplot()
+    ax.grid(axis="y", visible=False)
+    if len(ours):
+        state = np.random.get_state()  # seaborn jitters with numpy's global generator: fix it, so a
+        np.random.seed(0)  # redrawn figure is the same file and git stays clean
+        try:
+            sns.stripplot(data=ours, x=metric, y="dataset", order=order, color=_MUTED, size=4, jitter=0.15, ax=ax,
+                          zorder=1)
+        finally:
+            np.random.set_state(state)
+        sns.pointplot(data=ours, x=metric, y="dataset", order=order, errorbar="sd", color=_MAIN, linestyle="none",
+                      marker="o", markersize=5, capsize=0.3, err_kws={"linewidth": 1.4}, ax=ax, zorder=3)
+    ax.set_yticks(range(len(order)), order)
+    ax.set_ylim(len(order) - 0.5, -0.5)
+    where = {name: i for i, name in enumerate(order)}
+    named = [n for n in order if n in seed]
+    ax.scatter([seed[n] for n in named], [where[n] for n in named], marker="D", s=30, color=_ACCENT, zorder=4)
+    ran = set(ours["dataset"])
+    for n in named:
+        if n not in ran:
+            ax.annotate("not run here", (seed[n], where[n]), xytext=(8, 0), textcoords="offset points",
+                        va="center", fontsize=8, color="0.35")
+    ax.set_xlim(0.0, 1.0)
+    _percent_axis(ax.xaxis)
+    ax.set_xlabel(f"{metric.upper()} on the test split (%)")
+    ax.set_ylabel("")
+    ax.legend(handles=[
+        Line2D([], [], ls="none", marker="o", color=_MAIN, label="this study: mean ± sd over seeds"),
+        Line2D([], [], ls="none", marker="o", color=_MUTED, label="one seed"),
+        Line2D([], [], ls="none", marker="D", color=_ACCENT, label="seed report, Table 1"),
+    ], loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=3, borderaxespad=0.2)
+    return fig
+
+
 def metrics_table_markdown(
     rows: Mapping[str, Mapping[str, float]],
     columns: Sequence[str] = ("nmi", "ami", "ari", "acc"),
@@ -657,23 +773,18 @@ def metrics_table_markdown(
         raise ValueError("rows is empty; pass {row name: {metric: fraction}}")
     if not columns:
         raise ValueError("columns is empty; name at least one metric")
-    lines = [
-        "| " + " | ".join([label, *(c.upper() for c in columns)]) + " |",
-        "|" + "|".join(["---"] + ["---:"] * len(columns)) + "|",
-    ]
+    body = []
     for name, values in rows.items():
         if not isinstance(values, Mapping):
             raise ValueError(f"rows[{name!r}] must be a dict of metric -> fraction")
         cells = []
         for col in columns:
             value = values.get(col)
-            if value is None or not np.isfinite(float(value)):
-                cells.append("n/a")
-                continue
-            _check_fractions(value, f"rows[{name!r}][{col!r}]", low=-1.0)
-            cells.append(f"{100.0 * float(value):.2f}")
-        lines.append("| " + " | ".join([str(name), *cells]) + " |")
-    return "\n".join(lines) + "\n"
+            if value is not None and np.isfinite(float(value)):
+                _check_fractions(value, f"rows[{name!r}][{col!r}]", low=-1.0)
+            cells.append(pct(None if value is None else float(value)))
+        body.append([str(name), *cells])
+    return Table([label, *(c.upper() for c in columns)], body).markdown()
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from sclib.files import read_json, write_text
 from sclib.probe import KNN_K
 from sclib.report import run_warnings
 from sclib.runs import RunPaths, run_folders
+from sclib.tables import Table, mean_std, pct
 
 STYLESHEET = "style.css"
 NOTEBOOKS = ("01_pretrain", "02_linear_probe", "03_clustering_metrics", "04_embeddings", "05_cluster_images",
@@ -29,7 +30,8 @@ NOTEBOOKS = ("01_pretrain", "02_linear_probe", "03_clustering_metrics", "04_embe
 # What each figure shows, by its stable file name.
 CAPTIONS = {
     "fig1_training": "Fig. 1. Training: loss, learning rate, clusters the scored head uses (dashed: the number of "
-                     "classes) and throughput, per epoch, one line per seed.",
+                     "classes) and throughput, per epoch: the mean over seeds with a band of one standard "
+                     "deviation, each seed as a thin line.",
     "fig2_probe": "Fig. 2. Linear and kNN probes on frozen backbone features against pre-training epochs "
                   "(mean over seeds, band: one standard deviation).",
     "confusion": "True class against the matched cluster of the scored head (Hungarian matching), coloured by the "
@@ -44,6 +46,8 @@ CAPTIONS = {
     "fig4b_histogram": "Fig. 4b. Eval images per predicted cluster against the uniform count (dashed).",
     "fig5_ablations": "Ablations: ACC per variant (mean over seeds, bars: one standard deviation); the base recipe "
                       "is highlighted.",
+    "fig5_ablations_grid": "Ablations: every metric per variant (mean ± std over seeds, percent), coloured by the "
+                           "difference from the base recipe in points (red better, blue worse).",
     "fig5_ablations_nmi": "Ablations: NMI per variant.",
 }
 
@@ -61,7 +65,11 @@ figure{display:inline-block;vertical-align:top;width:30em;max-width:100%;margin:
 figure img{max-width:100%} figcaption{font-size:.88em;color:#444}
 dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em} dt{font-weight:600}
 img{max-width:100%}
+td.l,th.l{text-align:left} td.r,th.r{text-align:right}
 .nav{font-size:.9em}
+body.front{max-width:84em} body.front table{font-size:.86em} body.front td:not(.l):not(:first-child){white-space:nowrap}
+body.front td:nth-child(2){min-width:10em}
+figure.wide{display:block;width:44em}
 /* notebook pages (nbconvert's basic template) */
 .input_area pre,.output_area pre{background:#f6f8fa;padding:.6em;overflow-x:auto;font-size:.85em}
 .output_stderr pre{background:#fdf2f2}
@@ -79,37 +87,6 @@ def write_stylesheet(folder: Path) -> Path:
     if not target.exists() or target.read_text() != CSS:
         write_text(target, CSS)
     return target
-
-
-# ----------------------------------------------------------------------------------------------
-# A table model rendered as Markdown and as HTML
-
-
-@dataclass
-class Table:
-    columns: list[str]
-    rows: list[list[str]]
-    kinds: list[str]  # per row: "" | "mean" | "ref"
-
-    def markdown(self) -> str:
-        rule = "|" + "|".join(["---"] + ["---:"] * (len(self.columns) - 1)) + "|"
-        lines = ["| " + " | ".join(self.columns) + " |", rule]
-        for row, kind in zip(self.rows, self.kinds):
-            cells = [f"**{c}**" if kind == "mean" and c else c for c in row]
-            lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines) + "\n"
-
-    def html(self) -> str:
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
-        body = "".join(f'<tr class="{k}">' + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-                       for row, k in zip(self.rows, self.kinds))
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _pct(value: float | None, std: float | None = None) -> str:
-    if value is None or not np.isfinite(value):
-        return "n/a"
-    return f"{100 * value:.2f}" + (f" ± {100 * std:.2f}" if std is not None and np.isfinite(std) else "")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -149,17 +126,17 @@ def clustering_table(study: Study) -> Table:
     rows, kinds = [], []
     for (cfg, _), rep in zip(study.runs, study.reports):
         head = rep["heads"][rep["evaluated_head"]]
-        rows.append([f"seed {cfg.seed}", *(_pct(head[m]) for m in metrics)])
+        rows.append([f"seed {cfg.seed}", *(pct(head[m]) for m in metrics)])
         kinds.append("")
     if len(study.reports) > 1:
         scored = [r["heads"][r["evaluated_head"]] for r in study.reports]
         rows.append([f"mean ± std over {len(scored)} seeds",
-                     *(_pct(np.mean([h[m] for h in scored]), np.std([h[m] for h in scored], ddof=1)) for m in metrics)])
+                     *(pct(*mean_std([h[m] for h in scored])) for m in metrics)])
         kinds.append("mean")
     for key, label in (("kmeans_features", "k-means on backbone features"), ("kmeans_pixels", "k-means on pixels")):
         values = [r[key] for r in study.reports]  # a skipped baseline's metrics are None
         rows.append([label + (" (mean over seeds)" if len(values) > 1 else ""),
-                     *(_pct(float(np.mean(np.array([v[m] for v in values], dtype=float)))) for m in metrics)])
+                     *(pct(float(np.mean(np.array([v[m] for v in values], dtype=float)))) for m in metrics)])
         kinds.append("ref")
     found = seed_report.table1_row(study.dataset)
     if found is not None:
@@ -178,7 +155,7 @@ def heads_table(study: Study) -> Table:
         mark = " (scored)" if i == first["evaluated_head"] else ""
         rows.append([f"head {i}: {h['head_size']} clusters{mark}",
                      f"{np.mean([p['clusters_used'] for p in per_seed]):.1f}",
-                     *(_pct(float(np.mean([p[m] for p in per_seed]))) for m in seed_report.METRICS)])
+                     *(pct(float(np.mean([p[m] for p in per_seed]))) for m in seed_report.METRICS)])
     return Table(["head", "clusters used", "NMI", "AMI", "ARI", "ACC"], rows, [""] * len(rows))
 
 
@@ -196,7 +173,7 @@ def probe_table(study: Study) -> Table | None:
         voters = f" ({s.get('k', KNN_K)} neighbours)" if name == "knn" else ""
         what = f"{name}" + (f" ({epochs} epochs)" if epochs else voters)
         rows.append([what, str(s["epoch"]), str(s["seeds"]),
-                     _pct(s["top1"], s["top1_std"]), _pct(s["top3"], s["top3_std"])])
+                     pct(s["top1"], s["top1_std"]), pct(s["top3"], s["top3_std"])])
     return Table(["probe", "pre-training epoch", "seeds", "top-1", "top-3"], rows, [""] * len(rows))
 
 
@@ -219,7 +196,7 @@ def provenance(study: Study, times: dict[str, float] | None = None) -> list[tupl
     dirty = any(p.get("git_dirty") for p in starts)
     started = min((p["started"] for p in provs if p.get("started")), default="?")
     finished = max((p["finished"] for p in provs if p.get("finished")), default="?")
-    minutes = [sum(_history_seconds(p)) / 60 for _, p in study.runs]
+    minutes = training_minutes(study)
     pairs = [
         ("recipe", f"{cfg.preset} ({cfg.backbone}, {cfg.epochs} epochs, batch {cfg.batch_size}, image size "
                    f"{cfg.image_size}, heads {cfg.heads})"),
@@ -245,13 +222,19 @@ def provenance(study: Study, times: dict[str, float] | None = None) -> list[tupl
     return pairs
 
 
-def _history_seconds(paths: RunPaths) -> list[float]:
+def training_minutes(study: Study) -> list[float]:
+    """Per seed, the minutes its epochs took (the sum of history.csv's ``seconds``; 0 without them).
+
+    Epoch times leave out start-up, evaluation and probes: the cost of training, comparable
+    across machines that report differently.
+    """
     import pandas as pd
 
-    if not paths.history.exists():
-        return []
-    history = pd.read_csv(paths.history)
-    return list(history["seconds"]) if "seconds" in history else []
+    minutes = []
+    for _, paths in study.runs:
+        history = pd.read_csv(paths.history) if paths.history.exists() else pd.DataFrame()
+        minutes.append(float(history["seconds"].sum()) / 60 if "seconds" in history else 0.0)
+    return minutes
 
 
 def run_links(study: Study) -> list[tuple[str, str]]:

@@ -16,6 +16,7 @@ from sclib import seed as seed_report
 from sclib.config import Config, ConfigError, Recipe
 from sclib.files import read_json, write_json
 from sclib.runs import RunPaths, seed_folder
+from sclib.tables import Link, Table, pct
 
 # The grid notebook 06 builds when it finds no sweep: three variants that finish in a minute.
 TINY_GRID: dict[str, Any] = {
@@ -131,7 +132,7 @@ def run_sweep(recipe: Recipe, grid: str | Path | dict[str, Any] | None, sweep_di
 
 
 def ablation_table(sweep_dir: str | Path):
-    """One row per variant with finished seeds: mean and std of each metric (fractions), the
+    """One row per variant with finished seeds: its folder, the mean and std of each metric (fractions), the
     seeds' ACC values, and the seed report's ACC for the same variant."""
     import pandas as pd
 
@@ -149,7 +150,8 @@ def ablation_table(sweep_dir: str | Path):
         if not found:
             continue
         seed_row = seed_report.TABLE2.get(v["name"], {})
-        row = {"variant": v["name"], "seeds": len(found), "epochs": int(found[0].get("epoch", 0)),
+        row = {"variant": v["name"], "folder": v["folder"], "seeds": len(found),
+               "epochs": int(found[0].get("epoch", 0)),
                "acc_per_seed": [float(m["acc"]) for m in found],
                "seed_acc": seed_row["acc"] / 100.0 if seed_row else float("nan")}
         for k in seed_report.METRICS:
@@ -162,21 +164,21 @@ def ablation_table(sweep_dir: str | Path):
     return pd.DataFrame(rows)
 
 
-def _pm(mean: float, std: float) -> str:
-    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if np.isfinite(std) else "")
+def ablation_rows(table, link=None) -> Table:
+    """The sweep in the layout of the seed's Table 2 (percent, mean ± std over seeds), with the
+    seed's STL-10 ACC; ``link(variant folder name)`` turns the variant names into links."""
+    rows = []
+    for _, r in table.iterrows():
+        name = r["variant"] if link is None else Link(r["variant"], link(r["folder"]))
+        rows.append([name, str(int(r["seeds"])), *(pct(r[k], r[f"{k}_std"]) for k in seed_report.METRICS),
+                     ", ".join(f"{100 * a:.1f}" for a in r["acc_per_seed"]), pct(r["seed_acc"])])
+    return Table(["variant", "seeds", "NMI", "AMI", "ARI", "ACC", "ACC per seed", "seed ACC (STL-10, 300 ep)"],
+                 rows, align="lrrrrrlr")
 
 
 def ablation_markdown(table) -> str:
-    """The sweep in the layout of the seed's Table 2 (percent, mean ± std over seeds), with the seed's STL-10 ACC."""
-    lines = ["| variant | seeds | NMI | AMI | ARI | ACC | ACC per seed | seed ACC (STL-10, 300 ep) |",
-             "|---|---:|---:|---:|---:|---:|---|---:|"]
-    for _, r in table.iterrows():
-        seed_acc = "n/a" if not np.isfinite(r["seed_acc"]) else f"{100 * r['seed_acc']:.2f}"
-        per_seed = ", ".join(f"{100 * a:.1f}" for a in r["acc_per_seed"])
-        lines.append(f"| {r['variant']} | {int(r['seeds'])} | "
-                     + " | ".join(_pm(r[k], r[f"{k}_std"]) for k in seed_report.METRICS)
-                     + f" | {per_seed} | {seed_acc} |")
-    return "\n".join(lines) + "\n"
+    """:func:`ablation_rows` as Markdown (notebook 06)."""
+    return ablation_rows(table).markdown()
 
 
 def seed_table2_markdown() -> str:

@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.collections import PathCollection
+from matplotlib.collections import PathCollection, PolyCollection, QuadMesh
 from matplotlib.figure import Figure
-from matplotlib.image import AxesImage
 from matplotlib.patches import Rectangle
 
 from sclib import plots
@@ -83,6 +82,30 @@ def test_training_curves_one_panel_per_present_column_and_class_line():
     assert all(ax.get_xlabel() == "epoch" for ax in fig.axes)
 
 
+def _band(ax) -> dict[float, tuple[float, float]]:
+    """The ± sd band seaborn draws: per x, the lowest and highest y of the filled polygon."""
+    (band,) = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    xy = np.concatenate([p.vertices for p in band.get_paths()])
+    return {float(x): (xy[xy[:, 0] == x, 1].min(), xy[xy[:, 0] == x, 1].max()) for x in np.unique(xy[:, 0])}
+
+
+def test_training_curves_over_seeds_mean_line_sd_band_and_each_seed_thin():
+    rng = np.random.default_rng(4)
+    history = pd.DataFrame({"epoch": np.tile([1, 2, 3, 4], 3), "seed": np.repeat([0, 1, 2], 4),
+                            "loss": rng.uniform(1.0, 3.0, 12)})
+    ax = plots.training_curves(history).axes[0]
+    stats = history.groupby("epoch")["loss"].agg(["mean", lambda v: np.std(v, ddof=1)])
+    mean = next(ln for ln in ax.get_lines() if ln.get_label().startswith("mean of 3 seeds"))
+    np.testing.assert_allclose(mean.get_ydata(), stats["mean"])
+    for epoch, (lo, hi) in _band(ax).items():
+        np.testing.assert_allclose([lo, hi], [stats.loc[epoch, "mean"] - stats.iloc[:, 1][epoch],
+                                              stats.loc[epoch, "mean"] + stats.iloc[:, 1][epoch]])
+    thin = [ln for ln in ax.get_lines() if ln is not mean]
+    assert sorted(tuple(ln.get_ydata()) for ln in thin) == sorted(
+        tuple(g.sort_values("epoch")["loss"]) for _, g in history.groupby("seed"))
+    assert ax.get_legend() is not None
+
+
 def test_training_curves_skips_missing_columns_and_four_panels_fit_a_grid():
     assert len(plots.training_curves(pd.DataFrame({"epoch": [1], "loss": [1.0]})).axes) == 1
     full = pd.DataFrame({"epoch": [1, 2], "loss": [2.0, 1.0], "lr": [0.1, 0.2],
@@ -143,6 +166,18 @@ def test_probe_curves_two_percent_panels_one_line_per_probe_and_seed_reference()
     assert len(_hlines_at(top3_ax, 0.85)) == 1
     # percent axis: a fraction of 0.5 is labelled 50%
     assert top1_ax.yaxis.get_major_formatter()(0.5, 0) == "50%"
+
+
+def test_probe_curves_over_seeds_mean_and_sd_band():
+    df = pd.DataFrame({"epoch": [10, 20, 10, 20, 10, 20], "top1": [0.5, 0.6, 0.52, 0.66, 0.49, 0.61],
+                       "seed": [0, 0, 1, 1, 2, 2]})
+    ax = plots.probe_curves(df).axes[0]
+    (line,) = ax.get_lines()
+    assert line.get_label() == "probe (mean of 3 seeds, band: ± sd)"
+    np.testing.assert_allclose(line.get_ydata(), [np.mean([0.5, 0.52, 0.49]), np.mean([0.6, 0.66, 0.61])])
+    lo, hi = _band(ax)[20.0]
+    sd = np.std([0.6, 0.66, 0.61], ddof=1)
+    np.testing.assert_allclose([lo, hi], [line.get_ydata()[1] - sd, line.get_ydata()[1] + sd])
 
 
 def test_probe_curves_seed_curve_and_single_metric():
@@ -214,9 +249,9 @@ def test_confusion_matrix_row_normalised_colours_and_count_annotations():
     cm = np.array([[8, 2, 0], [1, 1, 0], [0, 0, 0]])  # last class absent: must not divide by 0
     fig = plots.confusion_matrix_plot(cm, ["a", "b", "c"])
     ax = fig.axes[0]
-    images = [im for im in ax.get_images() if isinstance(im, AxesImage)]
-    assert len(images) == 1
-    shown = np.asarray(images[0].get_array())
+    meshes = [m for m in ax.collections if isinstance(m, QuadMesh)]  # seaborn's heatmap
+    assert len(meshes) == 1
+    shown = np.asarray(meshes[0].get_array()).reshape(3, 3)
     expected = np.array([[0.8, 0.2, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 0.0]])
     np.testing.assert_allclose(shown, expected)
     texts = sorted(t.get_text() for t in ax.texts)
@@ -414,6 +449,57 @@ def test_ablation_bars_uses_index_and_rejects_bad_input():
         plots.ablation_bars(table, metric="nmi")
     with pytest.raises(ValueError, match="divide them by 100"):
         plots.ablation_bars(pd.DataFrame({"acc": [50.3]}, index=["base"]))
+
+
+def test_ablation_heatmap_colours_the_difference_from_base_and_writes_mean_and_std():
+    table = pd.DataFrame({"variant": ["base", "batch 128", "heads 1 x 10"], "acc": [0.60, 0.63, 0.55],
+                          "acc_std": [0.01, 0.02, float("nan")], "nmi": [0.5, 0.49, 0.52]})
+    fig = plots.ablation_heatmap(table, baseline="base", metrics=("nmi", "acc"))
+    ax = fig.axes[0]
+    (mesh,) = [m for m in ax.collections if isinstance(m, QuadMesh)]
+    np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(3, 2), [[0, 0], [-1, 3], [2, -5]], atol=1e-9)
+    assert [t.get_text() for t in ax.texts] == ["50.0", "60.0 ± 1.0", "49.0", "63.0 ± 2.0", "52.0", "55.0"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["base", "batch 128", "heads 1 x 10"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["NMI (%)", "ACC (%)"]
+    lo, hi = mesh.get_clim()
+    assert lo == pytest.approx(-5) and hi == pytest.approx(5)  # centred: no change is white
+    plain = plots.ablation_heatmap(table, metrics=("acc",)).axes[0]
+    np.testing.assert_allclose(np.asarray(plain.collections[0].get_array()).ravel(), [60, 63, 55])
+    with pytest.raises(ValueError, match="baseline 'x'"):
+        plots.ablation_heatmap(table, baseline="x", metrics=("acc",))
+    with pytest.raises(ValueError, match="divide them by 100"):
+        plots.ablation_heatmap(pd.DataFrame({"variant": ["a"], "acc": [60.0]}), metrics=("acc",))
+
+
+def test_acc_against_seed_means_sd_bars_and_seed_diamonds():
+    ours = pd.DataFrame({"dataset": ["MNIST"] * 3 + ["digits"] * 2, "seed": [0, 1, 2, 0, 1],
+                         "acc": [0.97, 0.98, 0.99, 0.90, 0.92]})
+    seed = {"MNIST": 0.819, "STL-10": 0.518}
+    before = np.random.get_state()[1].copy()
+    fig = plots.acc_against_seed(ours, seed, order=["MNIST", "STL-10", "digits"])
+    np.testing.assert_array_equal(np.random.get_state()[1], before)  # the caller's global generator untouched
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["MNIST", "STL-10", "digits"]
+    diamonds = [c for c in ax.collections if isinstance(c, PathCollection) and len(c.get_offsets()) == 2
+                and mcolors.to_hex(c.get_facecolor()[0]) == mcolors.to_hex(plots._ACCENT)]
+    np.testing.assert_allclose(diamonds[0].get_offsets(), [[0.819, 0], [0.518, 1]])
+    # pointplot's mean markers and ± sd bars (a horizontal line per data set at its row)
+    points = next(ln for ln in ax.get_lines() if ln.get_marker() == "o")
+    means = {round(float(y)): float(x) for x, y in zip(points.get_xdata(), points.get_ydata())}
+    assert means[0] == pytest.approx(0.98) and means[2] == pytest.approx(0.91) and np.isnan(means[1])
+    bars = [np.asarray(ln.get_xdata(), dtype=float) for ln in ax.get_lines() if ln is not points]
+    rows = [round(float(np.nanmean(ln.get_ydata()))) for ln in ax.get_lines() if ln is not points]
+    spans = {row: [np.nanmin(x), np.nanmax(x)] for row, x in zip(rows, bars) if np.isfinite(x).any()}
+    for row, values in ((0, [0.97, 0.98, 0.99]), (2, [0.90, 0.92])):
+        sd = np.std(values, ddof=1)
+        np.testing.assert_allclose(spans[row], [np.mean(values) - sd, np.mean(values) + sd])
+    assert 1 not in spans  # STL-10 has no runs: no bar
+    assert [t.get_text() for t in ax.texts] == ["not run here"]  # STL-10: the seed's value only
+    assert ax.xaxis.get_major_formatter()(0.5, 0) == "50%"
+    with pytest.raises(ValueError, match="divide them by 100"):
+        plots.acc_against_seed(ours.assign(acc=ours["acc"] * 100), seed)
+    with pytest.raises(ValueError, match="not in order"):
+        plots.acc_against_seed(ours, seed, order=["MNIST"])
 
 
 # ---------------------------------------------------------------------------- markdown table

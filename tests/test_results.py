@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -49,6 +50,22 @@ def test_summary_and_readme_quote_the_run_files(study):
     for name in ("index.html", "style.css", "requirements.lock.txt", "01_pretrain.html", "05_cluster_images.html"):
         assert (study / name).exists(), (study.name, name)
     assert not [p for p in _tracked(study) if p.suffix in (".pt", ".npz")]
+
+
+def test_front_page_and_readme_table_are_generated_from_the_run_files():
+    """The README's results table, results/index.html and results/README.md are what
+    ``python -m sclib front`` writes from the committed studies now (rerun it after a study)."""
+    from sclib import front
+
+    entries, skipped = front.find_studies(ROOT / "results")
+    assert {e.folder for e in entries} == {p.name for p in STUDIES} and not skipped
+    readme = (ROOT / "README.md").read_text()
+    assert front.readme_block(entries) in readme, "README's results table is stale: run python -m sclib front"
+    assert (ROOT / "results" / "README.md").read_text() == front.markdown_page(entries, skipped)
+    assert (ROOT / "results" / "index.html").read_text() == front.html_page(entries, skipped)
+    assert (ROOT / "results" / front.FIGURE).exists()
+    targets = set(re.findall(r'(?:href|src)="([^"]+)"', (ROOT / "results" / "index.html").read_text()))
+    assert targets and [t for t in targets if not (ROOT / "results" / t).exists()] == []
 
 
 def test_results_stay_small():

@@ -1,0 +1,295 @@
+"""The study's front page: ``results/index.html`` and its Markdown twin ``results/README.md``.
+
+One page for a reader of the reproducibility study: the seed report's Table 1 with our mean ± std
+over seeds beside each of its rows, how every row was obtained (recipe, network, device, training
+minutes, seeds, where the data came from), the data sets not run and why, the ablation grids,
+and one figure of every data set's ACC against the seed's. Everything is read from the committed
+study folders (``results/<name>/study.json``, ``run/seed<N>/``, ``sweep/``), so a new study folder
+(CIFAR-10 from a GPU machine, say) shows up on the next ``python -m sclib front``. The
+repository README quotes the same table between two markers, written by the same function.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from sclib import seed as seed_report
+from sclib.config import ConfigError
+from sclib.files import read_json, write_text
+from sclib.summary import STYLESHEET, Study, load_study, run_links, training_minutes, write_stylesheet
+from sclib.tables import Link, Table, mean_std, pct
+
+# Why a data set of the seed's Table 1 has no study folder yet (shown until one appears).
+NOT_RUN = {
+    "cifar10": "not run yet: it needs a GPU (recipes gpu and seed)",
+    "cifar20": "not run yet: it needs a GPU (recipes gpu and seed)",
+    "stl10": "not run: the STL-10 pixels are not reachable from this project's machines",
+}
+NOT_RUN_YET = "not run yet"
+NAMES = {**seed_report.TABLE1_NAMES, "fashion_mnist": "Fashion-MNIST", "digits": "digits (scikit-learn)",
+         "imagefolder": "image folder"}
+NETWORKS = {"small": "small CNN", "resnet18": "ResNet-18"}
+SEED_RUN = f"seed report: ResNet-18, {seed_report.TABLE1_EPOCHS} epochs"
+FIGURE = "figures/acc_vs_seed.png"
+CAPTION = ("ACC on the test split, percent. Dots: this study's seeds, with their mean and a bar of one standard "
+           f"deviation; red diamonds: the seed report's Table 1 (ResNet-18, {seed_report.TABLE1_EPOCHS} epochs). "
+           "Our rows are short CPU recipes unless the table says otherwise: the comparison shows where the method "
+           "stands on a small budget, not a like-for-like reproduction.")
+GENERATOR = '<meta name="generator" content="sclib front">'
+ALT = "ACC per data set against the seed report"
+MARK_BEGIN = "<!-- results table: written by `python -m sclib front` from results/; do not edit by hand -->"
+MARK_END = "<!-- end of results table -->"
+COLUMNS = ["data set", "run", "NMI", "AMI", "ARI", "ACC", "seeds", "training per seed", "data", "files"]
+
+
+@dataclass
+class Entry:
+    """One evaluated study folder under the results folder."""
+
+    folder: str  # its name, relative to the results folder
+    study: Study
+
+    @property
+    def dataset(self) -> str:
+        return self.study.dataset
+
+    def scored(self, metric: str) -> list[float]:
+        """The scored head's ``metric`` of every seed (fractions)."""
+        return [float(r["heads"][r["evaluated_head"]][metric]) for r in self.study.reports]
+
+
+def find_studies(results: str | Path) -> tuple[list[Entry], list[tuple[str, str]]]:
+    """Evaluated study folders (those with a study.json), and (folder, why) for the others."""
+    entries, skipped = [], []
+    for info in sorted(Path(results).glob("*/study.json")):
+        study = load_study(info.parent)
+        if study is None or not study.reports:
+            skipped.append((info.parent.name, "holds no evaluated runs (no run/seed<N>/eval.json)"))
+        else:
+            entries.append(Entry(info.parent.name, study))
+    return entries, skipped
+
+
+def _order(entries: list[Entry]) -> list[str]:
+    """Data sets in the seed's Table 1 order, then the others this study ran, by name."""
+    ours = sorted({e.dataset for e in entries} - set(seed_report.TABLE1))
+    return [*seed_report.TABLE1, *ours]
+
+
+def _name(dataset: str) -> str:
+    return NAMES.get(dataset, dataset)
+
+
+def _run(entry: Entry) -> str:
+    cfg = entry.study.runs[0][0]
+    split = entry.study.reports[0].get("split", "test")
+    return (f"{cfg.preset}: {NETWORKS.get(cfg.backbone, cfg.backbone)}, {cfg.image_size} px, {cfg.epochs} epochs"
+            + ("" if split == "test" else f" (scored on the {split} split)"))
+
+
+def _device(entry: Entry) -> str:
+    prov = read_json(entry.study.runs[0][1].config).get("provenance", {})
+    world = int(prov.get("world_size", 1))
+    return str(prov.get("device", "unknown")) + (f" x {world}" if world > 1 else "")
+
+
+def results_table(entries: list[Entry], prefix: str = "") -> Table:
+    """Table 1 beside ours: per data set our studies (mean ± std over seeds) and the seed's row (muted).
+
+    ``prefix`` is the results folder as the page's links see it ("" on the front page,
+    "results/" in the repository README).
+    """
+    rows, kinds = [], []
+    for dataset in _order(entries):
+        for entry in (e for e in entries if e.dataset == dataset):
+            minutes, _ = mean_std(training_minutes(entry.study))
+            rows.append([_name(dataset), _run(entry), *(pct(*mean_std(entry.scored(m))) for m in seed_report.METRICS),
+                         str(len(entry.study.reports)), f"{minutes:.1f} min on {_device(entry)}",
+                         str(entry.study.info.get("note") or ""),
+                         _study_links(entry, prefix)])
+            kinds.append("")
+        if dataset in seed_report.TABLE1:
+            seed = seed_report.as_fractions(seed_report.TABLE1[dataset])
+            studied = any(e.dataset == dataset for e in entries)
+            rows.append([_name(dataset), SEED_RUN, *(pct(seed[m]) for m in seed_report.METRICS), "", "on a GPU",
+                         "" if studied else NOT_RUN.get(dataset, NOT_RUN_YET), ""])
+            kinds.append("ref")
+    return Table(COLUMNS, rows, kinds, align="llrrrrrrll")
+
+
+def _study_links(entry: Entry, prefix: str) -> tuple[Link, ...]:
+    """The study's pages that exist (a study stopped by a failing notebook has no summary.md)."""
+    pages = (("study", "index.html"), ("summary", "summary.md"), ("Table 2", "06_ablations.html"))
+    return tuple(Link(text, f"{prefix}{entry.folder}/{name}") for text, name in pages
+                 if (entry.study.out / name).exists())
+
+
+def not_run(entries: list[Entry]) -> list[tuple[str, str]]:
+    """(data set, reason) for every row of the seed's Table 1 without a study here."""
+    studied = {e.dataset for e in entries}
+    return [(_name(d), NOT_RUN.get(d, NOT_RUN_YET)) for d in seed_report.TABLE1 if d not in studied]
+
+
+@dataclass
+class Ablations:
+    """One study's ablation sweep, tabulated like the seed's Table 2."""
+
+    entry: Entry
+    table: Table
+    epochs: int
+    links: list[Link]
+
+
+def ablations(entries: list[Entry], prefix: str = "") -> list[Ablations]:
+    from sclib.sweep import ablation_rows, ablation_table
+
+    found = []
+    for entry in entries:
+        sweep = entry.study.out / "sweep"
+        if not (sweep / "sweep.json").exists():
+            continue
+        frame = ablation_table(sweep)
+        base = f"{prefix}{entry.folder}"
+        links = [Link("notebook 06 (page)", f"{base}/06_ablations.html")] if (
+            entry.study.out / "06_ablations.html").exists() else []
+        links += [Link(f"figure: {p.stem.replace('_', ' ')}", f"{base}/sweep/figures/{p.name}")
+                  for p in sorted((sweep / "figures").glob("*.png"))]
+        links.append(Link("sweep.json (the grid)", f"{base}/sweep/sweep.json"))
+        found.append(Ablations(entry, ablation_rows(frame, link=lambda folder, b=base: f"{b}/sweep/{folder}/"),
+                               int(frame["epochs"].max()), links))
+    return found
+
+
+def acc_frame(entries: list[Entry]) -> pd.DataFrame:
+    """Long form, one row per seed: ``dataset`` (display name), ``seed``, ``acc`` (fraction)."""
+    rows = [{"dataset": _name(e.dataset) + ("" if len([x for x in entries if x.dataset == e.dataset]) == 1
+                                            else f" ({e.folder})"), "seed": cfg.seed, "acc": acc}
+            for e in entries for (cfg, _), acc in zip(e.study.runs, e.scored("acc"))]
+    return pd.DataFrame(rows, columns=["dataset", "seed", "acc"])
+
+
+def acc_figure(entries: list[Entry]):
+    """Every data set's ACC against the seed's Table 1 row (``plots.acc_against_seed``)."""
+    from sclib import plots
+
+    ours = acc_frame(entries)
+    order = [*dict.fromkeys([*(_name(d) for d in seed_report.TABLE1), *ours["dataset"]])]
+    seed = {_name(d): row["acc"] / 100 for d, row in seed_report.TABLE1.items()}
+    return plots.acc_against_seed(ours, seed, order=order)
+
+
+# ----------------------------------------------------------------------------------------------
+# The pages
+
+
+def _file_lines(entries: list[Entry], prefix: str) -> list[tuple[str, list[Link]]]:
+    """Per study, the files behind its row (config, history, metrics, eval, probe of every seed)."""
+    return [(f"{_name(e.dataset)} ({e.folder}/)", [Link(label, f"{prefix}{e.folder}/{path}")
+                                                    for label, path in run_links(e.study)]) for e in entries]
+
+
+INTRO = (f"Clustering of the scored head on each data set's test split, in percent: mean ± standard deviation "
+         f"over seeds, beside the seed report's Table 1 ({SEED_RUN.split(': ', 1)[1]}, on a GPU). A "
+         "row says how it was obtained: the recipe and network, the device, the training time per seed (the sum of "
+         "its epoch times), the number of seeds and where the data came from.")
+REGENERATE = ("Regenerate this page (and the README's results table) from the study folders with "
+              "`python -m sclib front`; `python -m sclib study --results` does it after each study.")
+
+
+def markdown_page(entries: list[Entry], skipped: list[tuple[str, str]]) -> str:
+    lines = ["# Self-Classifier on small image data sets: the results", "", INTRO, "",
+             results_table(entries).markdown(), f"![{ALT}]({FIGURE})", "", f"*{CAPTION}*", ""]
+    lines += ["## Data sets not run", ""] + [f"- **{name}**: {why}" for name, why in not_run(entries)]
+    lines += [f"- `{folder}/`: {why}" for folder, why in skipped] + [""]
+    for ab in ablations(entries):
+        lines += [f"## Ablations on {_name(ab.entry.dataset)} (the seed's Table 2 grid, {ab.epochs} epochs)", "",
+                  "Percent, mean ± std over seeds; the last column is the seed's ACC for the same variant on "
+                  "STL-10 after 300 epochs.", "", ab.table.markdown(),
+                  ", ".join(f"[{link.text}]({link.href})" for link in ab.links), ""]
+    lines += ["## Run files", ""]
+    lines += [f"- {what}: " + ", ".join(f"[{link.text}]({link.href})" for link in links)
+              for what, links in _file_lines(entries, "")]
+    lines += ["", REGENERATE, ""]
+    return "\n".join(lines)
+
+
+def html_page(entries: list[Entry], skipped: list[tuple[str, str]]) -> str:
+    def links(items: list[Link]) -> str:
+        return ", ".join(f'<a href="{html.escape(x.href)}">{html.escape(x.text)}</a>' for x in items)
+
+    title = "Self-Classifier on small image data sets: the results"
+    parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(INTRO)}</p>", results_table(entries).html(),
+             f'<figure class="wide"><a href="{FIGURE}"><img src="{FIGURE}" alt="{ALT}"></a>'
+             f"<figcaption>{html.escape(CAPTION)}</figcaption></figure>", "<h2>Data sets not run</h2>", "<ul>"]
+    parts += [f"<li><strong>{html.escape(n)}</strong>: {html.escape(w)}</li>" for n, w in not_run(entries)]
+    parts += [f"<li><code>{html.escape(f)}/</code>: {html.escape(w)}</li>" for f, w in skipped] + ["</ul>"]
+    for ab in ablations(entries):
+        parts += [f"<h2>Ablations on {html.escape(_name(ab.entry.dataset))} (the seed's Table 2 grid, "
+                  f"{ab.epochs} epochs)</h2>",
+                  "<p>Percent, mean ± std over seeds; the last column is the seed's ACC for the same variant on "
+                  "STL-10 after 300 epochs.</p>", ab.table.html(), f"<p>{links(ab.links)}</p>"]
+    parts += ["<h2>Run files</h2>", "<ul>"]
+    parts += [f"<li>{html.escape(what)}: {links(items)}</li>" for what, items in _file_lines(entries, "")]
+    regenerate = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(REGENERATE))
+    parts += ["</ul>", f'<p>{regenerate} <a href="README.md">README.md</a> is this page as Markdown.</p>']
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>\n'
+            f'{GENERATOR}\n<link rel="stylesheet" href="{STYLESHEET}"></head><body class="front">\n' + "\n".join(parts)
+            + "\n</body></html>\n")
+
+
+def is_front_page(path: str | Path) -> bool:
+    """Whether ``path`` is a front page this module wrote (so a new study may rewrite it)."""
+    path = Path(path)
+    return path.exists() and GENERATOR in path.read_text(errors="replace")
+
+
+def readme_block(entries: list[Entry]) -> str:
+    """The repository README's results table, with links from the repository root."""
+    return f"{MARK_BEGIN}\n{results_table(entries, prefix='results/').markdown()}{MARK_END}"
+
+
+def _has_markers(readme: Path) -> bool:
+    text = readme.read_text() if readme.exists() else ""
+    return MARK_BEGIN in text and MARK_END in text
+
+
+def update_readme(readme: str | Path, entries: list[Entry]) -> Path:
+    """Replace the table between the README's two markers (rewritten only when it changed)."""
+    readme = Path(readme)
+    text = readme.read_text()
+    head, rest = text.split(MARK_BEGIN, 1)
+    _, tail = rest.split(MARK_END, 1)
+    new = head + readme_block(entries) + tail
+    return write_text(readme, new) if new != text else readme
+
+
+def write_front(results: str | Path = "results", readme: str | Path | None = None) -> list[Path]:
+    """Write ``index.html``, ``README.md``, the figure and ``style.css`` into ``results``, and the
+    results table of ``readme`` (default: the README beside ``results``, if it has the markers).
+
+    Raises FileNotFoundError when ``results`` holds no evaluated study (an empty front page would
+    look like a result) and ConfigError when a ``readme`` given has no markers; both before
+    anything is written.
+    """
+    from sclib.plots import save_figure
+
+    results = Path(results)
+    entries, skipped = find_studies(results)
+    if not entries:
+        raise FileNotFoundError(f"{results} holds no evaluated study folder (<name>/study.json with run/seed<N>/"
+                                "eval.json); run one first: python -m sclib study --results")
+    if readme is not None and not _has_markers(Path(readme)):
+        raise ConfigError(f"{readme} has no results table to update: put the lines {MARK_BEGIN!r} and "
+                          f"{MARK_END!r} where it goes")
+    readme = Path(readme) if readme is not None else results.resolve().parent / "README.md"
+    written = save_figure(acc_figure(entries), results / Path(FIGURE).parent, Path(FIGURE).stem)
+    written += [write_stylesheet(results), write_text(results / "index.html", html_page(entries, skipped)),
+                write_text(results / "README.md", markdown_page(entries, skipped))]
+    if _has_markers(readme):
+        written.append(update_readme(readme, entries))
+    return written

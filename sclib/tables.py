@@ -1,0 +1,112 @@
+"""Every table a reader sees, from one place: one percent format, one mean ± std over seeds, and
+one table type that renders as Markdown (summary.md, README, notebooks) and as HTML (index pages).
+
+The code keeps fractions (``sclib.metrics``); readers get percent with two decimals, the unit
+of the seed report. A study's spread is the sample standard deviation over seeds (ddof 1), the
+same number ``numpy.std(values, ddof=1)`` and seaborn's ``errorbar="sd"`` give.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+NOT_AVAILABLE = "n/a"
+
+
+def pct(value: float | None, std: float | None = None) -> str:
+    """A fraction as percent with two decimals ("83.94"), with " ± 0.89" when ``std`` is finite.
+
+    None and NaN print as "n/a" (a metric a run did not record, the std of a single seed).
+    """
+    if value is None or not np.isfinite(value):
+        return NOT_AVAILABLE
+    return f"{100 * value:.2f}" + (f" ± {100 * std:.2f}" if std is not None and np.isfinite(std) else "")
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1) over seeds; the std is NaN for one value.
+
+    Raises ValueError on no values: a mean over nothing is a bug upstream, not a number.
+    """
+    arr = np.asarray(values, dtype=float)
+    if arr.size == 0:
+        raise ValueError("mean_std needs at least one value")
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else float("nan")
+
+
+@dataclass(frozen=True)
+class Link:
+    """A cell (or part of one) that points to a file: ``[text](href)`` / ``<a href>``."""
+
+    text: str
+    href: str
+
+
+Cell = str | Link | tuple[Link, ...]
+
+
+@dataclass
+class Table:
+    """Columns, rows of cells, and per row a kind the page styles: "" (plain), "mean" (a study's
+    headline, bold) or "ref" (a reference such as the seed's row, muted).
+
+    ``align`` has one letter per column, "l" or "r"; by default the first column is left-aligned
+    (labels) and the others right-aligned (numbers).
+    """
+
+    columns: list[str]
+    rows: list[list[Cell]]
+    kinds: list[str] = field(default_factory=list)
+    align: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.kinds:
+            self.kinds = [""] * len(self.rows)
+        if not self.align:
+            self.align = "l" + "r" * (len(self.columns) - 1)
+        if len(self.align) != len(self.columns) or set(self.align) - {"l", "r"}:
+            raise ValueError(f"align needs one of 'l'/'r' per column ({len(self.columns)}), got {self.align!r}")
+        bad = [i for i, row in enumerate(self.rows) if len(row) != len(self.columns)]
+        if bad or len(self.kinds) != len(self.rows):
+            raise ValueError(f"every row needs {len(self.columns)} cells and one kind; rows {bad} do not")
+
+    def markdown(self) -> str:
+        rule = "|" + "|".join("---" if a == "l" else "---:" for a in self.align) + "|"
+        lines = ["| " + " | ".join(self.columns) + " |", rule]
+        for row, kind in zip(self.rows, self.kinds):
+            cells = [_markdown_cell(c) for c in row]
+            cells = [f"**{c}**" if kind == "mean" and c else c for c in cells]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+    def html(self) -> str:
+        head = "".join(f"<th{self._cls(i)}>{html.escape(c)}</th>" for i, c in enumerate(self.columns))
+        body = "".join(f'<tr class="{k}">' + "".join(f"<td{self._cls(i)}>{_html_cell(c)}</td>"
+                                                     for i, c in enumerate(row)) + "</tr>"
+                       for row, k in zip(self.rows, self.kinds))
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def _cls(self, column: int) -> str:
+        """Only alignment that differs from the stylesheet's default (first left, rest right) is marked."""
+        default = "l" if column == 0 else "r"
+        return "" if self.align[column] == default else f' class="{self.align[column]}"'
+
+
+def _links(cell: Cell) -> tuple[Link, ...]:
+    return (cell,) if isinstance(cell, Link) else tuple(cell)
+
+
+def _markdown_cell(cell: Cell) -> str:
+    if isinstance(cell, str):
+        return cell.replace("|", "\\|")
+    return ", ".join(f"[{link.text}]({link.href})" for link in _links(cell))
+
+
+def _html_cell(cell: Cell) -> str:
+    if isinstance(cell, str):
+        return html.escape(cell)
+    return ", ".join(f'<a href="{html.escape(link.href)}">{html.escape(link.text)}</a>' for link in _links(cell))
