@@ -23,8 +23,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:Grad strides do not match")
 
 
 def config(out):
+    """In fp32 (``amp=False``): the reference below runs the model outside autocast."""
     return make_config("digits", "fast", out=out, image_size=8, mlp_hidden=32, mlp_out=16, batch_size=64,
-                       heads=[10, 20], epochs=1, device="cpu", warmup_epochs=0, lr=0.05)
+                       heads=[10, 20], epochs=1, device="cpu", warmup_epochs=0, lr=0.05, amp=False)
 
 
 def fixed_views(trainer):
