@@ -301,7 +301,8 @@ class Trainer:
             self._log(f"run {self.paths.root} is already complete ({self.epoch} epochs)")
             return read_json(self.paths.metrics)
         self._write_config(resumed)
-        self._log(f"precision: {self.precision}")
+        if self.progress != "off":  # with --no-progress a run prints errors and warnings only
+            self._log(f"precision: {self.precision}")
         report = _Progress(self.progress, self.cfg.epochs, self.epoch, str(self.paths.root))
         while self.epoch < self.cfg.epochs:
             row = self.train_epoch()
