@@ -25,7 +25,7 @@ from typing import Any
 
 from sclib.augment import STYLES
 from sclib.data import DATASETS
-from sclib.model import BACKBONES
+from sclib.model import BACKBONES, CLS_GAINS
 from sclib.optim import OPTIMIZERS
 
 RECIPES = Path(__file__).with_name("recipes")
@@ -83,6 +83,8 @@ class Config:
     small_width: int = _param("first-stage channels of the small CNN (stages w, 2w, 4w, 4w, 8w)", 32)
     local_scale: list[float] = _param("area range of the local crops", [0.05, 0.4])
     local_size: int | None = _param("side of the local crops; none: DINO's 96/224 of image_size", None)
+    cls_gain: str = _param("the heads' gain: fixed at 1 (logits are cosines) or learned from 1, as the official "
+                           "weight_norm heads without --fixed_cls: " + ", ".join(CLS_GAINS), "fixed")
     nn_queue: int = _param("length of the nearest-neighbour queue for view 1 (official code); 0 turns it off", 0)
 
     # -- where and how it runs
@@ -131,7 +133,8 @@ RECIPE_FIELDS = tuple(f.name for f in fields(Config)
 def _problems(cfg: Config):
     for name, value, known in (("dataset", cfg.dataset, DATASETS), ("backbone", cfg.backbone, BACKBONES),
                                ("optimizer", cfg.optimizer, OPTIMIZERS), ("device", cfg.device, DEVICES),
-                               ("augment", cfg.augment, STYLES), ("compile_mode", cfg.compile_mode, COMPILE_MODES)):
+                               ("augment", cfg.augment, STYLES), ("compile_mode", cfg.compile_mode, COMPILE_MODES),
+                               ("cls_gain", cfg.cls_gain, CLS_GAINS)):
         if value not in known:
             yield f"{name} {value!r} is unknown; choose one of {', '.join(known)}"
     if cfg.dataset == "imagefolder" and not cfg.data_root:

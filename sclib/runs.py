@@ -119,7 +119,7 @@ def size_notes(cfg: Config, train_images: int, eval_images: int, classes: int) -
 def build_model(cfg: Config, info: DatasetInfo) -> SelfClassifier:
     return SelfClassifier(
         cfg.backbone, info.channels, cfg.image_size, cfg.heads, mlp_hidden=cfg.mlp_hidden, mlp_out=cfg.mlp_out,
-        small_width=cfg.small_width,
+        small_width=cfg.small_width, cls_gain=cfg.cls_gain,
     )
 
 

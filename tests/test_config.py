@@ -139,6 +139,7 @@ def test_papermill_strings_are_coerced():
     ({"optimizer": "adam"}, "optimizer 'adam' is unknown"),
     ({"backbone": "vgg"}, "backbone 'vgg' is unknown; choose one of resnet18, small"),
     ({"augment": "strong"}, "augment 'strong' is unknown"),
+    ({"cls_gain": "free"}, "cls_gain 'free' is unknown; choose one of fixed, learned"),
     ({"global_scale": [0.5, 0.2]}, "global_scale must be two numbers"),
 ])
 def test_invalid_values_are_named(overrides, names):
