@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sclib.checkpoint import fit_milestones
 from sclib.data import FolderSummary, summarize_image_folder
 
 # Training cost of the small CNN of width 16, per image, view and view pixel, one core.
@@ -86,8 +87,6 @@ def _image_size(folder: FolderSummary, halve_above: int, lowest: int, highest: i
 
 def _fit_budget(rules: dict[str, Any], folder: FolderSummary, values: dict[str, Any], choose) -> None:
     """Spend the CPU budget on extra views first (they steady small sets), then on epochs."""
-    from sclib.config import fit_milestones
-
     budget = 60.0 * rules["cpu_minutes"]
     lo, hi = rules["epochs"]["min"], rules["epochs"]["max"]
     size, width = values["image_size"], values.get("small_width", REFERENCE_WIDTH)

@@ -23,7 +23,9 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from sclib.adapt import adapt
 from sclib.augment import STYLES
+from sclib.checkpoint import fit_milestones
 from sclib.data import DATASETS
 from sclib.model import BACKBONES, CLS_GAINS
 from sclib.optim import OPTIMIZERS
@@ -266,18 +268,6 @@ class Recipe:
         return f"recipe file {self.file}" if self.file else f"recipe {self.preset}/{self.dataset or 'digits'}"
 
 
-def fit_milestones(milestones: list[int], epochs: int, points: int = 4) -> list[int]:
-    """The recipe's milestones that fall inside a (shortened) run, or evenly spaced ones.
-
-    A probe curve needs a few points; a 4-epoch run with the 800-epoch milestones would have
-    only its last checkpoint.
-    """
-    inside = sorted({m for m in milestones if 1 <= m <= epochs})
-    if len(inside) >= min(points, epochs) - 1 and inside:
-        return sorted(set(inside) | {epochs})
-    return sorted({max(1, round(epochs * k / points)) for k in range(1, points + 1)})
-
-
 def _resolve(values: dict[str, Any], overrides: dict[str, Any], source: str) -> Config:
     given = {k: v for k, v in overrides.items() if v is not None}
     rules = values.pop("adapt", None)
@@ -296,8 +286,6 @@ def _resolve(values: dict[str, Any], overrides: dict[str, Any], source: str) -> 
 
 def _adapt(rules: dict[str, Any], values: dict[str, Any], given: dict[str, Any], source: str) -> dict[str, Any]:
     """An adaptive recipe's choices for the data at hand (see sclib.adapt), recorded in ``adapted``."""
-    from sclib.adapt import adapt
-
     root = given.get("data_root", values.get("data_root"))
     if not root:
         raise ConfigError(f"{source} adapts to the images in data_root: pass --data-root with train/ and test/ folders")

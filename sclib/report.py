@@ -20,7 +20,7 @@ import numpy as np
 from sclib import seed as seed_report
 from sclib.config import Config, ConfigError, Recipe, load_config
 from sclib.files import read_json
-from sclib.runs import RunPaths, run_folders
+from sclib.runs import RunPaths, check_finished, run_folders, seed_configs
 
 # ----------------------------------------------------------------------------------------------
 # The notebooks' parameters: checked at the top, before anything runs
@@ -91,16 +91,14 @@ def prepare_runs(dataset: str, preset: str, run_dir: str | Path, seeds: list[int
     ``train=False`` renders runs made elsewhere (a GPU machine) from their own config.json, so
     neither the recipe nor the data set nor a checkpoint needs to be here.
     """
-    from sclib.train import pretrain, seed_configs
+    from sclib.train import pretrain
 
     if not train:
-        configs = [load_config(RunPaths(p).config) for p in run_folders(run_dir)]
-        for cfg, folder in zip(configs, run_folders(run_dir)):
-            check_dataset(cfg, dataset, folder)
-            if not RunPaths(folder).metrics.exists():
-                raise ConfigError(f"run {folder} has not finished (no metrics.json); train it first or pass train=True")
-            cfg.out = str(folder)
-        return configs
+        runs = open_runs(run_dir, dataset)
+        check_finished(runs, "train it first or pass train=True")
+        for cfg, paths in runs:
+            cfg.out = str(paths.root)
+        return [cfg for cfg, _ in runs]
     recipe = Recipe(dataset=dataset, preset=preset, file=config_file,
                     overrides={**(config_overrides or {}), "out": str(run_dir)})
     configs = seed_configs(recipe, seeds)

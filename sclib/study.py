@@ -21,13 +21,18 @@ from typing import Any
 
 from sclib.config import Config, ConfigError, Recipe
 from sclib.files import read_json, write_json, write_text
-from sclib.runs import RunPaths, run_folders
+from sclib.runs import (
+    RUN_GROUP,
+    STUDY_NOTEBOOKS,
+    SWEEP_NOTEBOOK,
+    RunPaths,
+    check_finished,
+    run_folders,
+    seed_configs,
+    seed_folder,
+)
 
-STUDY_NOTEBOOKS = ("01_pretrain", "02_linear_probe", "03_clustering_metrics", "04_embeddings", "05_cluster_images")
-SWEEP_NOTEBOOK = "06_ablations"
-ALL_NOTEBOOKS = (*STUDY_NOTEBOOKS, SWEEP_NOTEBOOK)
 KERNEL_NAME = "sclib"
-RUN_GROUP = "run"  # the study's seed runs live in OUT/run/seed<N>
 
 # Where the runner (the real job) departs from the notebooks' quick defaults: the seed's probe.
 RUNNER_DEFAULTS: dict[str, Any] = {"probe_epochs": 100}
@@ -263,8 +268,6 @@ def run_study(recipe: Recipe, seeds: list[int], out: str | Path, params: list[st
               notebooks: str | Path | None = None, kernel: str | None = None, note: str | None = None,
               log=print) -> Path:
     """Train (or resume) every seed into ``out/run/seed<N>`` and execute notebooks 01-05 into ``out``."""
-    from sclib.train import seed_configs
-
     out = Path(out).resolve()
     sources = _sources(STUDY_NOTEBOOKS, notebooks)
     user = parse_params(params, _declared(sources))
@@ -294,13 +297,10 @@ def render_study(runs: str | Path, out: str | Path, params: list[str] | None = N
     configs = [load_config(RunPaths(f).config) for f in folders]
     if len({c.dataset for c in configs}) > 1:
         raise ConfigError(f"{runs} mixes data sets ({sorted({c.dataset for c in configs})}); render one at a time")
-    group = out / RUN_GROUP
-    for folder in folders:
-        if not RunPaths(folder).metrics.exists():
-            raise ConfigError(f"run {folder} has not finished (no metrics.json); finish it before rendering")
+    check_finished([(c, RunPaths(f)) for c, f in zip(configs, folders)], "finish it before rendering")
     check_rendered_files(folders, configs)
     for folder, cfg in zip(folders, configs):
-        target = group / f"seed{cfg.seed}"
+        target = seed_folder(out / RUN_GROUP, cfg.seed)
         if folder.resolve() != target.resolve():
             shutil.copytree(folder, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoints"))
     sources = _sources(STUDY_NOTEBOOKS, notebooks)

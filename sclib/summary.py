@@ -20,12 +20,10 @@ from sclib.config import Config, load_config
 from sclib.files import read_json, write_text
 from sclib.probe import KNN_K
 from sclib.report import run_warnings
-from sclib.runs import RunPaths, run_folders
+from sclib.runs import ALL_NOTEBOOKS, RUN_GROUP, RunPaths, run_folders
 from sclib.tables import Table, mean_std, pct
 
 STYLESHEET = "style.css"
-NOTEBOOKS = ("01_pretrain", "02_linear_probe", "03_clustering_metrics", "04_embeddings", "05_cluster_images",
-             "06_ablations")
 
 # What each figure shows, by its stable file name.
 CAPTIONS = {
@@ -106,14 +104,14 @@ class Study:
 
     @property
     def group(self) -> Path:
-        return self.out / self.info.get("run_dir", "run")
+        return self.out / self.info.get("run_dir", RUN_GROUP)
 
 
 def load_study(out: Path) -> Study | None:
     out = Path(out)
     info = read_json(out / "study.json") if (out / "study.json").exists() else {}
     try:
-        folders = run_folders(out / info.get("run_dir", "run"))
+        folders = run_folders(out / info.get("run_dir", RUN_GROUP))
     except FileNotFoundError:
         return None
     runs = [(load_config(RunPaths(f).config), RunPaths(f)) for f in folders]
@@ -302,7 +300,7 @@ def write_index(out: Path, failed: str | None = None) -> Path:
             parts += ["<h2>Probes on frozen backbone features</h2>", probes.html()]
     items = [f'<li><a href="{n}.html">{n}</a> (<a href="{n}.ipynb">notebook</a>)'
              + (" <strong>failed</strong>" if n == failed else "") + "</li>"
-             for n in NOTEBOOKS if (out / f"{n}.ipynb").exists()]
+             for n in ALL_NOTEBOOKS if (out / f"{n}.ipynb").exists()]
     parts += ["<h2>Notebooks</h2>", f"<ul>{''.join(items) or '<li>none yet</li>'}</ul>", "<h2>Figures</h2>"]
     for path in figures(out):
         rel = html.escape(path.relative_to(out).as_posix())

@@ -15,7 +15,7 @@ import numpy as np
 from sclib import seed as seed_report
 from sclib.config import Config, ConfigError, Recipe
 from sclib.files import read_json, write_json
-from sclib.runs import RunPaths, seed_folder
+from sclib.runs import RunPaths, finished_metrics, seed_folder
 from sclib.tables import Link, Table, pct
 
 # The grid notebook 06 builds when it finds no sweep: three variants that finish in a minute.
@@ -96,16 +96,6 @@ def sweep_variants(recipe: Recipe, grid: str | Path | dict[str, Any] | None, swe
     return variants
 
 
-def is_finished(run_dir: str | Path, epochs: int) -> bool:
-    path = RunPaths(Path(run_dir)).metrics
-    if not path.exists():
-        return False
-    try:
-        return int(read_json(path).get("epoch", 0)) >= epochs
-    except (ValueError, OSError):
-        return False
-
-
 def run_sweep(recipe: Recipe, grid: str | Path | dict[str, Any] | None, sweep_dir: str | Path,
               seeds: list[int] = (0,), progress: bool | str = False, log=print) -> list[dict[str, Any]]:
     """Pre-train every variant and seed in its own run folder, skipping finished ones (rerun to resume)."""
@@ -120,7 +110,7 @@ def run_sweep(recipe: Recipe, grid: str | Path | dict[str, Any] | None, sweep_di
     done = []
     for v in variants:
         for cfg in v.configs:
-            if is_finished(cfg.out, cfg.epochs):
+            if finished_metrics(RunPaths(Path(cfg.out)), cfg.epochs) is not None:
                 status = "skipped (finished)"
             else:
                 start = time.perf_counter()

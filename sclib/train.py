@@ -8,10 +8,7 @@ uninterrupted run would have done, with nothing but weights, optimiser and queue
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import functools
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -21,11 +18,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from sclib import __version__, checkpoint, distributed, evaluate, faults
+from sclib import checkpoint, distributed, evaluate, faults
 from sclib.augment import Augmenter
-from sclib.config import Config, ConfigError, Recipe, differences, load_config
+from sclib.config import Config, ConfigError, Recipe
 from sclib.data import DataSplits, counts_line, split_counts
-from sclib.files import read_json, write_csv, write_json
+from sclib.files import write_csv, write_json
 from sclib.loss import SelfClassifierLoss
 from sclib.model import SelfClassifier
 from sclib.nnqueue import NNQueue
@@ -34,10 +31,15 @@ from sclib.runs import (
     RunPaths,
     augment_config,
     build_model,
+    check_resumable,
+    finished_metrics,
     load_data,
     precision,
+    provenance,
+    record_finish,
+    record_start,
     resolve_device,
-    seed_folder,
+    seed_configs,
     size_notes,
 )
 
@@ -72,81 +74,6 @@ class NonFiniteLossError(FloatingPointError):
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     return (seed * 1_000_003 + epoch * 10_007 + rank) % (2**63)
-
-
-def provenance(device: torch.device, numerics: str = "") -> dict[str, Any]:
-    """What produced a run (or a resumed stretch of it), so a number can be traced to code and hardware."""
-    import numpy
-    import sklearn
-    import torchvision
-
-    commit, dirty = git_state()
-    return {
-        "sclib": __version__,
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "numpy": numpy.__version__,
-        "scikit_learn": sklearn.__version__,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "precision": numerics,
-        "world_size": distributed.world_size(),
-        "started": _now(),
-    }
-
-
-_PACKAGE = Path(__file__).resolve().parent  # this very package's folder
-
-
-def git_state(package: Path = _PACKAGE) -> tuple[str, bool | None]:
-    """(commit, dirty) of the repository that holds this very package, else ("unknown", None).
-
-    A copy of sclib without its own ``.git`` placed inside another repository must not report
-    that repository's commit, so the repository's top level has to contain this package.
-    ``dirty`` means uncommitted changes to the package itself: a study rewriting ``results/``
-    changes no code.
-    """
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=package)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout if done.returncode == 0 else None
-
-    top = git("rev-parse", "--show-toplevel")
-    if not top or Path(top.strip()).resolve() / package.name != package:
-        return "unknown", None
-    commit = (git("rev-parse", "HEAD") or "").strip() or "unknown"
-    status = git("status", "--porcelain", "--untracked-files=no", "--", ".")
-    return commit, (bool(status.strip()) if status is not None else None)
-
-
-def check_resumable(cfg: Config, paths: RunPaths) -> None:
-    """Refuse to continue a run folder made with a different config, saying what differs."""
-    if paths.root.exists() and not paths.root.is_dir():
-        raise ConfigError(f"out {paths.root} is a file, not a folder; choose another --out")
-    if paths.config.exists():
-        diffs = differences(load_config(paths.config), cfg)
-        if diffs and holds_results(paths):
-            listed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in diffs.items())
-            raise ConfigError(
-                f"run folder {paths.root} was made with a different config ({listed}); "
-                "rerun with the same parameters to resume, or choose another --out"
-            )
-    elif paths.root.is_dir() and any(paths.root.iterdir()):
-        raise ConfigError(f"out {paths.root} is a non-empty folder that is not a run folder; choose another --out")
-
-
-def holds_results(paths: RunPaths) -> bool:
-    """Whether a run folder holds anything a new config would clobber: a checkpoint or a result.
-
-    A run stopped before its first checkpoint (say, a non-finite loss in epoch 1) holds only its
-    config.json, and a fresh start into it, with other parameters, loses nothing.
-    """
-    return any(paths.checkpoints.glob("*.pt")) or any(
-        p.exists() for p in (paths.metrics, paths.eval, paths.probe, paths.arrays))
 
 
 class Trainer:
@@ -297,9 +224,10 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         """Train the epochs still to do, then evaluate the eval split into metrics.json."""
         resumed = self.restore()
-        if self.epoch >= self.cfg.epochs and self.paths.metrics.exists():
+        done = finished_metrics(self.paths, self.cfg.epochs) if self.epoch >= self.cfg.epochs else None
+        if done is not None:
             self._log(f"run {self.paths.root} is already complete ({self.epoch} epochs)")
-            return read_json(self.paths.metrics)
+            return done
         self._write_config(resumed)
         self._log(f"precision: {self.precision}")
         report = _Progress(self.progress, self.cfg.epochs, self.epoch, str(self.paths.root))
@@ -313,7 +241,7 @@ class Trainer:
         metrics = self.evaluate()
         if distributed.is_main_process():
             write_json(self.paths.metrics, metrics, fault_point="metrics")
-            self._finish_config()
+            record_finish(self.paths)
         return metrics
 
     def train_epoch(self) -> dict[str, Any]:
@@ -453,45 +381,20 @@ class Trainer:
 
     # -- provenance -------------------------------------------------------------------------
     def _write_config(self, resumed: bool) -> None:
-        """A run that starts from epoch 0 records fresh provenance (even in an old folder whose
-        checkpoints are gone); a resume appends its own (versions, commit, device, epoch)."""
-        if not distributed.is_main_process():
-            return
-        if resumed and self.paths.config.exists():
-            record = read_json(self.paths.config)
-            record.setdefault("provenance", {}).setdefault("resumed", []).append(
-                {**provenance(self.device, str(self.precision)), "epoch": self.epoch})
-        else:
-            record = {"config": self.cfg.to_dict(), "provenance": provenance(self.device, str(self.precision)),
-                      "images": self.counts}
-        write_json(self.paths.config, record)
-
-    def _finish_config(self) -> None:
-        record = read_json(self.paths.config)
-        record["provenance"]["finished"] = _now()
-        write_json(self.paths.config, record)
+        if distributed.is_main_process():
+            record_start(self.paths, self.cfg, provenance(self.device, str(self.precision)), self.counts,
+                         resumed_at=self.epoch if resumed else None)
 
     def _log(self, message: str) -> None:
         if distributed.is_main_process():
             print(message, file=sys.stderr)
 
 
-def finished_metrics(cfg: Config) -> dict[str, float] | None:
-    """A finished run's metrics, read without loading data or checkpoints (None if unfinished).
-
-    This is what lets a run trained elsewhere and copied home without checkpoints be rendered.
-    """
-    paths = RunPaths(Path(cfg.out))
-    check_resumable(cfg, paths)
-    if not paths.metrics.exists():
-        return None
-    metrics = read_json(paths.metrics)
-    return metrics if int(metrics.get("epoch", 0)) >= cfg.epochs else None
-
-
 def pretrain(cfg: Config, progress: bool | str = True) -> dict[str, float]:
     """Pre-train (or resume) the run in ``cfg.out`` and return its eval-split metrics."""
-    done = finished_metrics(cfg.validate())
+    paths = RunPaths(Path(cfg.validate().out))
+    check_resumable(cfg, paths)  # a run trained elsewhere and copied home without checkpoints still counts
+    done = finished_metrics(paths, cfg.epochs)
     if done is not None:
         if distributed.is_main_process() and progress not in (False, "off"):
             print(f"run {cfg.out} is already complete ({cfg.epochs} epochs)", file=sys.stderr)
@@ -500,16 +403,6 @@ def pretrain(cfg: Config, progress: bool | str = True) -> dict[str, float]:
         return Trainer(cfg, progress=progress).fit()
     finally:
         distributed.cleanup()
-
-
-def seed_configs(recipe: Recipe, seeds: list[int] | None) -> list[Config]:
-    """One config per seed, in sibling folders OUT/seed<N>; without seeds, the one run in OUT."""
-    if not seeds:
-        return [recipe.resolve()]
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds lists a seed twice: {seeds}")
-    base = recipe.resolve()
-    return [recipe.resolve(over={"seed": seed, "out": str(seed_folder(base.out, seed))}) for seed in seeds]
 
 
 def pretrain_seeds(recipe: Recipe, seeds: list[int] | None = None, progress: bool | str = True) -> list[dict[str, Any]]:
@@ -544,7 +437,3 @@ class _Progress:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -6,6 +6,7 @@ import json
 import pytest
 import yaml
 
+from sclib.checkpoint import fit_milestones
 from sclib.config import (
     PRESETS,
     RECIPE_FIELDS,
@@ -15,7 +16,6 @@ from sclib.config import (
     Recipe,
     config_from_file,
     differences,
-    fit_milestones,
     from_dict,
     make_config,
     preset,

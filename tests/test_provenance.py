@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from sclib.config import make_config
-from sclib.train import git_state, pretrain
+from sclib.runs import git_state
+from sclib.train import pretrain
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(image_size=8, mlp_hidden=32, mlp_out=16, batch_size=128, heads=[10, 20], device="cpu")

@@ -14,7 +14,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from sclib import report, seed, study, sweep
+from sclib import report, runs, seed, study, sweep
 from sclib.config import ConfigError, Recipe
 from sclib.files import write_json
 
@@ -65,7 +65,7 @@ def _checked_parameters(name: str) -> list[tuple[str, str]]:
     return [(kw.arg, ast.unparse(kw.value)) for kw in calls[0].keywords]
 
 
-@pytest.mark.parametrize("name", study.ALL_NOTEBOOKS)
+@pytest.mark.parametrize("name", runs.ALL_NOTEBOOKS)
 def test_every_notebook_checks_every_parameter_it_declares_before_using_any(name):
     import jupytext
 
@@ -108,7 +108,7 @@ def test_a_parameter_of_the_wrong_kind_is_refused_in_one_line_that_says_how_to_p
 
 def test_every_parameter_kind_is_covered():
     assert {name for name, _, _ in PARAMETER_VALUES} == set(report.PARAMETERS)
-    declared = set().union(*(study.notebook_parameters(ROOT / "notebooks" / f"{n}.ipynb") for n in study.ALL_NOTEBOOKS))
+    declared = set().union(*(study.notebook_parameters(ROOT / "notebooks" / f"{n}.ipynb") for n in runs.ALL_NOTEBOOKS))
     assert declared == set(report.PARAMETERS)
 
 
@@ -283,10 +283,10 @@ def test_study_command_trains_the_seeds_and_writes_the_report(tmp_path):
     proc = _cli("study", "--dataset", "digits", "--out", str(out), *TINY_FLAGS, "--seeds", "0", "1",
                 "--param", "probe_epochs=2", "--param", "max_points=300", "--note", "a tiny check", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for name in study.STUDY_NOTEBOOKS:  # each notebook announced, and training progress shown while it runs
+    for name in runs.STUDY_NOTEBOOKS:  # each notebook announced, and training progress shown while it runs
         assert f"study: {name} ..." in proc.stderr and f"study: {name} done" in proc.stderr
     assert "seed1: epoch 2/2" in proc.stderr
-    for name in study.STUDY_NOTEBOOKS:
+    for name in runs.STUDY_NOTEBOOKS:
         assert (out / f"{name}.ipynb").exists() and not _error_outputs(out / f"{name}.ipynb"), name
         page = (out / f"{name}.html").read_text()
         assert page.startswith("<!DOCTYPE html>") and 'href="style.css"' in page and len(page) < 120_000, name
@@ -299,7 +299,7 @@ def test_study_command_trains_the_seeds_and_writes_the_report(tmp_path):
     index = (out / "index.html").read_text()
     targets = set(re.findall(r'(?:href|src)="([^"]+)"', index))
     assert all((out / t).exists() for t in targets), [t for t in targets if not (out / t).exists()]
-    assert {f"{n}.html" for n in study.STUDY_NOTEBOOKS} <= targets and "run/seed1/config.json" in targets
+    assert {f"{n}.html" for n in runs.STUDY_NOTEBOOKS} <= targets and "run/seed1/config.json" in targets
     assert index.count("<table>") >= 4 and "<pre>" not in index  # rendered tables, not Markdown in a box
     captions = re.findall(r"<figcaption>([^<]+)</figcaption>", index)
     assert len(captions) == len(STUDY_FIGURES) and not any(c.startswith("fig") for c in captions)
@@ -380,7 +380,7 @@ def test_a_failing_notebook_stops_the_run_and_names_the_cell(tmp_path):
 
 
 def test_committed_notebooks_are_clean_and_agree_with_their_jupytext_sources():
-    for name in study.ALL_NOTEBOOKS:
+    for name in runs.ALL_NOTEBOOKS:
         nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert all(not c.outputs and c.execution_count is None for c in code), name
@@ -509,17 +509,17 @@ PAIR_EDITS = {
 def test_a_notebook_pair_that_differs_is_refused_before_anything_runs(tmp_path, edit, name):
     notebooks = tmp_path / "notebooks"
     shutil.copytree(ROOT / "notebooks", notebooks)
-    assert study._sources(study.STUDY_NOTEBOOKS, notebooks)  # in sync as committed
+    assert study._sources(runs.STUDY_NOTEBOOKS, notebooks)  # in sync as committed
     suffix, change = PAIR_EDITS[edit]
     change(notebooks / f"{name}{suffix}")
     with pytest.raises(ConfigError) as err:
-        study._sources(study.STUDY_NOTEBOOKS, notebooks)
+        study._sources(runs.STUDY_NOTEBOOKS, notebooks)
     message = str(err.value)
     assert "\n" not in message and f"{name}.py and {name}.ipynb differ" in message
     assert f"jupytext --sync {notebooks / name}.py" in message
     subprocess.run([str(Path(sys.executable).parent / "jupytext"), "--sync", str(notebooks / f"{name}.py")],
                    check=True, capture_output=True)
-    assert study._sources(study.STUDY_NOTEBOOKS, notebooks)  # synced: accepted again
+    assert study._sources(runs.STUDY_NOTEBOOKS, notebooks)  # synced: accepted again
 
 
 def test_the_study_command_refuses_an_unsynced_pair_with_exit_2_and_writes_nothing(tmp_path, cli):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sclib import plots, report, summary, sweep
+from sclib import plots, report, runs, summary, sweep
 from sclib.tables import Link, Table, mean_std, pct
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +70,7 @@ def test_summary_and_index_of_a_committed_study_render_as_committed(study, tmp_p
     copy = tmp_path / study.name
     shutil.copytree(study, copy, ignore=shutil.ignore_patterns("*.ipynb", "*.html"))
     shutil.copy(study / "index.html", copy / "index.html")
-    for name in summary.NOTEBOOKS:  # the index lists the notebooks it finds
+    for name in runs.ALL_NOTEBOOKS:  # the index lists the notebooks it finds
         if (study / f"{name}.ipynb").exists():
             (copy / f"{name}.ipynb").write_text("{}")
     summary.write_summary(copy)
