@@ -10,6 +10,7 @@ import typing
 
 from sclib import __version__
 from sclib.config import HELP, PRESETS, Config, ConfigError, Recipe, coerce, to_yaml
+from sclib.tables import pct
 
 DESCRIPTION = """\
 Self-Classifier (Amrani, Karlinsky, Bronstein, ECCV 2022) on small image data sets.
@@ -285,11 +286,10 @@ def _table(rows: list[dict[str, typing.Any]], columns: tuple[str, ...]) -> str:
 
 
 def _cell(column: str, value: typing.Any) -> str:
-    if column in ("acc", "nmi", "ami", "ari", "top1", "top3"):
-        if value is None:  # a step the data was too small for; its warning says why
-            return "skipped"
-        if isinstance(value, float):
-            return f"{100 * value:.2f}"
+    """Metrics in percent as every table shows them; None (a step the data was too small for, its
+    warning says why) as "n/a", as in summary.md."""
+    if column in ("acc", "nmi", "ami", "ari", "top1", "top3") and (value is None or isinstance(value, float)):
+        return pct(value)
     return str(value)
 
 

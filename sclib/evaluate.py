@@ -22,6 +22,7 @@ from sclib import seed as seed_report
 from sclib.augment import AugmentConfig, eval_transform
 from sclib.files import write_bytes, write_json
 from sclib.metrics import cluster_metrics
+from sclib.tables import BASELINES, Evaluation
 
 # Images kept per cluster of the scored head, for the cluster grids of notebook 05.
 IMAGES_PER_CLUSTER = 16
@@ -144,11 +145,11 @@ def evaluation_report(preds: Predictions, labels: np.ndarray, images: torch.Tens
     }
 
 
-def report_warnings(report: dict[str, Any]) -> list[str]:
-    """What an evaluation report says went wrong or was skipped: collapse, skipped baselines."""
-    scored = report["heads"][report["evaluated_head"]]
-    found = [collapse_warning(scored, int(report.get("eval_images", scored["head_size"])))]
-    found += [report[key].get("skipped") for key in ("kmeans_features", "kmeans_pixels")]
+def evaluation_warnings(evaluation: Evaluation) -> list[str]:
+    """What an evaluation says went wrong or was skipped: collapse, skipped baselines."""
+    scored = evaluation.scored
+    found = [collapse_warning(scored, int(evaluation.eval_images or scored["head_size"]))]
+    found += [getattr(evaluation, key).get("skipped") for key, _ in BASELINES]
     return [w for w in found if w]
 
 
@@ -190,7 +191,7 @@ def export_arrays(path: str | Path, preds: Predictions, labels: np.ndarray, imag
 
 def evaluate_run(
     run_dir: str | Path, checkpoint_path: str | Path | None = None, device: str = "auto"
-) -> dict[str, Any]:
+) -> Evaluation:
     """Evaluate a run folder's model on its eval split; write ``eval.json`` and ``arrays.npz``."""
     from sclib.runs import augment_config, load_data, load_model, open_run, resolve_device
 
@@ -212,10 +213,10 @@ def evaluate_run(
         "eval_images": len(labels),
         **evaluation_report(preds, labels, data.eval_images, classes, cfg.seed),
     }
-    report["warnings"] = report_warnings(report)
+    report["warnings"] = evaluation_warnings(Evaluation.from_json(report, cfg.seed))
     export_arrays(paths.arrays, preds, labels, data.eval_images, head, cfg.seed)
     write_json(paths.eval, report)
-    return report
+    return Evaluation.from_json(report, cfg.seed)
 
 
 def evaluate_runs(
@@ -226,12 +227,12 @@ def evaluate_runs(
 
     rows = []
     for run in run_folders(path):
-        report = evaluate_run(run, checkpoint_path, device)
-        for warning in report["warnings"]:
+        evaluation = evaluate_run(run, checkpoint_path, device)
+        for warning in evaluation.warnings:
             print(f"warning: {run}: {warning}", file=sys.stderr)
-        scored = report["heads"][report["evaluated_head"]]
-        rows.append({"run": str(run), "epoch": report["epoch"], "what": f"head {scored['head_size']}", **scored})
-        for name in ("kmeans_features", "kmeans_pixels"):
-            rows.append({"run": str(run), "epoch": report["epoch"], "what": name.replace("_", " on "),
-                         **report[name]})
+        scored = evaluation.scored
+        rows.append({"run": str(run), "epoch": evaluation.epoch, "what": f"head {scored['head_size']}", **scored})
+        for name, _ in BASELINES:
+            rows.append({"run": str(run), "epoch": evaluation.epoch, "what": name.replace("_", " on "),
+                         **getattr(evaluation, name)})
     return rows

@@ -60,7 +60,7 @@ class Entry:
 
     def scored(self, metric: str) -> list[float]:
         """The scored head's ``metric`` of every seed (fractions)."""
-        return [float(r["heads"][r["evaluated_head"]][metric]) for r in self.study.reports]
+        return [float(r.scored[metric]) for r in self.study.reports]
 
 
 def find_studies(results: str | Path) -> tuple[list[Entry], list[tuple[str, str]]]:
@@ -87,7 +87,7 @@ def _name(dataset: str) -> str:
 
 def _run(entry: Entry) -> str:
     cfg = entry.study.runs[0][0]
-    split = entry.study.reports[0].get("split", "test")
+    split = entry.study.reports[0].split
     return (f"{cfg.preset}: {NETWORKS.get(cfg.backbone, cfg.backbone)}, {cfg.image_size} px, {cfg.epochs} epochs"
             + ("" if split == "test" else f" (scored on the {split} split)"))
 

@@ -35,8 +35,6 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from sclib.tables import Table, pct
-
 __all__ = [
     "ablation_bars",
     "ablation_heatmap",
@@ -45,7 +43,6 @@ __all__ = [
     "cluster_histogram",
     "confusion_matrix_plot",
     "embedding_scatter",
-    "metrics_table_markdown",
     "probe_curves",
     "save_figure",
     "training_curves",
@@ -757,34 +754,6 @@ def acc_against_seed(
         Line2D([], [], ls="none", marker="D", color=_ACCENT, label="seed report, Table 1"),
     ], loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=3, borderaxespad=0.2)
     return fig
-
-
-def metrics_table_markdown(
-    rows: Mapping[str, Mapping[str, float]],
-    columns: Sequence[str] = ("nmi", "ami", "ari", "acc"),
-    label: str = "run",
-) -> str:
-    """Markdown table in percent (2 decimals), e.g. this run next to the seed report.
-
-    Summaries and READMEs quote numbers in the seed report's unit (percent) while the code
-    keeps fractions; converting in one place avoids mixed units. Missing values print as "n/a".
-    """
-    if not rows:
-        raise ValueError("rows is empty; pass {row name: {metric: fraction}}")
-    if not columns:
-        raise ValueError("columns is empty; name at least one metric")
-    body = []
-    for name, values in rows.items():
-        if not isinstance(values, Mapping):
-            raise ValueError(f"rows[{name!r}] must be a dict of metric -> fraction")
-        cells = []
-        for col in columns:
-            value = values.get(col)
-            if value is not None and np.isfinite(float(value)):
-                _check_fractions(value, f"rows[{name!r}][{col!r}]", low=-1.0)
-            cells.append(pct(None if value is None else float(value)))
-        body.append([str(name), *cells])
-    return Table([label, *(c.upper() for c in columns)], body).markdown()
 
 
 # --------------------------------------------------------------------------------------------

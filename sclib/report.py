@@ -21,6 +21,7 @@ from sclib import seed as seed_report
 from sclib.config import Config, ConfigError, Recipe, load_config
 from sclib.files import read_json
 from sclib.runs import RunPaths, check_finished, run_folders, seed_configs
+from sclib.tables import Evaluation, mean_std
 
 # ----------------------------------------------------------------------------------------------
 # The notebooks' parameters: checked at the top, before anything runs
@@ -154,12 +155,13 @@ def run_warnings(runs: list[tuple[Config, RunPaths]]) -> list[str]:
 
     Read from the files, not the notebooks' state, so the summary and every notebook say the same.
     """
-    from sclib.evaluate import report_warnings
+    from sclib.evaluate import evaluation_warnings
 
     lines = []
     for cfg, paths in runs:
         found = [read_json(paths.metrics).get("warning")] if paths.metrics.exists() else []
-        found += report_warnings(read_json(paths.eval)) if paths.eval.exists() else []
+        if paths.eval.exists():
+            found += evaluation_warnings(Evaluation.from_json(read_json(paths.eval), cfg.seed))
         lines += [f"seed {cfg.seed}: {w}" for w in dict.fromkeys(found) if w]
     return lines
 
@@ -222,14 +224,14 @@ def save(fig, figures_dir: str | Path, stem: str):
 # Evaluation and probes: read when written for this epoch, recomputed otherwise
 
 
-def ensure_evaluated(cfg: Config, paths: RunPaths, device: str = "auto") -> dict[str, Any]:
+def ensure_evaluated(cfg: Config, paths: RunPaths, device: str = "auto") -> Evaluation:
     """The run's eval.json, evaluating first if it or arrays.npz is missing or stale."""
     from sclib.evaluate import evaluate_run
 
     if paths.eval.exists() and paths.arrays.exists():
-        report = read_json(paths.eval)
-        if report.get("epoch") == cfg.epochs:
-            return report
+        record = read_json(paths.eval)
+        if record.get("epoch") == cfg.epochs:
+            return Evaluation.from_json(record, cfg.seed)
     return evaluate_run(paths.root, device=device)
 
 
@@ -257,62 +259,15 @@ def ensure_probed(cfg: Config, paths: RunPaths, probe_epochs: int, device: str =
     return pd.DataFrame(probed).assign(seed=cfg.seed)
 
 
-# ----------------------------------------------------------------------------------------------
-# Tables next to the seed report (fractions; plots.metrics_table_markdown prints percent)
-
-
-def seed_rows(reports: list[dict[str, Any]], seeds: list[int]) -> dict[str, dict[str, float]]:
-    """Each seed's scored head, then their mean and standard deviation (sample std, ddof 1)."""
-    scored = [r["heads"][r["evaluated_head"]] for r in reports]
-    rows = {f"seed {s}": {m: h[m] for m in seed_report.METRICS} for s, h in zip(seeds, scored)}
-    if len(scored) > 1:
-        values = {m: np.array([h[m] for h in scored]) for m in seed_report.METRICS}
-        rows[f"mean of {len(scored)} seeds"] = {m: float(v.mean()) for m, v in values.items()}
-        rows["std"] = {m: float(v.std(ddof=1)) for m, v in values.items()}
-    return rows
-
-
-def mean_std(reports: list[dict[str, Any]], key: str | None = None) -> dict[str, tuple[float, float]]:
-    """{metric: (mean, std)} of the scored head (``key=None``) or of a baseline over seeds."""
-    rows = [r[key] if key else r["heads"][r["evaluated_head"]] for r in reports]
-    out = {}
-    for m in seed_report.METRICS:
-        v = np.array([row[m] for row in rows], dtype=float)
-        out[m] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"))
-    return out
-
-
-def clustering_rows(reports: list[dict[str, Any]], seeds: list[int], dataset: str) -> dict[str, dict[str, float]]:
-    """Seeds, their mean and std, the k-means baselines (mean over seeds) and the seed's Table 1 row."""
-    rows = seed_rows(reports, seeds)
-    for key, label in (("kmeans_features", "k-means on backbone features"), ("kmeans_pixels", "k-means on pixels")):
-        rows[label + (" (mean over seeds)" if len(reports) > 1 else "")] = {
-            m: mv[0] for m, mv in mean_std(reports, key).items()}
-    found = seed_report.table1_row(dataset)
-    if found is not None:
-        label, percent = found
-        rows[label] = seed_report.as_fractions(percent)
-    return rows
-
-
-def heads_rows(report: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """One row per head, marking the evaluated one."""
-    rows = {}
-    for i, h in enumerate(report["heads"]):
-        mark = " (scored)" if i == report["evaluated_head"] else ""
-        rows[f"head {i}: {h['head_size']} clusters, {h['clusters_used']} used{mark}"] = h
-    return rows
-
-
 def probe_summary(probes) -> dict[str, dict[str, float]]:
     """Per probe, top-1 / top-3 at the newest probed epoch: mean and std over seeds (NaN for one
     seed), and the linear probe's training epochs where probe.csv records them."""
     last = probes[probes["epoch"] == probes["epoch"].max()]
     out = {}
     for name, group in last.groupby("probe"):
-        stats = (("", np.mean), ("_std", lambda s: s.std(ddof=1) if len(s) > 1 else np.nan))
-        out[str(name)] = {"epoch": int(group["epoch"].iloc[0]), "seeds": len(group),
-                          **{f"{k}{suffix}": float(fn(group[k])) for k in ("top1", "top3") for suffix, fn in stats}}
+        out[str(name)] = {"epoch": int(group["epoch"].iloc[0]), "seeds": len(group)}
+        for k in ("top1", "top3"):
+            out[str(name)][k], out[str(name)][f"{k}_std"] = mean_std(group[k].tolist())
         if "probe_epochs" in group:
             out[str(name)]["probe_epochs"] = int(group["probe_epochs"].iloc[0])
         if "k" in group and group["k"].notna().all():  # the neighbours that voted (fewer on a tiny split)
@@ -355,13 +310,13 @@ class RunView:
 
 def load_view(cfg: Config, paths: RunPaths, device: str = "auto") -> RunView:
     """A run's eval split as exported by ``evaluate`` (evaluated first when missing)."""
-    report = ensure_evaluated(cfg, paths, device)
+    evaluation = ensure_evaluated(cfg, paths, device)
     with np.load(paths.arrays) as arrays:
         data = {k: arrays[k] for k in arrays.files}
-    return RunView(cfg=cfg, paths=paths, labels=data["labels"], class_names=tuple(report["classes"]),
+    return RunView(cfg=cfg, paths=paths, labels=data["labels"], class_names=evaluation.classes,
                    features=data["features"], heads=data["assigned"],
                    head_sizes=tuple(int(s) for s in data["head_sizes"]),
-                   head=int(report["evaluated_head"]), epoch=int(report["epoch"]),
+                   head=evaluation.scored_head, epoch=evaluation.epoch,
                    sample_index=data["sample_index"], sample_images=data["sample_images"])
 
 

@@ -307,6 +307,11 @@ def test_study_command_trains_the_seeds_and_writes_the_report(tmp_path):
         assert fact in index, fact
 
     summary = (out / "summary.md").read_text()
+    shown = "\n".join("".join(o.get("data", {}).get("text/markdown", "")) for c in json.loads(
+        (out / "03_clustering_metrics.ipynb").read_text())["cells"] for o in c.get("outputs", []))
+    for header in ("| run | NMI | AMI | ARI | ACC |", "| head | clusters used | NMI | AMI | ARI | ACC |"):
+        block = next(b.strip() for b in summary.split("\n\n") if b.strip().startswith(header))
+        assert block in shown, header  # notebook 03 shows the summary's clustering and heads tables
     reports = [json.loads((out / "run" / f"seed{s}" / "eval.json").read_text()) for s in (0, 1)]
     accs = [r["heads"][r["evaluated_head"]]["acc"] for r in reports]
     for acc in accs:
@@ -324,7 +329,6 @@ def test_study_command_trains_the_seeds_and_writes_the_report(tmp_path):
 @pytest.mark.slow
 def test_runs_trained_elsewhere_render_without_checkpoints_or_data(tmp_path):
     """A GPU machine's run folders, copied home without checkpoints, become a report with no data at hand."""
-    sys.path.insert(0, str(ROOT / "tests"))
     import _data_formats as fmt
 
     rng = np.random.default_rng(0)

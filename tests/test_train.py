@@ -66,10 +66,10 @@ def test_rerunning_a_finished_run_trains_nothing(finished_run):
 
 def test_evaluate_and_probe_write_their_reports(finished_run):
     _, run, metrics = finished_run
-    report = evaluate_run(run, device="cpu")
-    assert [h["head_size"] for h in report["heads"]] == [10, 20]
-    assert report["heads"][0]["acc"] == pytest.approx(metrics["acc"])
-    assert set(report["kmeans_pixels"]) == {"nmi", "ami", "ari", "acc"}
+    evaluation = evaluate_run(run, device="cpu")
+    assert [h["head_size"] for h in evaluation.heads] == [10, 20]
+    assert evaluation.scored_head == 0 and evaluation.scored["acc"] == pytest.approx(metrics["acc"])
+    assert set(evaluation.kmeans_pixels) == {"nmi", "ami", "ari", "acc"}
     assert (run / "eval.json").is_file()
     rows = probe_run(run, all_milestones=True, epochs=2, device="cpu")
     assert sorted({(r["probe"], r["epoch"]) for r in rows}) == [
