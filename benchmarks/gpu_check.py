@@ -43,7 +43,7 @@ import profile_step
 import throughput
 
 from sclib.config import make_config
-from sclib.data import DatasetInfo, DataSplits, load_dataset
+from sclib.data import DatasetInfo, DataSplits, channel_stats, load_dataset
 from sclib.evaluate import kmeans_metrics
 from sclib.train import Trainer
 
@@ -90,8 +90,7 @@ def synthetic_cifar(train: int, test: int, size: int = 32, classes: int = 10, se
 
     train_x, train_y = split(train)
     eval_x, eval_y = split(test)
-    mean = tuple(train_x.float().div(255).mean(dim=(0, 2, 3)).tolist())
-    std = tuple(train_x.float().div(255).std(dim=(0, 2, 3)).tolist())
+    mean, std = channel_stats(train_x)
     info = DatasetInfo("synthetic", tuple(f"class {i}" for i in range(classes)), 3, size, mean, std)
     return DataSplits(info, train_x, train_y, eval_x, eval_y)
 

@@ -57,10 +57,10 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"checkpoint {path} holds objects other than tensors and plain data and was refused "
-            f"(only weights_only checkpoints are loaded; it may be a tampered file): {_first_line(err)}"
+            f"(only weights_only checkpoints are loaded; it may be a tampered file): {first_line(err)}"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupted: {_first_line(err)}") from None
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupted: {first_line(err)}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} is not a training state (it holds a {type(state).__name__})")
     expected = state.pop(_DIGEST, None)
@@ -97,8 +97,13 @@ def _feed(digest: Any, obj: Any) -> None:
         digest.update(f"{type(obj).__name__}:{obj!r};".encode())
 
 
-def _first_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+def first_line(message: object) -> str:
+    """The first non-blank line of a message or an error (an error without one: its type's name),
+    so an error quoted inside a one-line message does not break it."""
+    lines = [line for line in str(message).strip().splitlines() if line.strip()]
+    if lines:
+        return lines[0]
+    return type(message).__name__ if isinstance(message, BaseException) else ""
 
 
 def milestones(folder: str | Path) -> list[Path]:

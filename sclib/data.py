@@ -235,7 +235,7 @@ def _missing_error(what: str, expected: Sequence[Path], extra: str = "") -> Data
     )
 
 
-def _channel_stats(images: torch.Tensor, chunk_elems: int = 1 << 24) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def channel_stats(images: torch.Tensor, chunk_elems: int = 1 << 24) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Exact per-channel mean/std in [0,1] units; chunked so big splits need no float copy."""
     n, c = images.shape[:2]
     per_image = max(1, images[0].numel()) if n else 1
@@ -257,7 +257,7 @@ def _make_splits(name: str, classes: Sequence[str], train_x: np.ndarray | torch.
     tx, ex = _as_uint8_tensor(train_x), _as_uint8_tensor(eval_x)
     ty = torch.as_tensor(np.asarray(train_y, dtype=np.int64))
     ey = torch.as_tensor(np.asarray(eval_y, dtype=np.int64))
-    mean, std = _channel_stats(tx)
+    mean, std = channel_stats(tx)
     info = DatasetInfo(name, tuple(classes), int(tx.shape[1]), int(tx.shape[2]), mean, std)
     return DataSplits(info, tx, ty, ex, ey, unlabelled)
 

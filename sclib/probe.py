@@ -18,6 +18,7 @@ from sclib import checkpoint
 from sclib.evaluate import predict
 from sclib.files import write_csv, write_json
 from sclib.metrics import topk_accuracy
+from sclib.optim import lr_at
 
 # Neighbours that vote in the kNN probe (DINO's 20).
 KNN_K = 20
@@ -53,7 +54,7 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Ten
         for start in range(0, len(train_x), batch_size):
             idx = order[start:start + batch_size]
             for group in optimizer.param_groups:
-                group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / total))
+                group["lr"] = lr_at(step, total, 0, lr, lr, 0.0)  # cosine from lr to 0, no warm-up
             loss = F.cross_entropy(layer(train_x[idx]), train_y[idx])
             optimizer.zero_grad()
             loss.backward()

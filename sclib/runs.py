@@ -382,8 +382,13 @@ def load_model(run_dir: str | Path, info: DatasetInfo, checkpoint_path: str | Pa
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:
-        raise checkpoint.CheckpointError(
-            f"checkpoint {checkpoint_path or paths.last} does not fit the architecture in {paths.config} "
-            f"(backbone {cfg.backbone}, heads {cfg.heads}): {str(err).splitlines()[0]}"
-        ) from None
+        raise misfit(checkpoint_path or state.get("path", paths.last), cfg, paths, err) from None
     return model.to(device).eval(), int(state["epoch"])
+
+
+def misfit(path: str | Path, cfg: Config, paths: RunPaths, err: BaseException,
+           then: str = "") -> checkpoint.CheckpointError:
+    """The one-line error for a checkpoint that does not fit the run's architecture (``then``: what to do)."""
+    return checkpoint.CheckpointError(
+        f"checkpoint {path} does not fit the architecture in {paths.config} (backbone {cfg.backbone}, "
+        f"heads {cfg.heads}): {checkpoint.first_line(err)}{then}")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sclib.checkpoint import first_line
 from sclib.config import Config, ConfigError, Recipe
 from sclib.files import read_json, write_json, write_text
 from sclib.runs import (
@@ -188,22 +189,17 @@ def execute(job: NotebookJob, out: Path, kernel: str, log=print) -> Path:
         export_html(target)
         first = (err.source or "").strip().splitlines()
         where = f"cell {err.exec_count}" + (f" ({first[0][:60]!r})" if first else "")
-        raise StudyError(f"notebook {job.name} failed in {where}: {err.ename}: {_first_line(err.evalue)}; "
+        raise StudyError(f"notebook {job.name} failed in {where}: {err.ename}: {first_line(err.evalue)}; "
                          f"traceback kept in {target}") from None
     except Exception as err:  # the kernel died or could not start
         if target.exists():
             export_html(target)
         raise StudyError(
-            f"notebook {job.name} could not be executed: {type(err).__name__}: {_first_line(str(err))}"
+            f"notebook {job.name} could not be executed: {type(err).__name__}: {first_line(str(err))}"
         ) from None
     export_html(target)
     log(f"study: {job.name} done in {time.perf_counter() - start:.0f} s")
     return target
-
-
-def _first_line(text: str) -> str:
-    lines = [line for line in str(text).strip().splitlines() if line.strip()]
-    return lines[0] if lines else ""
 
 
 def export_html(notebook: Path) -> Path:

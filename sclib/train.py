@@ -34,6 +34,7 @@ from sclib.runs import (
     check_resumable,
     finished_metrics,
     load_data,
+    misfit,
     precision,
     provenance,
     record_finish,
@@ -200,11 +201,8 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             set_fused(self.optimizer, self.tuned)  # the checkpoint's flag is the saving device's
         except (RuntimeError, ValueError, KeyError) as err:
-            raise checkpoint.CheckpointError(
-                f"checkpoint {state['path']} does not fit the architecture in {self.paths.config} "
-                f"(backbone {self.cfg.backbone}, heads {self.cfg.heads}): {str(err).strip().splitlines()[0]}; "
-                "choose another --out or delete the run folder to start over"
-            ) from None
+            raise misfit(state["path"], self.cfg, self.paths, err,
+                         "; choose another --out or delete the run folder to start over") from None
         self.epoch = int(state["epoch"])
         self.history = [dict(row) for row in state["history"]][: self.epoch]
         if self.queue and state.get("queue"):

@@ -8,19 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+# benchmarks/ is on the path through pyproject's pytest pythonpath
+import common
+import op_count
+import profile_step
 import pytest
+import throughput
 import torch
 from torchvision import transforms as T
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import common  # noqa: E402
-import op_count  # noqa: E402
-import profile_step  # noqa: E402
-import throughput  # noqa: E402
+from sclib.config import make_config
+from sclib.train import PHASES
 
-from sclib.config import make_config  # noqa: E402
-from sclib.train import PHASES  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def recipe_trainer(tmp_path, setting: str, **overrides):

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from pathlib import Path
 
+import _data_formats as fmt  # tests/ is on the path through pyproject's pytest pythonpath
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).parent))
-import _data_formats as fmt
 
 from sclib import data
 from sclib.data import DataError, load_dataset

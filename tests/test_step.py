@@ -9,17 +9,14 @@ arithmetic: loss and gradients at rtol 1e-4, atol 1e-5.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import math
 
+import common  # benchmarks/common.py (pyproject's pytest pythonpath)
 import pytest
 import torch
 
 from sclib.config import make_config
 from sclib.train import PHASES, Trainer
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import common
 
 
 def trainer(tmp_path, name: str, tuned: bool | None = None, **overrides) -> Trainer:
@@ -90,7 +87,7 @@ def test_compiled_tuned_step_matches_the_eager_step_and_reports_compile_time(tmp
         torch.testing.assert_close(b[1][name], a[1][name], rtol=1e-4, atol=1e-5, msg=name)
     again = trainer(tmp_path, "again", tuned=True, compile=True)
     row = again.train_epoch()
-    assert again.compile_seconds is not None and again.compile_seconds > 0 and row["loss"] == row["loss"]
+    assert again.compile_seconds is not None and again.compile_seconds > 0 and math.isfinite(row["loss"])
     assert "torch.compile (default): the first step took" in capsys.readouterr().err
 
 
