@@ -56,7 +56,7 @@ def synthetic(n: int, channels: int, size: int, seed: int = 0) -> DataSplits:
     return DataSplits(info, images, labels, images[:256], labels[:256])
 
 
-def recipe_trainer(setting: str, out: str, device: str, batch: int, steps: int, tuned: bool | None = None,
+def recipe_trainer(setting: str, out: str, device: str, batch: int, steps: int, sync_free: bool | None = None,
                    data: DataSplits | None = None, **overrides: Any) -> Trainer:
     """A Trainer with the setting's recipe (a name of SETTINGS, or a data set's seed recipe), whose
     epoch is ``steps`` batches of synthetic images (or ``data``, when given: then an epoch is the
@@ -67,7 +67,7 @@ def recipe_trainer(setting: str, out: str, device: str, batch: int, steps: int, 
     if data is None:
         channels, size = SHAPES[chosen.dataset]
         data = synthetic(batch * steps, channels, size)
-    return Trainer(cfg, progress=False, data=data, tuned=tuned)
+    return Trainer(cfg, progress=False, data=data, sync_free=sync_free)
 
 
 def sync(device: torch.device) -> None:

@@ -104,13 +104,13 @@ def cifar_data(args: argparse.Namespace) -> tuple[DataSplits, str]:
     return synthetic_cifar(50_000, 10_000), "synthetic CIFAR-sized (50,000 train images, 32 px, 10 latent classes)"
 
 
-def make_trainer(dataset: str, data: DataSplits, out: str, args: argparse.Namespace, tuned: bool,
+def make_trainer(dataset: str, data: DataSplits, out: str, args: argparse.Namespace, sync_free: bool,
                  mode: str | None, **overrides: Any) -> Trainer:
     """A Trainer for the data set's seed recipe (``mode``: a torch.compile mode, None: eager)."""
     over = {"epochs": 1, **(TINY if args.tiny else {}), **overrides}
     cfg = make_config(dataset, "seed", out=out, device=args.device, batch_size=args.batch_size, milestones=[],
                       compile=mode is not None, compile_mode=mode or "default", **over)
-    return Trainer(cfg, progress=False, data=data, tuned=tuned)
+    return Trainer(cfg, progress=False, data=data, sync_free=sync_free)
 
 
 def time_variants(dataset: str, data: DataSplits, tmp: str, args: argparse.Namespace, budget: Budget,

@@ -113,7 +113,7 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def evaluated_head(self, num_classes: int) -> int:
+    def scored_head(self, num_classes: int) -> int:
         """Index of the head the study scores: the one whose size is the number of classes."""
         return self.heads.index(num_classes) if num_classes in self.heads else 0
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans
 
-from sclib import seed as seed_report
+from sclib import seed_report
 from sclib.augment import AugmentConfig, eval_transform
 from sclib.files import write_bytes, write_json
 from sclib.metrics import cluster_metrics
@@ -133,7 +133,7 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def evaluation_report(preds: Predictions, labels: np.ndarray, images: torch.Tensor, num_classes: int,
+def every_head_and_baseline(preds: Predictions, labels: np.ndarray, images: torch.Tensor, num_classes: int,
                       seed: int = 0) -> dict[str, Any]:
     """Every head's metrics and the two k-means baselines, as written to ``eval.json``."""
     pixels = images.reshape(len(images), -1).float().numpy() / 255.0
@@ -203,20 +203,20 @@ def evaluate_run(
     check_finite(preds, run_dir)
     labels = data.eval_labels.numpy()
     classes = len(data.info.classes)
-    head = cfg.evaluated_head(classes)
-    report = {
+    head = cfg.scored_head(classes)
+    record = {
         "epoch": epoch,
         "evaluated_head": head,
         "head_warning": cfg.head_warning(classes),
         "split": "validation" if cfg.val_fraction else "test",
         "classes": list(data.info.classes),
         "eval_images": len(labels),
-        **evaluation_report(preds, labels, data.eval_images, classes, cfg.seed),
+        **every_head_and_baseline(preds, labels, data.eval_images, classes, cfg.seed),
     }
-    report["warnings"] = evaluation_warnings(Evaluation.from_json(report, cfg.seed))
+    record["warnings"] = evaluation_warnings(Evaluation.from_json(record, cfg.seed))
     export_arrays(paths.arrays, preds, labels, data.eval_images, head, cfg.seed)
-    write_json(paths.eval, report)
-    return Evaluation.from_json(report, cfg.seed)
+    write_json(paths.eval, record)
+    return Evaluation.from_json(record, cfg.seed)
 
 
 def evaluate_runs(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sclib import seed as seed_report
+from sclib import seed_report
 from sclib.config import ConfigError
 from sclib.files import read_json, write_text
 from sclib.summary import STYLESHEET, Study, load_study, run_links, training_minutes, write_stylesheet
@@ -44,6 +44,8 @@ GENERATOR = '<meta name="generator" content="sclib front">'
 ALT = "ACC per data set against the seed report"
 MARK_BEGIN = "<!-- results table: written by `python -m sclib front` from results/; do not edit by hand -->"
 MARK_END = "<!-- end of results table -->"
+ABLATION_NOTE = ("Percent, mean ± std over seeds; the last column is the seed's ACC for the same variant on "
+                 f"{seed_report.TABLE2_NAME} after {seed_report.TABLE2_EPOCHS} epochs.")
 COLUMNS = ["data set", "run", "NMI", "AMI", "ARI", "ACC", "seeds", "training per seed", "data", "files"]
 
 
@@ -208,8 +210,7 @@ def markdown_page(entries: list[Entry], skipped: list[tuple[str, str]]) -> str:
     lines += [f"- `{folder}/`: {why}" for folder, why in skipped] + [""]
     for ab in ablations(entries):
         lines += [f"## Ablations on {_name(ab.entry.dataset)} (the seed's Table 2 grid, {ab.epochs} epochs)", "",
-                  "Percent, mean ± std over seeds; the last column is the seed's ACC for the same variant on "
-                  "STL-10 after 300 epochs.", "", ab.table.markdown(),
+                  ABLATION_NOTE, "", ab.table.markdown(),
                   ", ".join(f"[{link.text}]({link.href})" for link in ab.links), ""]
     lines += ["## Run files", ""]
     lines += [f"- {what}: " + ", ".join(f"[{link.text}]({link.href})" for link in links)
@@ -231,8 +232,7 @@ def html_page(entries: list[Entry], skipped: list[tuple[str, str]]) -> str:
     for ab in ablations(entries):
         parts += [f"<h2>Ablations on {html.escape(_name(ab.entry.dataset))} (the seed's Table 2 grid, "
                   f"{ab.epochs} epochs)</h2>",
-                  "<p>Percent, mean ± std over seeds; the last column is the seed's ACC for the same variant on "
-                  "STL-10 after 300 epochs.</p>", ab.table.html(), f"<p>{links(ab.links)}</p>"]
+                  f"<p>{html.escape(ABLATION_NOTE)}</p>", ab.table.html(), f"<p>{links(ab.links)}</p>"]
     parts += ["<h2>Run files</h2>", "<ul>"]
     parts += [f"<li>{html.escape(what)}: {links(items)}</li>" for what, items in _file_lines(entries, "")]
     regenerate = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(REGENERATE))

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from sclib import seed as seed_report
+from sclib import seed_report
 from sclib.config import Config, ConfigError, Recipe, load_config
 from sclib.files import read_json
 from sclib.runs import RunPaths, check_finished, run_folders, seed_configs
@@ -290,18 +290,18 @@ class RunView:
     features: np.ndarray        # float16 backbone features [N, D]
     heads: np.ndarray           # int [H, N]: every head's cluster of every image
     head_sizes: tuple[int, ...]
-    head: int                   # the scored head
+    scored_head: int            # index into heads
     epoch: int
     sample_index: np.ndarray    # eval indices of the exported sample images
     sample_images: np.ndarray   # uint8 [K, C, h, w]
 
     @property
     def assigned(self) -> np.ndarray:
-        return self.heads[self.head].astype(np.int64)
+        return self.heads[self.scored_head].astype(np.int64)
 
     @property
     def head_size(self) -> int:
-        return self.head_sizes[self.head]
+        return self.head_sizes[self.scored_head]
 
     @property
     def figures(self) -> Path:
@@ -316,7 +316,7 @@ def load_view(cfg: Config, paths: RunPaths, device: str = "auto") -> RunView:
     return RunView(cfg=cfg, paths=paths, labels=data["labels"], class_names=evaluation.classes,
                    features=data["features"], heads=data["assigned"],
                    head_sizes=tuple(int(s) for s in data["head_sizes"]),
-                   head=evaluation.scored_head, epoch=evaluation.epoch,
+                   scored_head=evaluation.scored_head, epoch=evaluation.epoch,
                    sample_index=data["sample_index"], sample_images=data["sample_images"])
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sclib import seed as seed_report
+from sclib import seed_report
 from sclib.config import Config, load_config
 from sclib.files import read_json, write_text
 from sclib.probe import KNN_K

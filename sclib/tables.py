@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from sclib import seed as seed_report
+from sclib import seed_report
 
 NOT_AVAILABLE = "n/a"
 # eval.json's k-means baselines, by key, as tables label them.

@@ -81,13 +81,13 @@ class Trainer:
     """Holds a run's moving parts; ``fit`` trains the remaining epochs and evaluates."""
 
     def __init__(self, cfg: Config, progress: bool | str = True, data: DataSplits | None = None,
-                 tuned: bool | None = None) -> None:
+                 sync_free: bool | None = None) -> None:
         """``data`` replaces the configured data set (benchmarks pass synthetic images).
 
         ``progress``: "bar" (or True) for a tqdm bar, "log" for a few plain lines (notebooks and
         logs), False or "off" for silence.
 
-        ``tuned``: the GPU step, with no host sync (batched sync-free augmentation, see
+        ``sync_free``: the GPU step, with no host sync (batched sync-free augmentation, see
         ``Augmenter(static_shapes=True)``), a fused optimiser step, cuDNN autotuning, and with
         ``--compile`` the augmentation and loss compiled too. None (default): on CUDA only, because on a CPU it
         does more arithmetic and rounds the optimiser step differently, and CPU runs must stay
@@ -103,7 +103,7 @@ class Trainer:
             self.device = torch.device("cuda", distributed.local_rank())
         self.precision = precision(self.device, cfg.amp)
         self.progress = {True: "bar", False: "off"}.get(progress, progress) if distributed.is_main_process() else "off"
-        self.tuned = self.device.type == "cuda" if tuned is None else tuned
+        self.sync_free = self.device.type == "cuda" if sync_free is None else sync_free
         # called with each phase's name as it ends (benchmarks time phases with CUDA events)
         self.phase_hook: Callable[[str], None] | None = None
         self.estimated = False  # whether the time the run will take was estimated (after a few steps)
@@ -117,7 +117,7 @@ class Trainer:
         for note in size_notes(cfg, len(self.data.train_images) + extra, len(self.data.eval_labels),
                                len(self.info.classes)):
             self._log(f"note: {note}")
-        self.head = cfg.evaluated_head(len(self.info.classes))
+        self.scored_head = cfg.scored_head(len(self.info.classes))
         warning = cfg.head_warning(len(self.info.classes))
         if warning:
             self._log(f"warning: {warning}")
@@ -133,13 +133,13 @@ class Trainer:
         if self.precision.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(cfg.optimizer, self.model, cfg.lr, cfg.weight_decay, cfg.momentum,
-                                         fused=self.tuned)
+                                         fused=self.sync_free)
         self.loss_fn = SelfClassifierLoss(cfg.row_tau, cfg.col_tau)
         # compiled alone only: the gathers of a multi-process loss do not trace
         self.compute_loss = (torch.compile(self.loss_fn) if cfg.compile and distributed.world_size() == 1
                              else self.loss_fn)
-        self.augment = Augmenter(augment_config(cfg, self.info), static_shapes=self.tuned,
-                                 compile=cfg.compile and self.tuned)
+        self.augment = Augmenter(augment_config(cfg, self.info), static_shapes=self.sync_free,
+                                 compile=cfg.compile and self.sync_free)
         images = self.data.train_images
         if self.data.unlabelled_images is not None:
             images = torch.cat([images, self.data.unlabelled_images])
@@ -199,7 +199,7 @@ class Trainer:
         try:
             _unwrap(self.model).load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
-            set_fused(self.optimizer, self.tuned)  # the checkpoint's flag is the saving device's
+            set_fused(self.optimizer, self.sync_free)  # the checkpoint's flag is the saving device's
         except (RuntimeError, ValueError, KeyError) as err:
             raise misfit(state["path"], self.cfg, self.paths, err,
                          "; choose another --out or delete the run folder to start over") from None
@@ -228,14 +228,14 @@ class Trainer:
             return done
         self._write_config(resumed)
         self._log(f"precision: {self.precision}")
-        report = _Progress(self.progress, self.cfg.epochs, self.epoch, str(self.paths.root))
+        progress = _Progress(self.progress, self.cfg.epochs, self.epoch, str(self.paths.root))
         while self.epoch < self.cfg.epochs:
             row = self.train_epoch()
             self.epoch += 1
             self.history.append(row)
             self.save()
-            report.update(row)
-        report.close()
+            progress.update(row)
+        progress.close()
         metrics = self.evaluate()
         if distributed.is_main_process():
             write_json(self.paths.metrics, metrics, fault_point="metrics")
@@ -245,7 +245,7 @@ class Trainer:
     def train_epoch(self) -> dict[str, Any]:
         self.model.train()
         if self.device.type == "cuda":  # tuned: a step's shapes never change, so cuDNN times its algorithms once
-            torch.backends.cudnn.benchmark = self.tuned
+            torch.backends.cudnn.benchmark = self.sync_free
         rank, world = distributed.rank(), distributed.world_size()
         order_gen = torch.Generator().manual_seed(epoch_seed(self.cfg.seed, self.epoch))
         order = torch.randperm(len(self.images), generator=order_gen)
@@ -287,7 +287,7 @@ class Trainer:
 
     def train_step(self, images: torch.Tensor, gen: torch.Generator,
                    indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimiser step on a batch of uint8 images; returns the loss and the evaluated head's view-1 logits.
+        """One optimiser step on a batch of uint8 images; returns the loss and the scored head's view-1 logits.
 
         ``indices`` are the images' positions in the training set: the NN queue needs them so
         that no image is ever paired with its own earlier embedding.
@@ -313,7 +313,7 @@ class Trainer:
             loss.backward()
         with self._phase("optimizer"):
             self.optimizer.step()
-        logits = outputs[self.head][0].detach()
+        logits = outputs[self.scored_head][0].detach()
         # a CUDA graph's outputs live in memory its next replay overwrites
         return loss.detach(), logits.clone() if self.cuda_graphs else logits
 
@@ -368,7 +368,7 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         model = _unwrap(self.model)
         preds = evaluate.predict(model, self.data.eval_images, self.augment.cfg, self.device, amp=self.cfg.amp)
-        metrics = evaluate.head_metrics(preds, self.data.eval_labels.numpy(), self.head)
+        metrics = evaluate.head_metrics(preds, self.data.eval_labels.numpy(), self.scored_head)
         metrics["epoch"] = self.epoch
         metrics["num_classes"] = len(self.info.classes)
         warning = evaluate.collapse_warning(metrics, len(self.data.eval_labels))

@@ -59,7 +59,7 @@ def test_seed_recipes_are_the_reports_recipe(dataset, image_folder):
 def test_seed_recipes_follow_the_data_set(dataset, size, heads):
     cfg = make_config(dataset, "seed")
     assert cfg.image_size == size and cfg.heads == heads
-    assert cfg.evaluated_head(heads[0]) == 0 and cfg.head_warning(heads[0]) is None
+    assert cfg.scored_head(heads[0]) == 0 and cfg.head_warning(heads[0]) is None
 
 
 def test_help_shows_what_the_recipe_resolves_to(capsys, image_folder):
@@ -166,7 +166,7 @@ def test_a_head_larger_than_the_batch_is_valid():
 
 def test_no_head_of_the_class_count_is_named_in_a_warning():
     cfg = make_config("digits", heads=[7, 14])
-    assert cfg.evaluated_head(10) == 0
+    assert cfg.scored_head(10) == 0
     warning = cfg.head_warning(10)
     assert "no head has 10 classes" in warning and "head 0 with 7 clusters" in warning and "--heads" in warning
 

@@ -14,7 +14,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from sclib import report, runs, seed, study, sweep
+from sclib import report, runs, seed_report, study, sweep
 from sclib.config import ConfigError, Recipe
 from sclib.files import write_json
 
@@ -34,22 +34,22 @@ def _kernel() -> str:
 def test_seed_tables_are_internally_consistent():
     # The report's Table 1 STL-10 row is its best ablation, temperatures (0.07, 0.05): a
     # transcription slip in either table breaks this equality.
-    assert seed.TABLE2["temperatures (0.07, 0.05)"] == seed.TABLE1["stl10"]
-    assert len(seed.TABLE2) == 12 and list(seed.TABLE2)[-1] == "base"
-    for table in (seed.TABLE1, seed.TABLE2):
+    assert seed_report.TABLE2["temperatures (0.07, 0.05)"] == seed_report.TABLE1["stl10"]
+    assert len(seed_report.TABLE2) == 12 and list(seed_report.TABLE2)[-1] == "base"
+    for table in (seed_report.TABLE1, seed_report.TABLE2):
         for name, row in table.items():
-            assert set(row) == set(seed.METRICS), name
+            assert set(row) == set(seed_report.METRICS), name
             assert all(0 < v < 100 for v in row.values()), name
             assert row["ami"] <= row["nmi"], name  # AMI corrects NMI for chance, never up
 
 
 def test_table1_row_labels_stand_ins_and_converts_to_fractions():
-    label, row = seed.table1_row("cifar10")
+    label, row = seed_report.table1_row("cifar10")
     assert "CIFAR-10" in label and row["acc"] == 60.73
-    label, row = seed.table1_row("digits")
-    assert "MNIST" in label and "stand-in" in label and row == seed.TABLE1["mnist"]
-    assert seed.table1_row("imagefolder") is None
-    assert seed.as_fractions(row)["nmi"] == pytest.approx(0.839427)
+    label, row = seed_report.table1_row("digits")
+    assert "MNIST" in label and "stand-in" in label and row == seed_report.TABLE1["mnist"]
+    assert seed_report.table1_row("imagefolder") is None
+    assert seed_report.as_fractions(row)["nmi"] == pytest.approx(0.839427)
 
 
 # -- parameters ----------------------------------------------------------------------------------
@@ -257,7 +257,7 @@ def test_run_sweep_skips_finished_runs_and_tabulates_mean_and_std(tmp_path, monk
     assert list(table["variant"]) == ["base", "batch 128"]
     assert table.loc[1, "acc"] == pytest.approx(0.55)
     assert table.loc[1, "acc_std"] == pytest.approx(np.std([0.5, 0.6], ddof=1))
-    assert table.loc[1, "seed_acc"] == pytest.approx(seed.TABLE2["batch 128"]["acc"] / 100)
+    assert table.loc[1, "seed_acc"] == pytest.approx(seed_report.TABLE2["batch 128"]["acc"] / 100)
     text = sweep.ablation_markdown(table)
     assert "| batch 128 | 2 | 30.00 ± 0.00 | 29.00 ± 0.00 | 20.00 ± 0.00 | 55.00 ± 7.07 | 50.0, 60.0 | 48.85 |" in text
 
@@ -317,7 +317,7 @@ def test_study_command_trains_the_seeds_and_writes_the_report(tmp_path):
     for acc in accs:
         assert f"{100 * acc:.2f}" in summary
     assert f"{100 * np.mean(accs):.2f} ± {100 * np.std(accs, ddof=1):.2f}" in summary
-    mnist = seed.TABLE1["mnist"]
+    mnist = seed_report.TABLE1["mnist"]
     assert f"| {mnist['nmi']:.2f} | {mnist['ami']:.2f} | {mnist['ari']:.2f} | {mnist['acc']:.2f} |" in summary
     assert "overrides" in summary and "epochs 2" in summary
     for s in (0, 1):

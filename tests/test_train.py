@@ -171,7 +171,7 @@ def test_multicrop_views_reach_the_loss(tmp_path):
 def test_tuned_step_run_resumes_to_identical_weights(tmp_path, monkeypatch):
     """The GPU step (sync-free augmentation, fused SGD), run on a CPU, resumes exactly too."""
     def fit(cfg):
-        return Trainer(cfg, progress=False, tuned=True).fit()
+        return Trainer(cfg, progress=False, sync_free=True).fit()
 
     straight = tiny(tmp_path, "straight", epochs=2, milestones=[])
     fit(straight)
