@@ -18,7 +18,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from sclib.config import make_config
-from sclib.data import DatasetInfo, DataSplits
+from sclib.data import REGISTRY, DatasetInfo, DataSplits
 from sclib.train import Trainer
 
 
@@ -38,9 +38,6 @@ SETTINGS: dict[str, Setting] = {
     "mnist-small": Setting("mnist", "seed", {"backbone": "small"},
                            "seed recipe with the small CNN: 28 px, affine views"),
 }
-# (channels, side) of the images each data set holds
-SHAPES = {"cifar10": (3, 32), "cifar20": (3, 32), "mnist": (1, 28), "fashion_mnist": (1, 28), "digits": (1, 8),
-          "stl10": (3, 96)}
 # Dense bf16 tensor-core peaks from the vendor's data sheets (TFLOP/s), for the share of the spec.
 SPEC_BF16_TFLOPS = {"H100 SXM": 989.0, "H100 80GB HBM3": 989.0, "H100 PCIe": 756.0, "H100 NVL": 835.0,
                     "H200": 989.0, "A100": 312.0}
@@ -65,8 +62,8 @@ def recipe_trainer(setting: str, out: str, device: str, batch: int, steps: int, 
     cfg = make_config(chosen.dataset, chosen.preset, out=out, device=device, batch_size=batch, epochs=1,
                       milestones=[], **{**chosen.overrides, **overrides})
     if data is None:
-        channels, size = SHAPES[chosen.dataset]
-        data = synthetic(batch * steps, channels, size)
+        record = REGISTRY[chosen.dataset]  # the data set's image shape, with nothing read
+        data = synthetic(batch * steps, record.channels, record.native_size)
     return Trainer(cfg, progress=False, data=data, sync_free=sync_free)
 
 

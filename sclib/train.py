@@ -23,7 +23,7 @@ from sclib.augment import Augmenter
 from sclib.config import Config, ConfigError, Recipe
 from sclib.data import DataSplits, counts_line, split_counts
 from sclib.files import write_csv, write_json
-from sclib.loss import SelfClassifierLoss
+from sclib.loss import SelfClassifierLoss, clusters_used
 from sclib.model import SelfClassifier
 from sclib.nnqueue import NNQueue
 from sclib.optim import build_optimizer, lr_at, set_fused, set_lr
@@ -252,7 +252,7 @@ class Trainer:
         order = order.to(self.device)  # one host-to-device copy an epoch, not one (and a sync) a step
         gen = torch.Generator(device=self.device).manual_seed(epoch_seed(self.cfg.seed, self.epoch, rank + 1))
         batch, local = self.global_batch, self.global_batch // world
-        losses, assigned = [], []
+        losses, scored_logits = [], []
         start = time.perf_counter()
         for step in range(self.steps_per_epoch):
             with self._phase("data"):
@@ -266,7 +266,7 @@ class Trainer:
             if timing:
                 self._report_compile(began)
             losses.append(loss)
-            assigned.append(logits.argmax(dim=1))
+            scored_logits.append(logits)
             faults.maybe_kill("step")
             if step == ESTIMATE_AFTER_STEPS and not self.estimated:
                 self._estimate((time.perf_counter() - start) / (step + 1))
@@ -280,7 +280,7 @@ class Trainer:
             "epoch": self.epoch + 1,
             "loss": float(losses_t.mean()),
             "lr": lr,
-            "clusters_used": int(torch.cat(assigned).unique().numel()),
+            "clusters_used": clusters_used(torch.cat(scored_logits)),
             "images_per_s": self.steps_per_epoch * batch / elapsed,
             "seconds": elapsed,
         }
