@@ -60,7 +60,7 @@ def recipe_trainer(setting: str, out: str, device: str, batch: int, steps: int, 
     whole train split)."""
     chosen = SETTINGS.get(setting, Setting(setting, "seed", {}, ""))
     cfg = make_config(chosen.dataset, chosen.preset, out=out, device=device, batch_size=batch, epochs=1,
-                      milestones=[], **{**chosen.overrides, **overrides})
+                      keep_epochs=[], **{**chosen.overrides, **overrides})
     if data is None:
         record = REGISTRY[chosen.dataset]  # the data set's image shape, with nothing read
         data = synthetic(batch * steps, record.channels, record.native_size)

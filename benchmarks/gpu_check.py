@@ -108,7 +108,7 @@ def make_trainer(dataset: str, data: DataSplits, out: str, args: argparse.Namesp
                  mode: str | None, **overrides: Any) -> Trainer:
     """A Trainer for the data set's seed recipe (``mode``: a torch.compile mode, None: eager)."""
     over = {"epochs": 1, **(TINY if args.tiny else {}), **overrides}
-    cfg = make_config(dataset, "seed", out=out, device=args.device, batch_size=args.batch_size, milestones=[],
+    cfg = make_config(dataset, "seed", out=out, device=args.device, batch_size=args.batch_size, keep_epochs=[],
                       compile=mode is not None, compile_mode=mode or "default", **over)
     return Trainer(cfg, progress=False, data=data, sync_free=sync_free)
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from sclib.adapt import adapt
 from sclib.augment import STYLES
-from sclib.checkpoint import fit_milestones
+from sclib.checkpoint import fit_keep_epochs
 from sclib.data import DATASETS
 from sclib.model import BACKBONES, CLS_GAINS
 from sclib.optim import OPTIMIZERS
@@ -79,7 +79,8 @@ class Config:
     augment: str = _param("view recipe: byol (crops, flips, colour, blur, solarise) or affine (small digits)")
     global_scale: list[float] = _param("area range of the two global crops")
     local_crops: int = _param("number of extra local views per image (multi-crop); 0 turns it off")
-    milestones: list[int] = _param("epochs whose checkpoints are kept for the probe-vs-epoch curve")
+    keep_epochs: list[int] = _param("epochs whose checkpoints are kept for the probe-vs-epoch curve "
+                                    "(old name: milestones, still read)")
 
     # -- the method's defaults, which a recipe may change
     small_width: int = _param("first-stage channels of the small CNN (stages w, 2w, 4w, 4w, 8w)", 32)
@@ -163,8 +164,8 @@ def _problems(cfg: Config):
         lo_hi = getattr(cfg, name)
         if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1] <= 1:
             yield f"{name} must be two numbers 0 < low <= high <= 1, got {lo_hi}"
-    if any(m <= 0 for m in cfg.milestones):
-        yield f"milestones are epochs >= 1, got {cfg.milestones}"
+    if any(m <= 0 for m in cfg.keep_epochs):
+        yield f"keep_epochs are epochs >= 1, got {cfg.keep_epochs}"
     if cfg.local_size is not None and cfg.local_size <= 0:
         yield f"local_size must be positive, got {cfg.local_size}"
     if cfg.device == "cuda":
@@ -208,6 +209,7 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"recipe file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"recipe file {path} must be a mapping of config fields, e.g. 'epochs: 100'")
+    values = renamed(values, f"recipe file {path}")
     rules = values.get("adapt", {})
     if not isinstance(rules, dict):
         raise ConfigError(f"recipe file {path}: 'adapt' must be a mapping of rules")
@@ -269,15 +271,15 @@ class Recipe:
 
 
 def _resolve(values: dict[str, Any], overrides: dict[str, Any], source: str) -> Config:
-    given = {k: v for k, v in overrides.items() if v is not None}
+    given = renamed({k: v for k, v in overrides.items() if v is not None}, "the overrides")
     rules = values.pop("adapt", None)
     if rules:
         values.update(_adapt(rules, values, given, source))
     values.update(given)
-    if "epochs" in given and "milestones" not in given and "milestones" in values:
+    if "epochs" in given and "keep_epochs" not in given and "keep_epochs" in values:
         # a shortened (or lengthened) run keeps a probe curve of a few points
-        values["milestones"] = fit_milestones(coerce("milestones", values["milestones"], list[int]),
-                                              coerce("epochs", values["epochs"], int))
+        values["keep_epochs"] = fit_keep_epochs(coerce("keep_epochs", values["keep_epochs"], list[int]),
+                                                coerce("epochs", values["epochs"], int))
     missing = [name for name in RECIPE_FIELDS if name not in values]
     if missing:
         raise ConfigError(f"{source} does not set {', '.join(missing)}; a recipe sets every training choice")
@@ -297,6 +299,22 @@ def _adapt(rules: dict[str, Any], values: dict[str, Any], given: dict[str, Any],
     return {**chosen.values, "adapted": chosen.note()}
 
 
+# Fields renamed since results were committed: old name -> new. config.json files, recipe files,
+# notebook parameters and command-line flags may still use the old name.
+RENAMED = {"milestones": "keep_epochs"}
+
+
+def renamed(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """``values`` with every old field name of :data:`RENAMED` replaced by its new one."""
+    out = dict(values)
+    for old, new in RENAMED.items():
+        if old in out:
+            if new in out:
+                raise ConfigError(f"{where} sets both {old} and {new} ({old} is the old name of {new}); keep one")
+            out[new] = out.pop(old)
+    return out
+
+
 def _check_names(values: dict[str, Any], where: str) -> None:
     names = [f.name for f in fields(Config)]
     unknown = sorted(set(values) - set(names))
@@ -306,6 +324,7 @@ def _check_names(values: dict[str, Any], where: str) -> None:
 
 def from_dict(values: dict[str, Any]) -> Config:
     """Build a Config from loose values (JSON, papermill strings), checking every field's type."""
+    values = renamed(values, "config")
     _check_names(values, "config")
     hints = typing.get_type_hints(Config)
     try:
@@ -388,7 +407,7 @@ def to_yaml(cfg: Config) -> str:
 
 
 # Fields that decide what a run computes; a run folder refuses to resume when any differs.
-RESUME_INSENSITIVE = ("out", "device", "download", "data_root", "compile", "compile_mode", "milestones", "preset",
+RESUME_INSENSITIVE = ("out", "device", "download", "data_root", "compile", "compile_mode", "keep_epochs", "preset",
                       "adapted")
 
 

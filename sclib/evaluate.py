@@ -22,6 +22,7 @@ from sclib import seed_report
 from sclib.augment import AugmentConfig, eval_transform
 from sclib.files import write_bytes, write_json
 from sclib.metrics import cluster_metrics
+from sclib.runs import augment_config, autocast, load_data, load_model, open_run, resolve_device, run_folders
 from sclib.tables import BASELINES, Evaluation
 
 # Images kept per cluster of the scored head, for the cluster grids of notebook 05.
@@ -85,8 +86,6 @@ class Predictions:
 def predict(model: torch.nn.Module, images: torch.Tensor, aug: AugmentConfig, device: str | torch.device = "cpu",
             batch_size: int = 1024, amp: bool = False) -> Predictions:
     """Run the model in eval mode over uint8 images, in batches, on ``device``."""
-    from sclib.runs import autocast
-
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -193,8 +192,6 @@ def evaluate_run(
     run_dir: str | Path, checkpoint_path: str | Path | None = None, device: str = "auto"
 ) -> Evaluation:
     """Evaluate a run folder's model on its eval split; write ``eval.json`` and ``arrays.npz``."""
-    from sclib.runs import augment_config, load_data, load_model, open_run, resolve_device
-
     cfg, paths = open_run(run_dir)
     data = load_data(cfg)
     dev = resolve_device(device)
@@ -223,8 +220,6 @@ def evaluate_runs(
     path: str | Path, checkpoint_path: str | Path | None = None, device: str = "auto"
 ) -> list[dict[str, Any]]:
     """Evaluate a run or every seed run of a group; rows for a short table."""
-    from sclib.runs import run_folders
-
     rows = []
     for run in run_folders(path):
         evaluation = evaluate_run(run, checkpoint_path, device)

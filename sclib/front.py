@@ -18,10 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from sclib import seed_report
+from sclib import plots, seed_report
 from sclib.config import ConfigError
 from sclib.files import read_json, write_text
+from sclib.plots import save_figure
 from sclib.summary import STYLESHEET, Study, load_study, run_links, training_minutes, write_stylesheet
+from sclib.sweep import ablation_rows, ablation_table
 from sclib.tables import Link, Table, mean_std, pct
 
 # Why a data set of the seed's Table 1 has no study folder yet (shown until one appears).
@@ -148,8 +150,6 @@ class Ablations:
 
 
 def ablations(entries: list[Entry], prefix: str = "") -> list[Ablations]:
-    from sclib.sweep import ablation_rows, ablation_table
-
     found = []
     for entry in entries:
         sweep = entry.study.out / "sweep"
@@ -177,8 +177,6 @@ def acc_frame(entries: list[Entry]) -> pd.DataFrame:
 
 def acc_figure(entries: list[Entry]):
     """Every data set's ACC against the seed's Table 1 row (``plots.acc_against_seed``)."""
-    from sclib import plots
-
     ours = acc_frame(entries)
     order = [*dict.fromkeys([*(_name(d) for d in seed_report.TABLE1), *ours["dataset"]])]
     seed = {_name(d): row["acc"] / 100 for d, row in seed_report.TABLE1.items()}
@@ -232,7 +230,7 @@ def html_page(entries: list[Entry], skipped: list[tuple[str, str]]) -> str:
     for ab in ablations(entries):
         parts += [f"<h2>Ablations on {html.escape(_name(ab.entry.dataset))} (the seed's Table 2 grid, "
                   f"{ab.epochs} epochs)</h2>",
-                  f"<p>{html.escape(ABLATION_NOTE)}</p>", ab.table.html(), f"<p>{links(ab.links)}</p>"]
+                  f"<p>{ABLATION_NOTE}</p>", ab.table.html(), f"<p>{links(ab.links)}</p>"]
     parts += ["<h2>Run files</h2>", "<ul>"]
     parts += [f"<li>{html.escape(what)}: {links(items)}</li>" for what, items in _file_lines(entries, "")]
     regenerate = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(REGENERATE))
@@ -276,8 +274,6 @@ def write_front(results: str | Path = "results", readme: str | Path | None = Non
     look like a result) and ConfigError when a ``readme`` given has no markers; both before
     anything is written.
     """
-    from sclib.plots import save_figure
-
     results = Path(results)
     entries, skipped = find_studies(results)
     if not entries:

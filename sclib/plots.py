@@ -35,6 +35,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from sclib.files import write_bytes
+
 __all__ = [
     "ablation_bars",
     "ablation_heatmap",
@@ -775,8 +777,6 @@ def save_figure(
     hash salt) so re-running leaves unchanged figures unchanged in git. Closing frees memory in
     long sweeps that draw many figures.
     """
-    from sclib.files import write_bytes
-
     if not isinstance(fig, Figure):
         raise ValueError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
     if not stem or Path(stem).name != stem or stem in (".", ".."):

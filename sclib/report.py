@@ -17,11 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from sclib import seed_report
+from sclib import checkpoint, plots, seed_report
 from sclib.config import Config, ConfigError, Recipe, load_config
+from sclib.evaluate import evaluate_run, evaluation_warnings, l2_normalise, spread_problem
 from sclib.files import read_json
+from sclib.metrics import cluster_purity, hungarian_match
+from sclib.plots import save_figure
+from sclib.probe import probe_run
 from sclib.runs import RunPaths, check_finished, run_folders, seed_configs
 from sclib.tables import Evaluation, mean_std
+from sclib.train import pretrain
 
 # ----------------------------------------------------------------------------------------------
 # The notebooks' parameters: checked at the top, before anything runs
@@ -92,8 +97,6 @@ def prepare_runs(dataset: str, preset: str, run_dir: str | Path, seeds: list[int
     ``train=False`` renders runs made elsewhere (a GPU machine) from their own config.json, so
     neither the recipe nor the data set nor a checkpoint needs to be here.
     """
-    from sclib.train import pretrain
-
     if not train:
         runs = open_runs(run_dir, dataset)
         check_finished(runs, "train it first or pass train=True")
@@ -136,7 +139,7 @@ def config_markdown(cfg: Config, seeds: list[int]) -> str:
         f"- {cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.start_lr} -> {cfg.lr} -> {cfg.min_lr}",
         f"- temperatures: row {cfg.row_tau}, column {cfg.col_tau}; extra views {cfg.local_crops}; "
         f"NN queue {cfg.nn_queue or 'off'}",
-        f"- milestones (probed in notebook 02): {cfg.milestones}",
+        f"- kept checkpoints (probed in notebook 02): epochs {cfg.keep_epochs}",
         *([f"- fitted to the data: {cfg.adapted}"] if cfg.adapted else []),
         f"- {caveat(cfg)}",
     ])
@@ -155,8 +158,6 @@ def run_warnings(runs: list[tuple[Config, RunPaths]]) -> list[str]:
 
     Read from the files, not the notebooks' state, so the summary and every notebook say the same.
     """
-    from sclib.evaluate import evaluation_warnings
-
     lines = []
     for cfg, paths in runs:
         found = [read_json(paths.metrics).get("warning")] if paths.metrics.exists() else []
@@ -214,8 +215,6 @@ def save(fig, figures_dir: str | Path, stem: str):
 
     from IPython.display import Image
 
-    from sclib.plots import save_figure
-
     (png,) = save_figure(fig, figures_dir, stem, formats=("png",))
     return Image(url=Path(os.path.relpath(png)).as_posix(), embed=False)
 
@@ -226,8 +225,6 @@ def save(fig, figures_dir: str | Path, stem: str):
 
 def ensure_evaluated(cfg: Config, paths: RunPaths, device: str = "auto") -> Evaluation:
     """The run's eval.json, evaluating first if it or arrays.npz is missing or stale."""
-    from sclib.evaluate import evaluate_run
-
     if paths.eval.exists() and paths.arrays.exists():
         record = read_json(paths.eval)
         if record.get("epoch") == cfg.epochs:
@@ -241,9 +238,6 @@ def ensure_probed(cfg: Config, paths: RunPaths, probe_epochs: int, device: str =
     Without checkpoints (a run copied home) the probe results that came with it are used as they are.
     """
     import pandas as pd
-
-    from sclib import checkpoint
-    from sclib.probe import probe_run
 
     milestones = [checkpoint.milestone_epoch(p) for p in checkpoint.milestones(paths.checkpoints)]
     if paths.probe.exists():
@@ -343,8 +337,6 @@ def embed_2d(features: np.ndarray, method: str = "tsne", seed: int = 0) -> tuple
 
     Normalised features put the picture in the cosine geometry the heads and the kNN probe use.
     """
-    from sclib.evaluate import l2_normalise, spread_problem
-
     with np.errstate(invalid="ignore"):  # non-finite rows are refused just below
         x = l2_normalise(np.asarray(features, dtype=np.float32))
     n = len(x)
@@ -377,8 +369,6 @@ def embed_2d(features: np.ndarray, method: str = "tsne", seed: int = 0) -> tuple
 
 def embedding_figures(view: RunView, idx: np.ndarray, method: str, figures: str | Path, seed: int = 0) -> list:
     """A 2-D embedding of the subsample ``idx``, coloured by true class and by cluster (fig4a_<method>*)."""
-    from sclib import plots
-
     try:
         xy, seconds = embed_2d(view.features[idx], method, seed)
     except TooLittleData as skipped:
@@ -397,8 +387,6 @@ def cluster_table(
     labels: np.ndarray, assigned: np.ndarray, class_names: tuple[str, ...] | list[str]
 ) -> list[dict[str, Any]]:
     """Per non-empty cluster: size, matched (or majority) class and purity, purest first."""
-    from sclib.metrics import cluster_purity, hungarian_match
-
     labels, assigned = np.asarray(labels), np.asarray(assigned)
     purity = cluster_purity(labels, assigned)
     mapping = hungarian_match(labels, assigned)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sclib.checkpoint import first_line
-from sclib.config import Config, ConfigError, Recipe
+from sclib.config import Config, ConfigError, Recipe, load_config
 from sclib.files import read_json, write_json, write_text
 from sclib.runs import (
     RUN_GROUP,
@@ -32,6 +32,8 @@ from sclib.runs import (
     seed_configs,
     seed_folder,
 )
+from sclib.summary import STYLESHEET, write_index, write_stylesheet, write_summary
+from sclib.sweep import run_sweep, sweep_variants
 
 KERNEL_NAME = "sclib"
 
@@ -213,8 +215,6 @@ def export_html(notebook: Path) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
 
-    from sclib.summary import STYLESHEET, write_stylesheet
-
     nb = nbformat.read(notebook, as_version=4)
     body, _ = HTMLExporter(template_name="basic", exclude_input_prompt=True,
                            exclude_output_prompt=True).from_notebook_node(nb)
@@ -286,8 +286,6 @@ def render_study(runs: str | Path, out: str | Path, params: list[str] | None = N
                  log=print) -> Path:
     """Report finished runs (a run or a folder of seed runs) without training: copy their files
     (not their checkpoints) into ``out/run`` and execute notebooks 01-05 on them."""
-    from sclib.config import load_config
-
     out = Path(out).resolve()
     folders = run_folders(runs)
     configs = [load_config(RunPaths(f).config) for f in folders]
@@ -333,8 +331,6 @@ def check_rendered_files(folders: list[Path], configs: list[Config]) -> None:
 
 
 def _run(sources: dict[str, Path], values: dict[str, Any], out: Path, kernel: str | None, log, what: str) -> Path:
-    from sclib.summary import write_index, write_summary
-
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "study.json", {k: v for k, v in values.items() if k != "train"})
     write_lock(out)
@@ -370,8 +366,6 @@ def train_sweep(recipe: Recipe, grid: str | Path | dict[str, Any] | None, seeds:
     folders; paths given relative to the caller are rebased first."""
     import contextlib
 
-    from sclib.sweep import run_sweep, sweep_variants
-
     sweep_variants(recipe, grid, out / "sweep", seeds)  # every config checked before anything is written
     recipe = Recipe(recipe.dataset, recipe.preset, str(Path(recipe.file).resolve()) if recipe.file else None,
                     _rebased(recipe.overrides, out))
@@ -386,8 +380,6 @@ def run_sweep_study(recipe: Recipe, grid: str | Path, seeds: list[int], out: str
                     params: list[str] | None = None, notebooks: str | Path | None = None,
                     kernel: str | None = None, note: str | None = None, log=print) -> Path:
     """Run the ablation grid into ``out/sweep`` (resumable), then notebook 06 into ``out``."""
-    from sclib.summary import write_index
-
     out = Path(out).resolve()
     sources = _sources((SWEEP_NOTEBOOK,), notebooks)
     user = parse_params(params, _declared(sources))

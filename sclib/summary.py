@@ -17,7 +17,7 @@ from sclib import seed_report
 from sclib.config import Config, load_config
 from sclib.files import read_json, write_text
 from sclib.probe import KNN_K
-from sclib.report import run_warnings
+from sclib.report import caveat, probe_summary, run_warnings
 from sclib.runs import ALL_NOTEBOOKS, RUN_GROUP, RunPaths, run_folders
 from sclib.tables import Evaluation, Table, clustering_table, heads_table, pct
 
@@ -120,8 +120,6 @@ def load_study(out: Path) -> Study | None:
 def probe_table(study: Study) -> Table | None:
     import pandas as pd
 
-    from sclib.report import probe_summary
-
     frames = [pd.read_csv(p.probe).assign(seed=cfg.seed) for cfg, p in study.runs if p.probe.exists()]
     if not frames:
         return None
@@ -143,8 +141,6 @@ def table1() -> Table:
 
 def provenance(study: Study, times: dict[str, float] | None = None) -> list[tuple[str, str]]:
     """(label, value) pairs: what produced the numbers."""
-    from sclib.report import caveat
-
     cfg = study.runs[0][0]
     provs = [read_json(paths.config).get("provenance", {}) for _, paths in study.runs]
     prov = provs[0]

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from sclib import seed_report
+from sclib import seed_report, train
 from sclib.config import Config, ConfigError, Recipe
 from sclib.files import read_json, write_json
 from sclib.runs import RunPaths, finished_metrics, seed_folder
@@ -99,8 +99,6 @@ def sweep_variants(recipe: Recipe, grid: str | Path | dict[str, Any] | None, swe
 def run_sweep(recipe: Recipe, grid: str | Path | dict[str, Any] | None, sweep_dir: str | Path,
               seeds: list[int] = (0,), progress: bool | str = False, log=print) -> list[dict[str, Any]]:
     """Pre-train every variant and seed in its own run folder, skipping finished ones (rerun to resume)."""
-    from sclib import train
-
     sweep_dir = Path(sweep_dir)
     variants = sweep_variants(recipe, grid, sweep_dir, seeds)
     write_json(sweep_dir / "sweep.json", {

@@ -214,7 +214,7 @@ class Trainer:
             return
         state = self.state()
         checkpoint.save(self.paths.last, state, fault_point="checkpoint")
-        if self.epoch in self.cfg.milestones or self.epoch == self.cfg.epochs:
+        if self.epoch in self.cfg.keep_epochs or self.epoch == self.cfg.epochs:
             checkpoint.save(self.paths.checkpoints / checkpoint.milestone_name(self.epoch), state)
         write_csv(self.paths.history, self.history)
 

@@ -104,7 +104,7 @@ def test_a_cpu_without_native_bf16_runs_the_fp32_step_as_before(tmp_path, old_cp
 
 def tiny(tmp_path, name, **overrides):
     values = dict(image_size=8, mlp_hidden=32, mlp_out=16, batch_size=128, heads=[10, 20], device="cpu", epochs=2,
-                  milestones=[])
+                  keep_epochs=[])
     return make_config("digits", "fast", out=str(tmp_path / name), **{**values, **overrides})
 
 

@@ -17,7 +17,7 @@ TINY = dict(image_size=8, mlp_hidden=32, mlp_out=16, batch_size=128, heads=[10, 
 
 def tiny(tmp_path, name="run", **overrides):
     return make_config(
-        "digits", "fast", out=str(tmp_path / name), **{**TINY, "epochs": 3, "milestones": [1, 2], **overrides}
+        "digits", "fast", out=str(tmp_path / name), **{**TINY, "epochs": 3, "keep_epochs": [1, 2], **overrides}
     )
 
 
@@ -108,10 +108,10 @@ class Interrupt(Exception):
 
 
 def test_interrupted_run_resumes_to_identical_weights(tmp_path, monkeypatch):
-    straight = tiny(tmp_path, "straight", epochs=2, milestones=[])
+    straight = tiny(tmp_path, "straight", epochs=2, keep_epochs=[])
     pretrain(straight, progress=False)
 
-    broken = tiny(tmp_path, "broken", epochs=2, milestones=[])
+    broken = tiny(tmp_path, "broken", epochs=2, keep_epochs=[])
     calls = {"n": 0}
 
     def interrupt_at_step(point):
@@ -173,9 +173,9 @@ def test_tuned_step_run_resumes_to_identical_weights(tmp_path, monkeypatch):
     def fit(cfg):
         return Trainer(cfg, progress=False, sync_free=True).fit()
 
-    straight = tiny(tmp_path, "straight", epochs=2, milestones=[])
+    straight = tiny(tmp_path, "straight", epochs=2, keep_epochs=[])
     fit(straight)
-    broken = tiny(tmp_path, "broken", epochs=2, milestones=[])
+    broken = tiny(tmp_path, "broken", epochs=2, keep_epochs=[])
     calls = {"n": 0}
 
     def interrupt_at_step(point):
