@@ -236,7 +236,7 @@ def config_from_file(path: str | Path, **overrides: Any) -> Config:
     """
     path = Path(path)
     if path.suffix == ".json":
-        values = dict(_read_config_json(path))
+        values = renamed(_read_config_json(path), str(path))
     else:
         values = read_recipe(path)
     values.setdefault("preset", "custom")

@@ -134,6 +134,8 @@ def test_the_old_name_milestones_is_still_read_everywhere(config_json, tmp_path)
     old = json.loads(config_json.read_text())["config"]
     assert "milestones" in old and "keep_epochs" not in old  # written before the rename
     assert load_config(config_json).keep_epochs == old["milestones"]
+    rerun = config_from_file(config_json)  # --config: rerun the run exactly
+    assert rerun.keep_epochs == old["milestones"] and rerun.epochs == old["epochs"]
     assert make_config("digits", epochs=4, milestones=[2, 4]).keep_epochs == [2, 4]
     recipe = tmp_path / "old.yaml"
     recipe.write_text(yaml.safe_dump({**read_recipe(recipe_path("fast", "digits")), "dataset": "digits"})
