@@ -18,7 +18,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from sclib.config import make_config
-from sclib.data import DatasetInfo, DataSplits
+from sclib.data import REGISTRY, DatasetInfo, DataSplits
 from sclib.train import Trainer
 
 
@@ -38,9 +38,6 @@ SETTINGS: dict[str, Setting] = {
     "mnist-small": Setting("mnist", "seed", {"backbone": "small"},
                            "seed recipe with the small CNN: 28 px, affine views"),
 }
-# (channels, side) of the images each data set holds
-SHAPES = {"cifar10": (3, 32), "cifar20": (3, 32), "mnist": (1, 28), "fashion_mnist": (1, 28), "digits": (1, 8),
-          "stl10": (3, 96)}
 # Dense bf16 tensor-core peaks from the vendor's data sheets (TFLOP/s), for the share of the spec.
 SPEC_BF16_TFLOPS = {"H100 SXM": 989.0, "H100 80GB HBM3": 989.0, "H100 PCIe": 756.0, "H100 NVL": 835.0,
                     "H200": 989.0, "A100": 312.0}
@@ -56,18 +53,18 @@ def synthetic(n: int, channels: int, size: int, seed: int = 0) -> DataSplits:
     return DataSplits(info, images, labels, images[:256], labels[:256])
 
 
-def recipe_trainer(setting: str, out: str, device: str, batch: int, steps: int, tuned: bool | None = None,
+def recipe_trainer(setting: str, out: str, device: str, batch: int, steps: int, sync_free: bool | None = None,
                    data: DataSplits | None = None, **overrides: Any) -> Trainer:
     """A Trainer with the setting's recipe (a name of SETTINGS, or a data set's seed recipe), whose
     epoch is ``steps`` batches of synthetic images (or ``data``, when given: then an epoch is the
     whole train split)."""
     chosen = SETTINGS.get(setting, Setting(setting, "seed", {}, ""))
     cfg = make_config(chosen.dataset, chosen.preset, out=out, device=device, batch_size=batch, epochs=1,
-                      milestones=[], **{**chosen.overrides, **overrides})
+                      keep_epochs=[], **{**chosen.overrides, **overrides})
     if data is None:
-        channels, size = SHAPES[chosen.dataset]
-        data = synthetic(batch * steps, channels, size)
-    return Trainer(cfg, progress=False, data=data, tuned=tuned)
+        record = REGISTRY[chosen.dataset]  # the data set's image shape, with nothing read
+        data = synthetic(batch * steps, record.channels, record.native_size)
+    return Trainer(cfg, progress=False, data=data, sync_free=sync_free)
 
 
 def sync(device: torch.device) -> None:

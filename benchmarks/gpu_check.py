@@ -43,7 +43,7 @@ import profile_step
 import throughput
 
 from sclib.config import make_config
-from sclib.data import DatasetInfo, DataSplits, load_dataset
+from sclib.data import DatasetInfo, DataSplits, channel_stats, load_dataset
 from sclib.evaluate import kmeans_metrics
 from sclib.train import Trainer
 
@@ -90,8 +90,7 @@ def synthetic_cifar(train: int, test: int, size: int = 32, classes: int = 10, se
 
     train_x, train_y = split(train)
     eval_x, eval_y = split(test)
-    mean = tuple(train_x.float().div(255).mean(dim=(0, 2, 3)).tolist())
-    std = tuple(train_x.float().div(255).std(dim=(0, 2, 3)).tolist())
+    mean, std = channel_stats(train_x)
     info = DatasetInfo("synthetic", tuple(f"class {i}" for i in range(classes)), 3, size, mean, std)
     return DataSplits(info, train_x, train_y, eval_x, eval_y)
 
@@ -105,13 +104,13 @@ def cifar_data(args: argparse.Namespace) -> tuple[DataSplits, str]:
     return synthetic_cifar(50_000, 10_000), "synthetic CIFAR-sized (50,000 train images, 32 px, 10 latent classes)"
 
 
-def make_trainer(dataset: str, data: DataSplits, out: str, args: argparse.Namespace, tuned: bool,
+def make_trainer(dataset: str, data: DataSplits, out: str, args: argparse.Namespace, sync_free: bool,
                  mode: str | None, **overrides: Any) -> Trainer:
     """A Trainer for the data set's seed recipe (``mode``: a torch.compile mode, None: eager)."""
     over = {"epochs": 1, **(TINY if args.tiny else {}), **overrides}
-    cfg = make_config(dataset, "seed", out=out, device=args.device, batch_size=args.batch_size, milestones=[],
+    cfg = make_config(dataset, "seed", out=out, device=args.device, batch_size=args.batch_size, keep_epochs=[],
                       compile=mode is not None, compile_mode=mode or "default", **over)
-    return Trainer(cfg, progress=False, data=data, tuned=tuned)
+    return Trainer(cfg, progress=False, data=data, sync_free=sync_free)
 
 
 def time_variants(dataset: str, data: DataSplits, tmp: str, args: argparse.Namespace, budget: Budget,

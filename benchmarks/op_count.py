@@ -59,7 +59,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for label, tuned, compile in variants:
             trainer = common.recipe_trainer(args.setting, f"{tmp}/{len(columns)}", "cpu", args.batch_size, 2,
-                                            tuned=tuned, compile=compile)
+                                            sync_free=tuned, compile=compile)
             columns[label] = ops_per_phase(trainer)
     about = common.SETTINGS[args.setting].about
     print(f"top-level aten ops per step, {args.setting} ({about}), batch {args.batch_size}")

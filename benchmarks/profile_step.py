@@ -151,13 +151,13 @@ def main() -> None:
     steps = args.steps or (10 if cuda else 3)
     tuned = {"auto": None, "on": True, "off": False}[args.tuned]
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = common.recipe_trainer(args.setting, tmp, device, batch, steps, tuned=tuned,
+        trainer = common.recipe_trainer(args.setting, tmp, device, batch, steps, sync_free=tuned,
                                         compile=args.compile, compile_mode=args.compile_mode)
         result = profile_trainer(trainer)
     name = common.device_name(trainer.device)
     compiled = f", compiled {args.compile_mode}" if args.compile else ""
     title = (f"{args.setting} ({common.SETTINGS[args.setting].about}), batch {batch}, "
-             f"{len(trainer.augment.specs())} views, {'tuned' if trainer.tuned else 'eager'} step{compiled}, "
+             f"{len(trainer.augment.specs())} views, {'tuned' if trainer.sync_free else 'eager'} step{compiled}, "
              f"on {name}, torch {torch.__version__}")
     print(format_table(result, title))
 

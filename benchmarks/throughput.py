@@ -144,7 +144,7 @@ def time_reference(trainer: Trainer, steps: int, warmup: int, workers: int) -> f
 
 
 def report(device: str, batch: int, steps: int, warmup: int, workers: int, settings: list[str],
-           tuned: bool | None = None, compile: bool = False, compile_mode: str = "default",
+           sync_free: bool | None = None, compile: bool = False, compile_mode: str = "default",
            peak_tflops: float | None = None) -> dict[str, dict[str, Any]]:
     """Print and return, per setting: views, step, epoch and reference images/s, FLOPs per image."""
     dev = torch.device(device)
@@ -156,8 +156,8 @@ def report(device: str, batch: int, steps: int, warmup: int, workers: int, setti
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for setting in settings:
-            trainer = common.recipe_trainer(setting, os.path.join(tmp, setting), device, batch, steps, tuned=tuned,
-                                          compile=compile, compile_mode=compile_mode)
+            trainer = common.recipe_trainer(setting, os.path.join(tmp, setting), device, batch, steps,
+                                            sync_free=sync_free, compile=compile, compile_mode=compile_mode)
             views = check_same_views(trainer, PerImageViews(trainer.data.train_images[:1], trainer.augment.cfg))
             epoch = time_epoch(trainer)
             step = time_steps(trainer, steps, warmup)
@@ -251,7 +251,7 @@ def main() -> None:
         warmup=5 if args.warmup is None else args.warmup,
         workers=args.workers,
         settings=args.settings or ["cifar10", "mnist-small"],
-        tuned={"auto": None, "on": True, "off": False}[args.tuned],
+        sync_free={"auto": None, "on": True, "off": False}[args.tuned],
         compile=args.compile,
         compile_mode=args.compile_mode,
     )

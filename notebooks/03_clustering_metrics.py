@@ -37,7 +37,7 @@ device = "auto"
 # %matplotlib inline
 from IPython.display import Markdown, display
 
-from sclib import plots, report
+from sclib import plots, report, tables
 from sclib.metrics import confusion_after_matching
 
 report.check_parameters(dataset=dataset, run_dir=run_dir, device=device)
@@ -45,9 +45,8 @@ report.check_parameters(dataset=dataset, run_dir=run_dir, device=device)
 # %%
 run_dir = run_dir or report.lab_folder(dataset)
 runs = report.open_runs(run_dir, dataset)
-reports = [report.ensure_evaluated(cfg, paths, device) for cfg, paths in runs]
-seeds = [cfg.seed for cfg, _ in runs]
-display(Markdown(plots.metrics_table_markdown(report.clustering_rows(reports, seeds, dataset), label="run (percent)")))
+evaluations = [report.ensure_evaluated(cfg, paths, device) for cfg, paths in runs]
+display(Markdown(tables.clustering_table(evaluations, dataset).markdown()))
 display(Markdown(report.warnings_markdown(runs)))
 
 # %% [markdown]
@@ -55,11 +54,11 @@ display(Markdown(report.warnings_markdown(runs)))
 #
 # Self-Classifier trains several heads at once (over-clustering heads with 2x, 4x, 8x the
 # classes). Only the scored head has a meaningful ACC; NMI/AMI of the larger heads say how
-# consistently they split classes into sub-clusters. "used" counts non-empty clusters. The
-# table shows the first seed.
+# consistently they split classes into sub-clusters. "clusters used" counts non-empty clusters.
+# Each number is the mean over seeds, as in the study's summary.
 
 # %%
-display(Markdown(plots.metrics_table_markdown(report.heads_rows(reports[0]), label=f"head, seed {seeds[0]} (percent)")))
+display(Markdown(tables.heads_table(evaluations).markdown()))
 
 # %% [markdown]
 # ## Confusion matrix after Hungarian matching

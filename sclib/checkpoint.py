@@ -28,6 +28,18 @@ def milestone_name(epoch: int) -> str:
     return f"epoch_{epoch:04d}.pt"
 
 
+def fit_keep_epochs(keep_epochs: list[int], epochs: int, points: int = 4) -> list[int]:
+    """The recipe's kept epochs that fall inside a (shortened) run, or evenly spaced ones.
+
+    A probe curve needs a few points; a 4-epoch run with the 800-epoch recipe's kept epochs would
+    have only its last checkpoint.
+    """
+    inside = sorted({m for m in keep_epochs if 1 <= m <= epochs})
+    if len(inside) >= min(points, epochs) - 1 and inside:
+        return sorted(set(inside) | {epochs})
+    return sorted({max(1, round(epochs * k / points)) for k in range(1, points + 1)})
+
+
 def save(path: str | Path, state: dict[str, Any], fault_point: str | None = None) -> Path:
     """Save with a checksum of every value: the zip layer does not check tensor bytes on load."""
     buffer = io.BytesIO()
@@ -45,10 +57,10 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"checkpoint {path} holds objects other than tensors and plain data and was refused "
-            f"(only weights_only checkpoints are loaded; it may be a tampered file): {_first_line(err)}"
+            f"(only weights_only checkpoints are loaded; it may be a tampered file): {first_line(err)}"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupted: {_first_line(err)}") from None
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupted: {first_line(err)}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} is not a training state (it holds a {type(state).__name__})")
     expected = state.pop(_DIGEST, None)
@@ -85,8 +97,13 @@ def _feed(digest: Any, obj: Any) -> None:
         digest.update(f"{type(obj).__name__}:{obj!r};".encode())
 
 
-def _first_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+def first_line(message: object) -> str:
+    """The first non-blank line of a message or an error (an error without one: its type's name),
+    so an error quoted inside a one-line message does not break it."""
+    lines = [line for line in str(message).strip().splitlines() if line.strip()]
+    if lines:
+        return lines[0]
+    return type(message).__name__ if isinstance(message, BaseException) else ""
 
 
 def milestones(folder: str | Path) -> list[Path]:

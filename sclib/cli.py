@@ -9,7 +9,8 @@ import sys
 import typing
 
 from sclib import __version__
-from sclib.config import HELP, PRESETS, Config, ConfigError, Recipe, coerce, to_yaml
+from sclib.config import HELP, PRESETS, RENAMED, Config, ConfigError, Recipe, coerce, to_yaml
+from sclib.tables import pct
 
 DESCRIPTION = """\
 Self-Classifier (Amrani, Karlinsky, Bronstein, ECCV 2022) on small image data sets.
@@ -72,16 +73,18 @@ def _add_config_flags(parser: argparse.ArgumentParser, argv: list[str], skip: tu
     for f in dataclasses.fields(Config):
         if f.name not in flags:
             continue
-        flag = "--" + f.name.replace("_", "-")
+        names = (f.name, *(old for old, new in RENAMED.items() if new == f.name))  # old names still work
+        flag, *old = ["--" + name.replace("_", "-") for name in names]
         default = f" (default: {getattr(shown, f.name)})" if shown is not None else ""
         help_text = HELP[f.name].replace("%", "%%") + default.replace("%", "%%")
         hint = hints[f.name]
         if hint is bool:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            group.add_argument(flag, *old, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                               help=help_text)
         elif typing.get_origin(hint) is list:
-            group.add_argument(flag, dest=f.name, nargs="+", default=None, metavar="V", help=help_text)
+            group.add_argument(flag, *old, dest=f.name, nargs="+", default=None, metavar="V", help=help_text)
         else:
-            group.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=help_text)
+            group.add_argument(flag, *old, dest=f.name, default=None, metavar=f.name.upper(), help=help_text)
 
 
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
@@ -285,11 +288,10 @@ def _table(rows: list[dict[str, typing.Any]], columns: tuple[str, ...]) -> str:
 
 
 def _cell(column: str, value: typing.Any) -> str:
-    if column in ("acc", "nmi", "ami", "ari", "top1", "top3"):
-        if value is None:  # a step the data was too small for; its warning says why
-            return "skipped"
-        if isinstance(value, float):
-            return f"{100 * value:.2f}"
+    """Metrics in percent as every table shows them; None (a step the data was too small for, its
+    warning says why) as "n/a", as in summary.md."""
+    if column in ("acc", "nmi", "ami", "ari", "top1", "top3") and (value is None or isinstance(value, float)):
+        return pct(value)
     return str(value)
 
 

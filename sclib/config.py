@@ -23,9 +23,11 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from sclib.adapt import adapt
 from sclib.augment import STYLES
+from sclib.checkpoint import fit_keep_epochs
 from sclib.data import DATASETS
-from sclib.model import BACKBONES
+from sclib.model import BACKBONES, CLS_GAINS
 from sclib.optim import OPTIMIZERS
 
 RECIPES = Path(__file__).with_name("recipes")
@@ -77,12 +79,15 @@ class Config:
     augment: str = _param("view recipe: byol (crops, flips, colour, blur, solarise) or affine (small digits)")
     global_scale: list[float] = _param("area range of the two global crops")
     local_crops: int = _param("number of extra local views per image (multi-crop); 0 turns it off")
-    milestones: list[int] = _param("epochs whose checkpoints are kept for the probe-vs-epoch curve")
+    keep_epochs: list[int] = _param("epochs whose checkpoints are kept for the probe-vs-epoch curve "
+                                    "(old name: milestones, still read)")
 
     # -- the method's defaults, which a recipe may change
     small_width: int = _param("first-stage channels of the small CNN (stages w, 2w, 4w, 4w, 8w)", 32)
     local_scale: list[float] = _param("area range of the local crops", [0.05, 0.4])
     local_size: int | None = _param("side of the local crops; none: DINO's 96/224 of image_size", None)
+    cls_gain: str = _param("the heads' gain: fixed at 1 (logits are cosines) or learned from 1, as the official "
+                           "weight_norm heads without --fixed_cls: " + ", ".join(CLS_GAINS), "fixed")
     nn_queue: int = _param("length of the nearest-neighbour queue for view 1 (official code); 0 turns it off", 0)
 
     # -- where and how it runs
@@ -109,7 +114,7 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def evaluated_head(self, num_classes: int) -> int:
+    def scored_head(self, num_classes: int) -> int:
         """Index of the head the study scores: the one whose size is the number of classes."""
         return self.heads.index(num_classes) if num_classes in self.heads else 0
 
@@ -131,7 +136,8 @@ RECIPE_FIELDS = tuple(f.name for f in fields(Config)
 def _problems(cfg: Config):
     for name, value, known in (("dataset", cfg.dataset, DATASETS), ("backbone", cfg.backbone, BACKBONES),
                                ("optimizer", cfg.optimizer, OPTIMIZERS), ("device", cfg.device, DEVICES),
-                               ("augment", cfg.augment, STYLES), ("compile_mode", cfg.compile_mode, COMPILE_MODES)):
+                               ("augment", cfg.augment, STYLES), ("compile_mode", cfg.compile_mode, COMPILE_MODES),
+                               ("cls_gain", cfg.cls_gain, CLS_GAINS)):
         if value not in known:
             yield f"{name} {value!r} is unknown; choose one of {', '.join(known)}"
     if cfg.dataset == "imagefolder" and not cfg.data_root:
@@ -158,8 +164,8 @@ def _problems(cfg: Config):
         lo_hi = getattr(cfg, name)
         if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1] <= 1:
             yield f"{name} must be two numbers 0 < low <= high <= 1, got {lo_hi}"
-    if any(m <= 0 for m in cfg.milestones):
-        yield f"milestones are epochs >= 1, got {cfg.milestones}"
+    if any(m <= 0 for m in cfg.keep_epochs):
+        yield f"keep_epochs are epochs >= 1, got {cfg.keep_epochs}"
     if cfg.local_size is not None and cfg.local_size <= 0:
         yield f"local_size must be positive, got {cfg.local_size}"
     if cfg.device == "cuda":
@@ -203,6 +209,7 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"recipe file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"recipe file {path} must be a mapping of config fields, e.g. 'epochs: 100'")
+    values = renamed(values, f"recipe file {path}")
     rules = values.get("adapt", {})
     if not isinstance(rules, dict):
         raise ConfigError(f"recipe file {path}: 'adapt' must be a mapping of rules")
@@ -229,7 +236,7 @@ def config_from_file(path: str | Path, **overrides: Any) -> Config:
     """
     path = Path(path)
     if path.suffix == ".json":
-        values = dict(_read_config_json(path))
+        values = renamed(_read_config_json(path), str(path))
     else:
         values = read_recipe(path)
     values.setdefault("preset", "custom")
@@ -263,28 +270,16 @@ class Recipe:
         return f"recipe file {self.file}" if self.file else f"recipe {self.preset}/{self.dataset or 'digits'}"
 
 
-def fit_milestones(milestones: list[int], epochs: int, points: int = 4) -> list[int]:
-    """The recipe's milestones that fall inside a (shortened) run, or evenly spaced ones.
-
-    A probe curve needs a few points; a 4-epoch run with the 800-epoch milestones would have
-    only its last checkpoint.
-    """
-    inside = sorted({m for m in milestones if 1 <= m <= epochs})
-    if len(inside) >= min(points, epochs) - 1 and inside:
-        return sorted(set(inside) | {epochs})
-    return sorted({max(1, round(epochs * k / points)) for k in range(1, points + 1)})
-
-
 def _resolve(values: dict[str, Any], overrides: dict[str, Any], source: str) -> Config:
-    given = {k: v for k, v in overrides.items() if v is not None}
+    given = renamed({k: v for k, v in overrides.items() if v is not None}, "the overrides")
     rules = values.pop("adapt", None)
     if rules:
         values.update(_adapt(rules, values, given, source))
     values.update(given)
-    if "epochs" in given and "milestones" not in given and "milestones" in values:
+    if "epochs" in given and "keep_epochs" not in given and "keep_epochs" in values:
         # a shortened (or lengthened) run keeps a probe curve of a few points
-        values["milestones"] = fit_milestones(coerce("milestones", values["milestones"], list[int]),
-                                              coerce("epochs", values["epochs"], int))
+        values["keep_epochs"] = fit_keep_epochs(coerce("keep_epochs", values["keep_epochs"], list[int]),
+                                                coerce("epochs", values["epochs"], int))
     missing = [name for name in RECIPE_FIELDS if name not in values]
     if missing:
         raise ConfigError(f"{source} does not set {', '.join(missing)}; a recipe sets every training choice")
@@ -293,8 +288,6 @@ def _resolve(values: dict[str, Any], overrides: dict[str, Any], source: str) -> 
 
 def _adapt(rules: dict[str, Any], values: dict[str, Any], given: dict[str, Any], source: str) -> dict[str, Any]:
     """An adaptive recipe's choices for the data at hand (see sclib.adapt), recorded in ``adapted``."""
-    from sclib.adapt import adapt
-
     root = given.get("data_root", values.get("data_root"))
     if not root:
         raise ConfigError(f"{source} adapts to the images in data_root: pass --data-root with train/ and test/ folders")
@@ -306,6 +299,22 @@ def _adapt(rules: dict[str, Any], values: dict[str, Any], given: dict[str, Any],
     return {**chosen.values, "adapted": chosen.note()}
 
 
+# Fields renamed since results were committed: old name -> new. config.json files, recipe files,
+# notebook parameters and command-line flags may still use the old name.
+RENAMED = {"milestones": "keep_epochs"}
+
+
+def renamed(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """``values`` with every old field name of :data:`RENAMED` replaced by its new one."""
+    out = dict(values)
+    for old, new in RENAMED.items():
+        if old in out:
+            if new in out:
+                raise ConfigError(f"{where} sets both {old} and {new} ({old} is the old name of {new}); keep one")
+            out[new] = out.pop(old)
+    return out
+
+
 def _check_names(values: dict[str, Any], where: str) -> None:
     names = [f.name for f in fields(Config)]
     unknown = sorted(set(values) - set(names))
@@ -315,6 +324,7 @@ def _check_names(values: dict[str, Any], where: str) -> None:
 
 def from_dict(values: dict[str, Any]) -> Config:
     """Build a Config from loose values (JSON, papermill strings), checking every field's type."""
+    values = renamed(values, "config")
     _check_names(values, "config")
     hints = typing.get_type_hints(Config)
     try:
@@ -397,7 +407,7 @@ def to_yaml(cfg: Config) -> str:
 
 
 # Fields that decide what a run computes; a run folder refuses to resume when any differs.
-RESUME_INSENSITIVE = ("out", "device", "download", "data_root", "compile", "compile_mode", "milestones", "preset",
+RESUME_INSENSITIVE = ("out", "device", "download", "data_root", "compile", "compile_mode", "keep_epochs", "preset",
                       "adapted")
 
 

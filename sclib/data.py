@@ -25,6 +25,7 @@ import pickle
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,16 +64,6 @@ CIFAR100_FINE_TO_COARSE: list[int] = [
     10, 3, 2, 12, 12, 16, 12, 1, 9, 19, 2, 10, 0, 1, 16, 12, 9, 13, 15, 13,
     16, 19, 2, 4, 6, 19, 5, 5, 8, 19, 18, 1, 2, 15, 6, 0, 17, 8, 14, 13,
 ]
-
-# Per-channel mean/std in [0,1] pixel units over the official training split (population std).
-# Used by dataset_info(); load_dataset() computes the exact values from the pixels it loaded.
-_STANDARD_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "mnist": ((0.1307,), (0.3081,)),
-    "fashion_mnist": ((0.2860,), (0.3530,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar20": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "stl10": ((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
-}
 
 _MNIST_FILES = (
     "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
@@ -131,7 +122,7 @@ def load_dataset(
     """
     key = _canonical_name(name)
     root = _resolve_root(data_root, must_exist=key == "imagefolder")
-    return LOADERS[key](LoadRequest(root, download, unlabelled, image_size))
+    return REGISTRY[key].load(LoadRequest(root, download, unlabelled, image_size))
 
 
 @dataclass(frozen=True)
@@ -175,28 +166,6 @@ def counts_line(counts: dict[str, dict[str, int]]) -> str:
                      + ", ".join(f"{name} {n}" for name, n in per.items()) + ")" for split, per in counts.items())
 
 
-def dataset_info(name: str, data_root: str | Path | None = None, image_size: int | None = None) -> DatasetInfo:
-    """Metadata for a data set; reads no pixels for the standard sets (published statistics).
-
-    `digits` and `imagefolder` have no published statistics, so they are loaded (both are small).
-    """
-    key = _canonical_name(name)
-    if key in ("digits", "imagefolder"):
-        return load_dataset(key, data_root=data_root, image_size=image_size).info
-    classes, channels, size = _FIXED_META[key]
-    mean, std = _STANDARD_STATS[key]
-    return DatasetInfo(key, classes, channels, size, mean, std)
-
-
-_FIXED_META: dict[str, tuple[tuple[str, ...], int, int]] = {
-    "mnist": (MNIST_CLASSES, 1, 28),
-    "fashion_mnist": (FASHION_MNIST_CLASSES, 1, 28),
-    "cifar10": (CIFAR10_CLASSES, 3, 32),
-    "cifar20": (CIFAR20_CLASSES, 3, 32),
-    "stl10": (STL10_CLASSES, 3, _STL10_SIZE),
-}
-
-
 def resolve_data_root(data_root: str | Path | None = None) -> Path:
     """The root actually used: the argument, else $SCLIB_DATA, else ./data (relative to cwd)."""
     if data_root is not None:
@@ -235,7 +204,7 @@ def _missing_error(what: str, expected: Sequence[Path], extra: str = "") -> Data
     )
 
 
-def _channel_stats(images: torch.Tensor, chunk_elems: int = 1 << 24) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def channel_stats(images: torch.Tensor, chunk_elems: int = 1 << 24) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Exact per-channel mean/std in [0,1] units; chunked so big splits need no float copy."""
     n, c = images.shape[:2]
     per_image = max(1, images[0].numel()) if n else 1
@@ -257,7 +226,7 @@ def _make_splits(name: str, classes: Sequence[str], train_x: np.ndarray | torch.
     tx, ex = _as_uint8_tensor(train_x), _as_uint8_tensor(eval_x)
     ty = torch.as_tensor(np.asarray(train_y, dtype=np.int64))
     ey = torch.as_tensor(np.asarray(eval_y, dtype=np.int64))
-    mean, std = _channel_stats(tx)
+    mean, std = channel_stats(tx)
     info = DatasetInfo(name, tuple(classes), int(tx.shape[1]), int(tx.shape[2]), mean, std)
     return DataSplits(info, tx, ty, ex, ey, unlabelled)
 
@@ -286,23 +255,24 @@ def _check_count(images: np.ndarray | torch.Tensor, labels: np.ndarray, images_p
 
 def _torchvision_download(name: str, root: Path) -> None:
     """Fetch a standard set with torchvision (which verifies the archive's md5)."""
-    from torchvision import datasets as tvd
-
-    makers = {
-        "mnist": lambda: tvd.MNIST(str(root), train=False, download=True),
-        "fashion_mnist": lambda: tvd.FashionMNIST(str(root), train=False, download=True),
-        "cifar10": lambda: tvd.CIFAR10(str(root), train=False, download=True),
-        "cifar20": lambda: tvd.CIFAR100(str(root), train=False, download=True),
-        "stl10": lambda: tvd.STL10(str(root), split="test", download=True),
-    }
     try:
         root.mkdir(parents=True, exist_ok=True)
-        makers[name]()
+        REGISTRY[name].download(root)
     except Exception as exc:  # network, checksum, disk: all end the same way for the user
         raise DataError(
             f"Downloading {name} into {root} failed: {exc}. Check the network connection and free disk space, "
             "or download the files by hand and place them there."
         ) from exc
+
+
+def _torchvision(dataset: str, **split: Any) -> Callable[[Path], object]:
+    """A download through ``torchvision.datasets.<dataset>`` into a root (its test split is enough:
+    torchvision fetches the whole archive)."""
+    def fetch(root: Path) -> object:
+        from torchvision import datasets as tvd
+
+        return getattr(tvd, dataset)(str(root), download=True, **split)
+    return fetch
 
 
 # ----------------------------------------------------------------------------------------------
@@ -374,22 +344,19 @@ def _fashion_system_dir() -> Path:
     return Path(env) if env else FASHION_MNIST_SYSTEM_DIR
 
 
-def _load_mnist_like(name: str, root: Path, download: bool) -> DataSplits:
-    raw_dir = root / ("MNIST" if name == "mnist" else "FashionMNIST") / "raw"
-    candidates = [raw_dir] + ([_fashion_system_dir()] if name == "fashion_mnist" else [])
+def _load_idx(name: str, root: Path, download: bool, raw_folder: str, system_dir: Path | None = None,
+              system_note: str = "") -> DataSplits:
+    """An MNIST-layout set: torchvision's ``root/<raw_folder>/raw``, else a system folder of the files."""
+    record = REGISTRY[name]
+    raw_dir = root / raw_folder / "raw"
+    candidates = [raw_dir] + ([system_dir] if system_dir else [])
     files = next((f for f in map(_find_idx_files, candidates) if f is not None), None)
     if files is None and download:
         _torchvision_download(name, root)
         files = _find_idx_files(raw_dir)
     if files is None:
-        extra = ""
-        if name == "fashion_mnist":
-            extra = (f"(raw or .gz; also looked in {candidates[1]}, where Debian's package dataset-fashion-mnist "
-                     f"installs them; ${FASHION_MNIST_DIR_ENV} overrides that folder)\n")
-        else:
-            extra = "(raw or .gz)\n"
-        label = "MNIST" if name == "mnist" else "Fashion-MNIST"
-        raise _missing_error(label, [raw_dir / f for f in _MNIST_FILES], extra)
+        also = f"; also looked in {system_dir}, {system_note}" if system_dir else ""
+        raise _missing_error(record.label, [raw_dir / f for f in _MNIST_FILES], f"(raw or .gz{also})\n")
     train_x, train_y, eval_x, eval_y = (read_idx(p) for p in files)
     for images, path in ((train_x, files[0]), (eval_x, files[2])):
         if images.ndim != 3 or images.dtype != np.uint8:
@@ -400,8 +367,7 @@ def _load_mnist_like(name: str, root: Path, download: bool) -> DataSplits:
         _check_labels(labels.astype(np.int64), 10, path)
     _check_count(train_x, train_y, files[0], files[1])
     _check_count(eval_x, eval_y, files[2], files[3])
-    classes = MNIST_CLASSES if name == "mnist" else FASHION_MNIST_CLASSES
-    return _make_splits(name, classes, train_x[:, None], train_y, eval_x[:, None], eval_y)
+    return _make_splits(name, record.classes, train_x[:, None], train_y, eval_x[:, None], eval_y)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -760,15 +726,47 @@ def _to_array(images: list, mode: str, size: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------
-# the registry: one loader per data set name, in the order the study lists them
+# the registry: one record per data set, in the order the study lists them
 
-LOADERS: dict[str, Callable[[LoadRequest], DataSplits]] = {
-    "digits": lambda r: _load_digits(),
-    "mnist": lambda r: _load_mnist_like("mnist", r.root, r.download),
-    "fashion_mnist": lambda r: _load_mnist_like("fashion_mnist", r.root, r.download),
-    "cifar10": lambda r: _load_cifar10(r.root, r.download),
-    "cifar20": lambda r: _load_cifar20(r.root, r.download),
-    "stl10": lambda r: _load_stl10(r.root, r.download, r.unlabelled),
-    "imagefolder": lambda r: _load_image_folder(r.root, r.image_size),
-}
-DATASETS: tuple[str, ...] = tuple(LOADERS)
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """Everything known about one data set before its files are read, as torchvision's and
+    solo-learn's registries keep it together.
+
+    ``classes``, ``channels`` and ``native_size`` are empty for an image folder (read from it).
+    ``mean``/``std`` are the published per-channel statistics over the official training split
+    in [0, 1] pixel units (population std), empty where there are none; a loaded split carries
+    the exact values of its own pixels, which equal these for the real files.
+    """
+
+    name: str
+    label: str
+    load: Callable[[LoadRequest], DataSplits]
+    classes: tuple[str, ...] = ()
+    channels: int | None = None
+    native_size: int | None = None
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    download: Callable[[Path], object] | None = None
+
+
+REGISTRY: dict[str, DatasetRecord] = {r.name: r for r in (
+    DatasetRecord("digits", "digits", lambda r: _load_digits(), MNIST_CLASSES, 1, 8),
+    DatasetRecord("mnist", "MNIST", lambda r: _load_idx("mnist", r.root, r.download, "MNIST"),
+                  MNIST_CLASSES, 1, 28, (0.1307,), (0.3081,), _torchvision("MNIST", train=False)),
+    DatasetRecord("fashion_mnist", "Fashion-MNIST",
+                  lambda r: _load_idx("fashion_mnist", r.root, r.download, "FashionMNIST", _fashion_system_dir(),
+                                      "where Debian's package dataset-fashion-mnist installs them; "
+                                      f"${FASHION_MNIST_DIR_ENV} overrides that folder"),
+                  FASHION_MNIST_CLASSES, 1, 28, (0.2860,), (0.3530,), _torchvision("FashionMNIST", train=False)),
+    DatasetRecord("cifar10", "CIFAR-10", lambda r: _load_cifar10(r.root, r.download), CIFAR10_CLASSES, 3, 32,
+                  (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), _torchvision("CIFAR10", train=False)),
+    DatasetRecord("cifar20", "CIFAR-20", lambda r: _load_cifar20(r.root, r.download), CIFAR20_CLASSES, 3, 32,
+                  (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), _torchvision("CIFAR100", train=False)),
+    DatasetRecord("stl10", "STL-10", lambda r: _load_stl10(r.root, r.download, r.unlabelled), STL10_CLASSES, 3,
+                  _STL10_SIZE, (0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713),
+                  _torchvision("STL10", split="test")),
+    DatasetRecord("imagefolder", "image folder", lambda r: _load_image_folder(r.root, r.image_size)),
+)}
+DATASETS: tuple[str, ...] = tuple(REGISTRY)

@@ -18,10 +18,12 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans
 
-from sclib import seed as seed_report
+from sclib import seed_report
 from sclib.augment import AugmentConfig, eval_transform
 from sclib.files import write_bytes, write_json
 from sclib.metrics import cluster_metrics
+from sclib.runs import augment_config, autocast, load_data, load_model, open_run, resolve_device, run_folders
+from sclib.tables import BASELINES, Evaluation
 
 # Images kept per cluster of the scored head, for the cluster grids of notebook 05.
 IMAGES_PER_CLUSTER = 16
@@ -84,8 +86,6 @@ class Predictions:
 def predict(model: torch.nn.Module, images: torch.Tensor, aug: AugmentConfig, device: str | torch.device = "cpu",
             batch_size: int = 1024, amp: bool = False) -> Predictions:
     """Run the model in eval mode over uint8 images, in batches, on ``device``."""
-    from sclib.runs import autocast
-
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -132,7 +132,7 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def evaluation_report(preds: Predictions, labels: np.ndarray, images: torch.Tensor, num_classes: int,
+def every_head_and_baseline(preds: Predictions, labels: np.ndarray, images: torch.Tensor, num_classes: int,
                       seed: int = 0) -> dict[str, Any]:
     """Every head's metrics and the two k-means baselines, as written to ``eval.json``."""
     pixels = images.reshape(len(images), -1).float().numpy() / 255.0
@@ -144,11 +144,11 @@ def evaluation_report(preds: Predictions, labels: np.ndarray, images: torch.Tens
     }
 
 
-def report_warnings(report: dict[str, Any]) -> list[str]:
-    """What an evaluation report says went wrong or was skipped: collapse, skipped baselines."""
-    scored = report["heads"][report["evaluated_head"]]
-    found = [collapse_warning(scored, int(report.get("eval_images", scored["head_size"])))]
-    found += [report[key].get("skipped") for key in ("kmeans_features", "kmeans_pixels")]
+def evaluation_warnings(evaluation: Evaluation) -> list[str]:
+    """What an evaluation says went wrong or was skipped: collapse, skipped baselines."""
+    scored = evaluation.scored
+    found = [collapse_warning(scored, int(evaluation.eval_images or scored["head_size"]))]
+    found += [getattr(evaluation, key).get("skipped") for key, _ in BASELINES]
     return [w for w in found if w]
 
 
@@ -190,10 +190,8 @@ def export_arrays(path: str | Path, preds: Predictions, labels: np.ndarray, imag
 
 def evaluate_run(
     run_dir: str | Path, checkpoint_path: str | Path | None = None, device: str = "auto"
-) -> dict[str, Any]:
+) -> Evaluation:
     """Evaluate a run folder's model on its eval split; write ``eval.json`` and ``arrays.npz``."""
-    from sclib.runs import augment_config, load_data, load_model, open_run, resolve_device
-
     cfg, paths = open_run(run_dir)
     data = load_data(cfg)
     dev = resolve_device(device)
@@ -202,36 +200,34 @@ def evaluate_run(
     check_finite(preds, run_dir)
     labels = data.eval_labels.numpy()
     classes = len(data.info.classes)
-    head = cfg.evaluated_head(classes)
-    report = {
+    head = cfg.scored_head(classes)
+    record = {
         "epoch": epoch,
         "evaluated_head": head,
         "head_warning": cfg.head_warning(classes),
         "split": "validation" if cfg.val_fraction else "test",
         "classes": list(data.info.classes),
         "eval_images": len(labels),
-        **evaluation_report(preds, labels, data.eval_images, classes, cfg.seed),
+        **every_head_and_baseline(preds, labels, data.eval_images, classes, cfg.seed),
     }
-    report["warnings"] = report_warnings(report)
+    record["warnings"] = evaluation_warnings(Evaluation.from_json(record, cfg.seed))
     export_arrays(paths.arrays, preds, labels, data.eval_images, head, cfg.seed)
-    write_json(paths.eval, report)
-    return report
+    write_json(paths.eval, record)
+    return Evaluation.from_json(record, cfg.seed)
 
 
 def evaluate_runs(
     path: str | Path, checkpoint_path: str | Path | None = None, device: str = "auto"
 ) -> list[dict[str, Any]]:
     """Evaluate a run or every seed run of a group; rows for a short table."""
-    from sclib.runs import run_folders
-
     rows = []
     for run in run_folders(path):
-        report = evaluate_run(run, checkpoint_path, device)
-        for warning in report["warnings"]:
+        evaluation = evaluate_run(run, checkpoint_path, device)
+        for warning in evaluation.warnings:
             print(f"warning: {run}: {warning}", file=sys.stderr)
-        scored = report["heads"][report["evaluated_head"]]
-        rows.append({"run": str(run), "epoch": report["epoch"], "what": f"head {scored['head_size']}", **scored})
-        for name in ("kmeans_features", "kmeans_pixels"):
-            rows.append({"run": str(run), "epoch": report["epoch"], "what": name.replace("_", " on "),
-                         **report[name]})
+        scored = evaluation.scored
+        rows.append({"run": str(run), "epoch": evaluation.epoch, "what": f"head {scored['head_size']}", **scored})
+        for name, _ in BASELINES:
+            rows.append({"run": str(run), "epoch": evaluation.epoch, "what": name.replace("_", " on "),
+                         **getattr(evaluation, name)})
     return rows

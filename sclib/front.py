@@ -18,10 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from sclib import seed as seed_report
+from sclib import plots, seed_report
 from sclib.config import ConfigError
 from sclib.files import read_json, write_text
+from sclib.plots import save_figure
 from sclib.summary import STYLESHEET, Study, load_study, run_links, training_minutes, write_stylesheet
+from sclib.sweep import ablation_rows, ablation_table
 from sclib.tables import Link, Table, mean_std, pct
 
 # Why a data set of the seed's Table 1 has no study folder yet (shown until one appears).
@@ -44,6 +46,8 @@ GENERATOR = '<meta name="generator" content="sclib front">'
 ALT = "ACC per data set against the seed report"
 MARK_BEGIN = "<!-- results table: written by `python -m sclib front` from results/; do not edit by hand -->"
 MARK_END = "<!-- end of results table -->"
+ABLATION_NOTE = ("Percent, mean ± std over seeds; the last column is the seed's ACC for the same variant on "
+                 f"{seed_report.TABLE2_NAME} after {seed_report.TABLE2_EPOCHS} epochs.")
 COLUMNS = ["data set", "run", "NMI", "AMI", "ARI", "ACC", "seeds", "training per seed", "data", "files"]
 
 
@@ -60,7 +64,7 @@ class Entry:
 
     def scored(self, metric: str) -> list[float]:
         """The scored head's ``metric`` of every seed (fractions)."""
-        return [float(r["heads"][r["evaluated_head"]][metric]) for r in self.study.reports]
+        return [float(r.scored[metric]) for r in self.study.reports]
 
 
 def find_studies(results: str | Path) -> tuple[list[Entry], list[tuple[str, str]]]:
@@ -87,7 +91,7 @@ def _name(dataset: str) -> str:
 
 def _run(entry: Entry) -> str:
     cfg = entry.study.runs[0][0]
-    split = entry.study.reports[0].get("split", "test")
+    split = entry.study.reports[0].split
     return (f"{cfg.preset}: {NETWORKS.get(cfg.backbone, cfg.backbone)}, {cfg.image_size} px, {cfg.epochs} epochs"
             + ("" if split == "test" else f" (scored on the {split} split)"))
 
@@ -146,8 +150,6 @@ class Ablations:
 
 
 def ablations(entries: list[Entry], prefix: str = "") -> list[Ablations]:
-    from sclib.sweep import ablation_rows, ablation_table
-
     found = []
     for entry in entries:
         sweep = entry.study.out / "sweep"
@@ -175,8 +177,6 @@ def acc_frame(entries: list[Entry]) -> pd.DataFrame:
 
 def acc_figure(entries: list[Entry]):
     """Every data set's ACC against the seed's Table 1 row (``plots.acc_against_seed``)."""
-    from sclib import plots
-
     ours = acc_frame(entries)
     order = [*dict.fromkeys([*(_name(d) for d in seed_report.TABLE1), *ours["dataset"]])]
     seed = {_name(d): row["acc"] / 100 for d, row in seed_report.TABLE1.items()}
@@ -208,8 +208,7 @@ def markdown_page(entries: list[Entry], skipped: list[tuple[str, str]]) -> str:
     lines += [f"- `{folder}/`: {why}" for folder, why in skipped] + [""]
     for ab in ablations(entries):
         lines += [f"## Ablations on {_name(ab.entry.dataset)} (the seed's Table 2 grid, {ab.epochs} epochs)", "",
-                  "Percent, mean ± std over seeds; the last column is the seed's ACC for the same variant on "
-                  "STL-10 after 300 epochs.", "", ab.table.markdown(),
+                  ABLATION_NOTE, "", ab.table.markdown(),
                   ", ".join(f"[{link.text}]({link.href})" for link in ab.links), ""]
     lines += ["## Run files", ""]
     lines += [f"- {what}: " + ", ".join(f"[{link.text}]({link.href})" for link in links)
@@ -231,8 +230,7 @@ def html_page(entries: list[Entry], skipped: list[tuple[str, str]]) -> str:
     for ab in ablations(entries):
         parts += [f"<h2>Ablations on {html.escape(_name(ab.entry.dataset))} (the seed's Table 2 grid, "
                   f"{ab.epochs} epochs)</h2>",
-                  "<p>Percent, mean ± std over seeds; the last column is the seed's ACC for the same variant on "
-                  "STL-10 after 300 epochs.</p>", ab.table.html(), f"<p>{links(ab.links)}</p>"]
+                  f"<p>{ABLATION_NOTE}</p>", ab.table.html(), f"<p>{links(ab.links)}</p>"]
     parts += ["<h2>Run files</h2>", "<ul>"]
     parts += [f"<li>{html.escape(what)}: {links(items)}</li>" for what, items in _file_lines(entries, "")]
     regenerate = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(REGENERATE))
@@ -276,8 +274,6 @@ def write_front(results: str | Path = "results", readme: str | Path | None = Non
     look like a result) and ConfigError when a ``readme`` given has no markers; both before
     anything is written.
     """
-    from sclib.plots import save_figure
-
     results = Path(results)
     entries, skipped = find_studies(results)
     if not entries:

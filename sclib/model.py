@@ -36,6 +36,8 @@ def _small(in_channels: int, image_size: int, small_width: int) -> tuple[nn.Modu
 
 # name -> builder(in_channels, image_size, small_width) -> (feature extractor, its output width)
 BACKBONES: dict[str, Callable[[int, int, int], tuple[nn.Module, int]]] = {"resnet18": _resnet18, "small": _small}
+# The heads' gain: "fixed" at 1 (cosine logits), or "learned" from 1 as the official weight_norm heads.
+CLS_GAINS = ("fixed", "learned")
 
 
 def build_backbone(name: str, in_channels: int, image_size: int, small_width: int = 32) -> tuple[nn.Module, int]:
@@ -84,24 +86,31 @@ def build_projector(width: int, hidden: int, out: int) -> nn.Sequential:
 
 
 class CosineHead(nn.Module):
-    """Weight-normalised linear layer without bias and with its gain fixed at 1.
+    """Weight-normalised linear layer without bias; its gain is fixed at 1 or learned.
 
-    With L2-normalised inputs the logits are cosine similarities in [-1, 1]; the loss's
-    temperatures alone set their scale, so no head can win by growing its weights.
+    With L2-normalised inputs and the gain fixed at 1 (``cls_gain="fixed"``, the default) the
+    logits are cosine similarities in [-1, 1]; the loss's temperatures alone set their scale,
+    so no head can win by growing its weights. The official ``src/model.py`` wraps each head in
+    ``nn.utils.weight_norm`` with ``weight_g`` filled with 1 but trainable (``cls_gain="learned"``
+    here: one gain per class, shape ``(classes,)``, so it takes no weight decay, like a norm
+    layer's scale). Its ``--fixed_cls`` freezes the whole head, direction included, which this
+    class does not offer.
 
     It computes in fp32 even under bf16 autocast: the loss divides these cosines by 0.05-0.1,
     so bf16's rounding of them (about 4e-3) would move the softmaxes by up to 0.08 in logit; in
     fp32 the head costs next to nothing (C x 128 weights).
     """
 
-    def __init__(self, in_features: int, classes: int) -> None:
+    def __init__(self, in_features: int, classes: int, learned_gain: bool = False) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(classes, in_features))
         nn.init.normal_(self.weight, std=in_features**-0.5)
+        self.gain = nn.Parameter(torch.ones(classes)) if learned_gain else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
-            return F.linear(x.float(), F.normalize(self.weight, dim=1))
+            cosines = F.linear(x.float(), F.normalize(self.weight, dim=1))
+            return cosines if self.gain is None else cosines * self.gain
 
 
 class SelfClassifier(nn.Module):
@@ -116,11 +125,14 @@ class SelfClassifier(nn.Module):
         mlp_hidden: int = 4096,
         mlp_out: int = 128,
         small_width: int = 32,
+        cls_gain: str = "fixed",
     ) -> None:
         super().__init__()
         self.backbone, self.feature_dim = build_backbone(backbone, in_channels, image_size, small_width)
         self.projector = build_projector(self.feature_dim, mlp_hidden, mlp_out)
-        self.heads = nn.ModuleList(CosineHead(mlp_out, c) for c in heads)
+        if cls_gain not in CLS_GAINS:
+            raise ValueError(f"cls_gain {cls_gain!r} is unknown; choose one of {', '.join(CLS_GAINS)}")
+        self.heads = nn.ModuleList(CosineHead(mlp_out, c, learned_gain=cls_gain == "learned") for c in heads)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone features, what probes and t-SNE read."""

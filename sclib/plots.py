@@ -35,7 +35,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from sclib.tables import Table, pct
+from sclib.files import write_bytes
 
 __all__ = [
     "ablation_bars",
@@ -45,7 +45,6 @@ __all__ = [
     "cluster_histogram",
     "confusion_matrix_plot",
     "embedding_scatter",
-    "metrics_table_markdown",
     "probe_curves",
     "save_figure",
     "training_curves",
@@ -759,34 +758,6 @@ def acc_against_seed(
     return fig
 
 
-def metrics_table_markdown(
-    rows: Mapping[str, Mapping[str, float]],
-    columns: Sequence[str] = ("nmi", "ami", "ari", "acc"),
-    label: str = "run",
-) -> str:
-    """Markdown table in percent (2 decimals), e.g. this run next to the seed report.
-
-    Summaries and READMEs quote numbers in the seed report's unit (percent) while the code
-    keeps fractions; converting in one place avoids mixed units. Missing values print as "n/a".
-    """
-    if not rows:
-        raise ValueError("rows is empty; pass {row name: {metric: fraction}}")
-    if not columns:
-        raise ValueError("columns is empty; name at least one metric")
-    body = []
-    for name, values in rows.items():
-        if not isinstance(values, Mapping):
-            raise ValueError(f"rows[{name!r}] must be a dict of metric -> fraction")
-        cells = []
-        for col in columns:
-            value = values.get(col)
-            if value is not None and np.isfinite(float(value)):
-                _check_fractions(value, f"rows[{name!r}][{col!r}]", low=-1.0)
-            cells.append(pct(None if value is None else float(value)))
-        body.append([str(name), *cells])
-    return Table([label, *(c.upper() for c in columns)], body).markdown()
-
-
 # --------------------------------------------------------------------------------------------
 # Saving
 # --------------------------------------------------------------------------------------------
@@ -806,8 +777,6 @@ def save_figure(
     hash salt) so re-running leaves unchanged figures unchanged in git. Closing frees memory in
     long sweeps that draw many figures.
     """
-    from sclib.files import write_bytes
-
     if not isinstance(fig, Figure):
         raise ValueError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
     if not stem or Path(stem).name != stem or stem in (".", ".."):

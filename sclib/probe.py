@@ -18,6 +18,8 @@ from sclib import checkpoint
 from sclib.evaluate import predict
 from sclib.files import write_csv, write_json
 from sclib.metrics import topk_accuracy
+from sclib.optim import lr_at
+from sclib.runs import augment_config, load_data, load_model, open_run, resolve_device, run_folders
 
 # Neighbours that vote in the kNN probe (DINO's 20).
 KNN_K = 20
@@ -53,7 +55,7 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Ten
         for start in range(0, len(train_x), batch_size):
             idx = order[start:start + batch_size]
             for group in optimizer.param_groups:
-                group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / total))
+                group["lr"] = lr_at(step, total, 0, lr, lr, 0.0)  # cosine from lr to 0, no warm-up
             loss = F.cross_entropy(layer(train_x[idx]), train_y[idx])
             optimizer.zero_grad()
             loss.backward()
@@ -85,8 +87,6 @@ def knn_probe(train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Tensor
 def probe_checkpoint(run_dir: str | Path, data: DataSplits, checkpoint_path: str | Path | None = None,
                      epochs: int = 100, device: str = "auto") -> list[dict[str, Any]]:
     """Linear and kNN probe rows for one checkpoint of a run."""
-    from sclib.runs import augment_config, load_model, open_run, resolve_device
-
     cfg, _ = open_run(run_dir)
     dev = resolve_device(device)
     model, epoch = load_model(run_dir, data.info, checkpoint_path, dev)
@@ -102,8 +102,6 @@ def probe_checkpoint(run_dir: str | Path, data: DataSplits, checkpoint_path: str
 def probe_run(run_dir: str | Path, checkpoint_path: str | Path | None = None, all_milestones: bool = False,
               epochs: int = 100, device: str = "auto") -> list[dict[str, Any]]:
     """Probe one checkpoint, or every milestone for the probe-vs-epoch curve; writes probe.csv/json."""
-    from sclib.runs import load_data, open_run
-
     cfg, paths = open_run(run_dir)
     if all_milestones:
         targets: list[Path | None] = list(checkpoint.milestones(paths.checkpoints))
@@ -124,7 +122,5 @@ def probe_run(run_dir: str | Path, checkpoint_path: str | Path | None = None, al
 def probe_runs(path: str | Path, checkpoint_path: str | Path | None = None, all_milestones: bool = False,
                epochs: int = 100, device: str = "auto") -> list[dict[str, Any]]:
     """Probe a run or every seed run of a group; one row per run, checkpoint and probe."""
-    from sclib.runs import run_folders
-
     return [{"run": str(run), **row} for run in run_folders(path)
             for row in probe_run(run, checkpoint_path, all_milestones, epochs, device)]

@@ -17,10 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from sclib import seed as seed_report
+from sclib import checkpoint, plots, seed_report
 from sclib.config import Config, ConfigError, Recipe, load_config
+from sclib.evaluate import evaluate_run, evaluation_warnings, l2_normalise, spread_problem
 from sclib.files import read_json
-from sclib.runs import RunPaths, run_folders
+from sclib.metrics import cluster_purity, hungarian_match
+from sclib.plots import save_figure
+from sclib.probe import probe_run
+from sclib.runs import RunPaths, check_finished, run_folders, seed_configs
+from sclib.tables import Evaluation, mean_std
+from sclib.train import pretrain
 
 # ----------------------------------------------------------------------------------------------
 # The notebooks' parameters: checked at the top, before anything runs
@@ -91,16 +97,12 @@ def prepare_runs(dataset: str, preset: str, run_dir: str | Path, seeds: list[int
     ``train=False`` renders runs made elsewhere (a GPU machine) from their own config.json, so
     neither the recipe nor the data set nor a checkpoint needs to be here.
     """
-    from sclib.train import pretrain, seed_configs
-
     if not train:
-        configs = [load_config(RunPaths(p).config) for p in run_folders(run_dir)]
-        for cfg, folder in zip(configs, run_folders(run_dir)):
-            check_dataset(cfg, dataset, folder)
-            if not RunPaths(folder).metrics.exists():
-                raise ConfigError(f"run {folder} has not finished (no metrics.json); train it first or pass train=True")
-            cfg.out = str(folder)
-        return configs
+        runs = open_runs(run_dir, dataset)
+        check_finished(runs, "train it first or pass train=True")
+        for cfg, paths in runs:
+            cfg.out = str(paths.root)
+        return [cfg for cfg, _ in runs]
     recipe = Recipe(dataset=dataset, preset=preset, file=config_file,
                     overrides={**(config_overrides or {}), "out": str(run_dir)})
     configs = seed_configs(recipe, seeds)
@@ -137,7 +139,7 @@ def config_markdown(cfg: Config, seeds: list[int]) -> str:
         f"- {cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.start_lr} -> {cfg.lr} -> {cfg.min_lr}",
         f"- temperatures: row {cfg.row_tau}, column {cfg.col_tau}; extra views {cfg.local_crops}; "
         f"NN queue {cfg.nn_queue or 'off'}",
-        f"- milestones (probed in notebook 02): {cfg.milestones}",
+        f"- kept checkpoints (probed in notebook 02): epochs {cfg.keep_epochs}",
         *([f"- fitted to the data: {cfg.adapted}"] if cfg.adapted else []),
         f"- {caveat(cfg)}",
     ])
@@ -156,12 +158,11 @@ def run_warnings(runs: list[tuple[Config, RunPaths]]) -> list[str]:
 
     Read from the files, not the notebooks' state, so the summary and every notebook say the same.
     """
-    from sclib.evaluate import report_warnings
-
     lines = []
     for cfg, paths in runs:
         found = [read_json(paths.metrics).get("warning")] if paths.metrics.exists() else []
-        found += report_warnings(read_json(paths.eval)) if paths.eval.exists() else []
+        if paths.eval.exists():
+            found += evaluation_warnings(Evaluation.from_json(read_json(paths.eval), cfg.seed))
         lines += [f"seed {cfg.seed}: {w}" for w in dict.fromkeys(found) if w]
     return lines
 
@@ -214,8 +215,6 @@ def save(fig, figures_dir: str | Path, stem: str):
 
     from IPython.display import Image
 
-    from sclib.plots import save_figure
-
     (png,) = save_figure(fig, figures_dir, stem, formats=("png",))
     return Image(url=Path(os.path.relpath(png)).as_posix(), embed=False)
 
@@ -224,14 +223,12 @@ def save(fig, figures_dir: str | Path, stem: str):
 # Evaluation and probes: read when written for this epoch, recomputed otherwise
 
 
-def ensure_evaluated(cfg: Config, paths: RunPaths, device: str = "auto") -> dict[str, Any]:
+def ensure_evaluated(cfg: Config, paths: RunPaths, device: str = "auto") -> Evaluation:
     """The run's eval.json, evaluating first if it or arrays.npz is missing or stale."""
-    from sclib.evaluate import evaluate_run
-
     if paths.eval.exists() and paths.arrays.exists():
-        report = read_json(paths.eval)
-        if report.get("epoch") == cfg.epochs:
-            return report
+        record = read_json(paths.eval)
+        if record.get("epoch") == cfg.epochs:
+            return Evaluation.from_json(record, cfg.seed)
     return evaluate_run(paths.root, device=device)
 
 
@@ -241,9 +238,6 @@ def ensure_probed(cfg: Config, paths: RunPaths, probe_epochs: int, device: str =
     Without checkpoints (a run copied home) the probe results that came with it are used as they are.
     """
     import pandas as pd
-
-    from sclib import checkpoint
-    from sclib.probe import probe_run
 
     milestones = [checkpoint.milestone_epoch(p) for p in checkpoint.milestones(paths.checkpoints)]
     if paths.probe.exists():
@@ -259,62 +253,15 @@ def ensure_probed(cfg: Config, paths: RunPaths, probe_epochs: int, device: str =
     return pd.DataFrame(probed).assign(seed=cfg.seed)
 
 
-# ----------------------------------------------------------------------------------------------
-# Tables next to the seed report (fractions; plots.metrics_table_markdown prints percent)
-
-
-def seed_rows(reports: list[dict[str, Any]], seeds: list[int]) -> dict[str, dict[str, float]]:
-    """Each seed's scored head, then their mean and standard deviation (sample std, ddof 1)."""
-    scored = [r["heads"][r["evaluated_head"]] for r in reports]
-    rows = {f"seed {s}": {m: h[m] for m in seed_report.METRICS} for s, h in zip(seeds, scored)}
-    if len(scored) > 1:
-        values = {m: np.array([h[m] for h in scored]) for m in seed_report.METRICS}
-        rows[f"mean of {len(scored)} seeds"] = {m: float(v.mean()) for m, v in values.items()}
-        rows["std"] = {m: float(v.std(ddof=1)) for m, v in values.items()}
-    return rows
-
-
-def mean_std(reports: list[dict[str, Any]], key: str | None = None) -> dict[str, tuple[float, float]]:
-    """{metric: (mean, std)} of the scored head (``key=None``) or of a baseline over seeds."""
-    rows = [r[key] if key else r["heads"][r["evaluated_head"]] for r in reports]
-    out = {}
-    for m in seed_report.METRICS:
-        v = np.array([row[m] for row in rows], dtype=float)
-        out[m] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"))
-    return out
-
-
-def clustering_rows(reports: list[dict[str, Any]], seeds: list[int], dataset: str) -> dict[str, dict[str, float]]:
-    """Seeds, their mean and std, the k-means baselines (mean over seeds) and the seed's Table 1 row."""
-    rows = seed_rows(reports, seeds)
-    for key, label in (("kmeans_features", "k-means on backbone features"), ("kmeans_pixels", "k-means on pixels")):
-        rows[label + (" (mean over seeds)" if len(reports) > 1 else "")] = {
-            m: mv[0] for m, mv in mean_std(reports, key).items()}
-    found = seed_report.table1_row(dataset)
-    if found is not None:
-        label, percent = found
-        rows[label] = seed_report.as_fractions(percent)
-    return rows
-
-
-def heads_rows(report: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """One row per head, marking the evaluated one."""
-    rows = {}
-    for i, h in enumerate(report["heads"]):
-        mark = " (scored)" if i == report["evaluated_head"] else ""
-        rows[f"head {i}: {h['head_size']} clusters, {h['clusters_used']} used{mark}"] = h
-    return rows
-
-
 def probe_summary(probes) -> dict[str, dict[str, float]]:
     """Per probe, top-1 / top-3 at the newest probed epoch: mean and std over seeds (NaN for one
     seed), and the linear probe's training epochs where probe.csv records them."""
     last = probes[probes["epoch"] == probes["epoch"].max()]
     out = {}
     for name, group in last.groupby("probe"):
-        stats = (("", np.mean), ("_std", lambda s: s.std(ddof=1) if len(s) > 1 else np.nan))
-        out[str(name)] = {"epoch": int(group["epoch"].iloc[0]), "seeds": len(group),
-                          **{f"{k}{suffix}": float(fn(group[k])) for k in ("top1", "top3") for suffix, fn in stats}}
+        out[str(name)] = {"epoch": int(group["epoch"].iloc[0]), "seeds": len(group)}
+        for k in ("top1", "top3"):
+            out[str(name)][k], out[str(name)][f"{k}_std"] = mean_std(group[k].tolist())
         if "probe_epochs" in group:
             out[str(name)]["probe_epochs"] = int(group["probe_epochs"].iloc[0])
         if "k" in group and group["k"].notna().all():  # the neighbours that voted (fewer on a tiny split)
@@ -337,18 +284,18 @@ class RunView:
     features: np.ndarray        # float16 backbone features [N, D]
     heads: np.ndarray           # int [H, N]: every head's cluster of every image
     head_sizes: tuple[int, ...]
-    head: int                   # the scored head
+    scored_head: int            # index into heads
     epoch: int
     sample_index: np.ndarray    # eval indices of the exported sample images
     sample_images: np.ndarray   # uint8 [K, C, h, w]
 
     @property
     def assigned(self) -> np.ndarray:
-        return self.heads[self.head].astype(np.int64)
+        return self.heads[self.scored_head].astype(np.int64)
 
     @property
     def head_size(self) -> int:
-        return self.head_sizes[self.head]
+        return self.head_sizes[self.scored_head]
 
     @property
     def figures(self) -> Path:
@@ -357,13 +304,13 @@ class RunView:
 
 def load_view(cfg: Config, paths: RunPaths, device: str = "auto") -> RunView:
     """A run's eval split as exported by ``evaluate`` (evaluated first when missing)."""
-    report = ensure_evaluated(cfg, paths, device)
+    evaluation = ensure_evaluated(cfg, paths, device)
     with np.load(paths.arrays) as arrays:
         data = {k: arrays[k] for k in arrays.files}
-    return RunView(cfg=cfg, paths=paths, labels=data["labels"], class_names=tuple(report["classes"]),
+    return RunView(cfg=cfg, paths=paths, labels=data["labels"], class_names=evaluation.classes,
                    features=data["features"], heads=data["assigned"],
                    head_sizes=tuple(int(s) for s in data["head_sizes"]),
-                   head=int(report["evaluated_head"]), epoch=int(report["epoch"]),
+                   scored_head=evaluation.scored_head, epoch=evaluation.epoch,
                    sample_index=data["sample_index"], sample_images=data["sample_images"])
 
 
@@ -390,8 +337,6 @@ def embed_2d(features: np.ndarray, method: str = "tsne", seed: int = 0) -> tuple
 
     Normalised features put the picture in the cosine geometry the heads and the kNN probe use.
     """
-    from sclib.evaluate import l2_normalise, spread_problem
-
     with np.errstate(invalid="ignore"):  # non-finite rows are refused just below
         x = l2_normalise(np.asarray(features, dtype=np.float32))
     n = len(x)
@@ -424,8 +369,6 @@ def embed_2d(features: np.ndarray, method: str = "tsne", seed: int = 0) -> tuple
 
 def embedding_figures(view: RunView, idx: np.ndarray, method: str, figures: str | Path, seed: int = 0) -> list:
     """A 2-D embedding of the subsample ``idx``, coloured by true class and by cluster (fig4a_<method>*)."""
-    from sclib import plots
-
     try:
         xy, seconds = embed_2d(view.features[idx], method, seed)
     except TooLittleData as skipped:
@@ -444,8 +387,6 @@ def cluster_table(
     labels: np.ndarray, assigned: np.ndarray, class_names: tuple[str, ...] | list[str]
 ) -> list[dict[str, Any]]:
     """Per non-empty cluster: size, matched (or majority) class and purity, purest first."""
-    from sclib.metrics import cluster_purity, hungarian_match
-
     labels, assigned = np.asarray(labels), np.asarray(assigned)
     purity = cluster_purity(labels, assigned)
     mapping = hungarian_match(labels, assigned)

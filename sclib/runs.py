@@ -1,21 +1,31 @@
 """A run folder is the unit of work: config, history, checkpoints, metrics and figures.
 
-Everything that continues or reads a run takes its folder; this module knows the layout and
-rebuilds a run's model and view recipe from its config.
+Everything that continues or reads a run takes its folder; this module knows the layout and the
+run's lifecycle (a seed's config and folder, whether it may resume, whether it has finished, the
+provenance config.json records), and rebuilds a run's model and view recipe from its config.
+Training itself is ``sclib.train``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import platform
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy
+import sklearn
 import torch
+import torchvision
 
-from sclib import checkpoint
+from sclib import __version__, checkpoint, distributed
 from sclib.augment import AugmentConfig
-from sclib.config import Config, ConfigError, load_config
+from sclib.config import Config, ConfigError, Recipe, differences, load_config
 from sclib.data import DatasetInfo, DataSplits, hold_out, load_dataset
+from sclib.files import read_json, write_json
 from sclib.model import SelfClassifier
 
 
@@ -65,9 +75,24 @@ class RunPaths:
         return self.root / "figures"
 
 
+# A study folder: the executed notebooks OUT/NN_name.ipynb (and .html), its seed runs in OUT/run/seed<N>.
+STUDY_NOTEBOOKS = ("01_pretrain", "02_linear_probe", "03_clustering_metrics", "04_embeddings", "05_cluster_images")
+SWEEP_NOTEBOOK = "06_ablations"
+ALL_NOTEBOOKS = (*STUDY_NOTEBOOKS, SWEEP_NOTEBOOK)
+RUN_GROUP = "run"
+_SEED_PREFIX = "seed"
+
+
 def seed_folder(group: str | Path, seed: int) -> Path:
     """Where ``--seeds`` puts one seed's run: sibling folders inside the group folder."""
-    return Path(group) / f"seed{seed}"
+    return Path(group) / f"{_SEED_PREFIX}{seed}"
+
+
+def folder_seed(folder: str | Path) -> int | None:
+    """The seed in a folder name that :func:`seed_folder` made (None for any other name)."""
+    name = Path(folder).name
+    digits = name[len(_SEED_PREFIX):]
+    return int(digits) if name.startswith(_SEED_PREFIX) and digits.isdigit() else None
 
 
 def run_folders(path: str | Path) -> list[Path]:
@@ -75,11 +100,144 @@ def run_folders(path: str | Path) -> list[Path]:
     path = Path(path)
     if (path / "config.json").exists():
         return [path]
-    runs = [p for p in path.glob("seed*") if (p / "config.json").exists() and p.name[4:].isdigit()]
+    runs = [p for p in path.glob(f"{_SEED_PREFIX}*") if (p / "config.json").exists() and folder_seed(p) is not None]
     if not runs:
         raise FileNotFoundError(f"{path} is neither a run folder nor a folder of seed runs (no config.json); "
                                 f"pre-train first: python -m sclib pretrain --out {path}")
-    return sorted(runs, key=lambda p: int(p.name[4:]))
+    return sorted(runs, key=folder_seed)
+
+
+def seed_configs(recipe: Recipe, seeds: list[int] | None) -> list[Config]:
+    """One config per seed, in sibling folders OUT/seed<N>; without seeds, the one run in OUT."""
+    if not seeds:
+        return [recipe.resolve()]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds lists a seed twice: {seeds}")
+    base = recipe.resolve()
+    return [recipe.resolve(over={"seed": seed, "out": str(seed_folder(base.out, seed))}) for seed in seeds]
+
+
+def finished_metrics(paths: RunPaths, epochs: int) -> dict[str, Any] | None:
+    """A finished run's metrics.json, read without data or checkpoints; None while unfinished.
+
+    The one test of "is this run finished": metrics.json of at least ``epochs`` epochs. So a run
+    trained elsewhere and copied home without its checkpoints still counts, and an unreadable
+    metrics.json (a crash elsewhere) counts as unfinished: training or evaluating writes it again.
+    """
+    if not paths.metrics.exists():
+        return None
+    try:
+        metrics = read_json(paths.metrics)
+        return metrics if int(metrics.get("epoch", 0)) >= epochs else None
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_finished(runs: list[tuple[Config, RunPaths]], then: str) -> None:
+    """Refuse the first unfinished run in one line; ``then`` says what to do about it."""
+    for cfg, paths in runs:
+        if finished_metrics(paths, cfg.epochs) is None:
+            raise ConfigError(f"run {paths.root} has not finished (no metrics.json of epoch {cfg.epochs}); {then}")
+
+
+def check_resumable(cfg: Config, paths: RunPaths) -> None:
+    """Refuse to continue a run folder made with a different config, saying what differs."""
+    if paths.root.exists() and not paths.root.is_dir():
+        raise ConfigError(f"out {paths.root} is a file, not a folder; choose another --out")
+    if paths.config.exists():
+        diffs = differences(load_config(paths.config), cfg)
+        if diffs and holds_results(paths):
+            listed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in diffs.items())
+            raise ConfigError(
+                f"run folder {paths.root} was made with a different config ({listed}); "
+                "rerun with the same parameters to resume, or choose another --out"
+            )
+    elif paths.root.is_dir() and any(paths.root.iterdir()):
+        raise ConfigError(f"out {paths.root} is a non-empty folder that is not a run folder; choose another --out")
+
+
+def holds_results(paths: RunPaths) -> bool:
+    """Whether a run folder holds anything a new config would clobber: a checkpoint or a result.
+
+    A run stopped before its first checkpoint (say, a non-finite loss in epoch 1) holds only its
+    config.json, and a fresh start into it, with other parameters, loses nothing.
+    """
+    return any(paths.checkpoints.glob("*.pt")) or any(
+        p.exists() for p in (paths.metrics, paths.eval, paths.probe, paths.arrays))
+
+
+# ----------------------------------------------------------------------------------------------
+# Provenance: config.json's record of what produced the run
+
+def provenance(device: torch.device, numerics: str = "") -> dict[str, Any]:
+    """What produced a run (or a resumed stretch of it), so a number can be traced to code and hardware."""
+    commit, dirty = git_state()
+    return {
+        "sclib": __version__,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__,
+        "scikit_learn": sklearn.__version__,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "precision": numerics,
+        "world_size": distributed.world_size(),
+        "started": _now(),
+    }
+
+
+_PACKAGE = Path(__file__).resolve().parent  # this very package's folder
+
+
+def git_state(package: Path = _PACKAGE) -> tuple[str, bool | None]:
+    """(commit, dirty) of the repository that holds this very package, else ("unknown", None).
+
+    A copy of sclib without its own ``.git`` placed inside another repository must not report
+    that repository's commit, so the repository's top level has to contain this package.
+    ``dirty`` means uncommitted changes to the package itself: a study rewriting ``results/``
+    changes no code.
+    """
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=package)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if not top or Path(top.strip()).resolve() / package.name != package:
+        return "unknown", None
+    commit = (git("rev-parse", "HEAD") or "").strip() or "unknown"
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".")
+    return commit, (bool(status.strip()) if status is not None else None)
+
+
+def record_start(paths: RunPaths, cfg: Config, started: dict[str, Any], counts: dict[str, Any],
+                 resumed_at: int | None = None) -> None:
+    """Write config.json as a run (re)starts; ``started`` is :func:`provenance` of this process.
+
+    A run that starts from epoch 0 records fresh provenance (even in an old folder whose
+    checkpoints are gone); a resume at epoch ``resumed_at`` appends its own.
+    """
+    if resumed_at is not None and paths.config.exists():
+        record = read_json(paths.config)
+        record.setdefault("provenance", {}).setdefault("resumed", []).append({**started, "epoch": resumed_at})
+    else:
+        record = {"config": cfg.to_dict(), "provenance": started, "images": counts}
+    write_json(paths.config, record)
+
+
+def record_finish(paths: RunPaths) -> None:
+    """Stamp config.json's provenance with the time the run finished."""
+    record = read_json(paths.config)
+    record["provenance"]["finished"] = _now()
+    write_json(paths.config, record)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def load_data(cfg: Config, download: bool = False) -> DataSplits:
@@ -119,7 +277,7 @@ def size_notes(cfg: Config, train_images: int, eval_images: int, classes: int) -
 def build_model(cfg: Config, info: DatasetInfo) -> SelfClassifier:
     return SelfClassifier(
         cfg.backbone, info.channels, cfg.image_size, cfg.heads, mlp_hidden=cfg.mlp_hidden, mlp_out=cfg.mlp_out,
-        small_width=cfg.small_width,
+        small_width=cfg.small_width, cls_gain=cfg.cls_gain,
     )
 
 
@@ -224,8 +382,13 @@ def load_model(run_dir: str | Path, info: DatasetInfo, checkpoint_path: str | Pa
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:
-        raise checkpoint.CheckpointError(
-            f"checkpoint {checkpoint_path or paths.last} does not fit the architecture in {paths.config} "
-            f"(backbone {cfg.backbone}, heads {cfg.heads}): {str(err).splitlines()[0]}"
-        ) from None
+        raise misfit(checkpoint_path or state.get("path", paths.last), cfg, paths, err) from None
     return model.to(device).eval(), int(state["epoch"])
+
+
+def misfit(path: str | Path, cfg: Config, paths: RunPaths, err: BaseException,
+           then: str = "") -> checkpoint.CheckpointError:
+    """The one-line error for a checkpoint that does not fit the run's architecture (``then``: what to do)."""
+    return checkpoint.CheckpointError(
+        f"checkpoint {path} does not fit the architecture in {paths.config} (backbone {cfg.backbone}, "
+        f"heads {cfg.heads}): {checkpoint.first_line(err)}{then}")

@@ -19,15 +19,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sclib.config import Config, ConfigError, Recipe
+from sclib.checkpoint import first_line
+from sclib.config import Config, ConfigError, Recipe, load_config
 from sclib.files import read_json, write_json, write_text
-from sclib.runs import RunPaths, run_folders
+from sclib.runs import (
+    RUN_GROUP,
+    STUDY_NOTEBOOKS,
+    SWEEP_NOTEBOOK,
+    RunPaths,
+    check_finished,
+    run_folders,
+    seed_configs,
+    seed_folder,
+)
+from sclib.summary import STYLESHEET, write_index, write_stylesheet, write_summary
+from sclib.sweep import run_sweep, sweep_variants
 
-STUDY_NOTEBOOKS = ("01_pretrain", "02_linear_probe", "03_clustering_metrics", "04_embeddings", "05_cluster_images")
-SWEEP_NOTEBOOK = "06_ablations"
-ALL_NOTEBOOKS = (*STUDY_NOTEBOOKS, SWEEP_NOTEBOOK)
 KERNEL_NAME = "sclib"
-RUN_GROUP = "run"  # the study's seed runs live in OUT/run/seed<N>
 
 # Where the runner (the real job) departs from the notebooks' quick defaults: the seed's probe.
 RUNNER_DEFAULTS: dict[str, Any] = {"probe_epochs": 100}
@@ -183,22 +191,17 @@ def execute(job: NotebookJob, out: Path, kernel: str, log=print) -> Path:
         export_html(target)
         first = (err.source or "").strip().splitlines()
         where = f"cell {err.exec_count}" + (f" ({first[0][:60]!r})" if first else "")
-        raise StudyError(f"notebook {job.name} failed in {where}: {err.ename}: {_first_line(err.evalue)}; "
+        raise StudyError(f"notebook {job.name} failed in {where}: {err.ename}: {first_line(err.evalue)}; "
                          f"traceback kept in {target}") from None
     except Exception as err:  # the kernel died or could not start
         if target.exists():
             export_html(target)
         raise StudyError(
-            f"notebook {job.name} could not be executed: {type(err).__name__}: {_first_line(str(err))}"
+            f"notebook {job.name} could not be executed: {type(err).__name__}: {first_line(str(err))}"
         ) from None
     export_html(target)
     log(f"study: {job.name} done in {time.perf_counter() - start:.0f} s")
     return target
-
-
-def _first_line(text: str) -> str:
-    lines = [line for line in str(text).strip().splitlines() if line.strip()]
-    return lines[0] if lines else ""
 
 
 def export_html(notebook: Path) -> Path:
@@ -211,8 +214,6 @@ def export_html(notebook: Path) -> Path:
 
     import nbformat
     from nbconvert import HTMLExporter
-
-    from sclib.summary import STYLESHEET, write_stylesheet
 
     nb = nbformat.read(notebook, as_version=4)
     body, _ = HTMLExporter(template_name="basic", exclude_input_prompt=True,
@@ -263,8 +264,6 @@ def run_study(recipe: Recipe, seeds: list[int], out: str | Path, params: list[st
               notebooks: str | Path | None = None, kernel: str | None = None, note: str | None = None,
               log=print) -> Path:
     """Train (or resume) every seed into ``out/run/seed<N>`` and execute notebooks 01-05 into ``out``."""
-    from sclib.train import seed_configs
-
     out = Path(out).resolve()
     sources = _sources(STUDY_NOTEBOOKS, notebooks)
     user = parse_params(params, _declared(sources))
@@ -287,20 +286,15 @@ def render_study(runs: str | Path, out: str | Path, params: list[str] | None = N
                  log=print) -> Path:
     """Report finished runs (a run or a folder of seed runs) without training: copy their files
     (not their checkpoints) into ``out/run`` and execute notebooks 01-05 on them."""
-    from sclib.config import load_config
-
     out = Path(out).resolve()
     folders = run_folders(runs)
     configs = [load_config(RunPaths(f).config) for f in folders]
     if len({c.dataset for c in configs}) > 1:
         raise ConfigError(f"{runs} mixes data sets ({sorted({c.dataset for c in configs})}); render one at a time")
-    group = out / RUN_GROUP
-    for folder in folders:
-        if not RunPaths(folder).metrics.exists():
-            raise ConfigError(f"run {folder} has not finished (no metrics.json); finish it before rendering")
+    check_finished([(c, RunPaths(f)) for c, f in zip(configs, folders)], "finish it before rendering")
     check_rendered_files(folders, configs)
     for folder, cfg in zip(folders, configs):
-        target = group / f"seed{cfg.seed}"
+        target = seed_folder(out / RUN_GROUP, cfg.seed)
         if folder.resolve() != target.resolve():
             shutil.copytree(folder, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoints"))
     sources = _sources(STUDY_NOTEBOOKS, notebooks)
@@ -337,8 +331,6 @@ def check_rendered_files(folders: list[Path], configs: list[Config]) -> None:
 
 
 def _run(sources: dict[str, Path], values: dict[str, Any], out: Path, kernel: str | None, log, what: str) -> Path:
-    from sclib.summary import write_index, write_summary
-
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "study.json", {k: v for k, v in values.items() if k != "train"})
     write_lock(out)
@@ -374,8 +366,6 @@ def train_sweep(recipe: Recipe, grid: str | Path | dict[str, Any] | None, seeds:
     folders; paths given relative to the caller are rebased first."""
     import contextlib
 
-    from sclib.sweep import run_sweep, sweep_variants
-
     sweep_variants(recipe, grid, out / "sweep", seeds)  # every config checked before anything is written
     recipe = Recipe(recipe.dataset, recipe.preset, str(Path(recipe.file).resolve()) if recipe.file else None,
                     _rebased(recipe.overrides, out))
@@ -390,8 +380,6 @@ def run_sweep_study(recipe: Recipe, grid: str | Path, seeds: list[int], out: str
                     params: list[str] | None = None, notebooks: str | Path | None = None,
                     kernel: str | None = None, note: str | None = None, log=print) -> Path:
     """Run the ablation grid into ``out/sweep`` (resumable), then notebook 06 into ``out``."""
-    from sclib.summary import write_index
-
     out = Path(out).resolve()
     sources = _sources((SWEEP_NOTEBOOK,), notebooks)
     user = parse_params(params, _declared(sources))

@@ -13,19 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from sclib import seed as seed_report
+from sclib import seed_report
 from sclib.config import Config, load_config
 from sclib.files import read_json, write_text
 from sclib.probe import KNN_K
-from sclib.report import run_warnings
-from sclib.runs import RunPaths, run_folders
-from sclib.tables import Table, mean_std, pct
+from sclib.report import caveat, probe_summary, run_warnings
+from sclib.runs import ALL_NOTEBOOKS, RUN_GROUP, RunPaths, run_folders
+from sclib.tables import Evaluation, Table, clustering_table, heads_table, pct
 
 STYLESHEET = "style.css"
-NOTEBOOKS = ("01_pretrain", "02_linear_probe", "03_clustering_metrics", "04_embeddings", "05_cluster_images",
-             "06_ablations")
 
 # What each figure shows, by its stable file name.
 CAPTIONS = {
@@ -98,7 +94,7 @@ class Study:
     out: Path
     info: dict[str, Any]          # study.json
     runs: list[tuple[Config, RunPaths]]
-    reports: list[dict[str, Any]]  # eval.json per run (those that have one)
+    reports: list[Evaluation]  # eval.json per run (those that have one)
 
     @property
     def dataset(self) -> str:
@@ -106,63 +102,23 @@ class Study:
 
     @property
     def group(self) -> Path:
-        return self.out / self.info.get("run_dir", "run")
+        return self.out / self.info.get("run_dir", RUN_GROUP)
 
 
 def load_study(out: Path) -> Study | None:
     out = Path(out)
     info = read_json(out / "study.json") if (out / "study.json").exists() else {}
     try:
-        folders = run_folders(out / info.get("run_dir", "run"))
+        folders = run_folders(out / info.get("run_dir", RUN_GROUP))
     except FileNotFoundError:
         return None
     runs = [(load_config(RunPaths(f).config), RunPaths(f)) for f in folders]
-    reports = [read_json(p.eval) for _, p in runs if p.eval.exists()]
+    reports = [Evaluation.from_json(read_json(p.eval), cfg.seed) for cfg, p in runs if p.eval.exists()]
     return Study(out, info, runs, reports)
-
-
-def clustering_table(study: Study) -> Table:
-    metrics = seed_report.METRICS
-    rows, kinds = [], []
-    for (cfg, _), rep in zip(study.runs, study.reports):
-        head = rep["heads"][rep["evaluated_head"]]
-        rows.append([f"seed {cfg.seed}", *(pct(head[m]) for m in metrics)])
-        kinds.append("")
-    if len(study.reports) > 1:
-        scored = [r["heads"][r["evaluated_head"]] for r in study.reports]
-        rows.append([f"mean ± std over {len(scored)} seeds",
-                     *(pct(*mean_std([h[m] for h in scored])) for m in metrics)])
-        kinds.append("mean")
-    for key, label in (("kmeans_features", "k-means on backbone features"), ("kmeans_pixels", "k-means on pixels")):
-        values = [r[key] for r in study.reports]  # a skipped baseline's metrics are None
-        rows.append([label + (" (mean over seeds)" if len(values) > 1 else ""),
-                     *(pct(float(np.mean(np.array([v[m] for v in values], dtype=float)))) for m in metrics)])
-        kinds.append("ref")
-    found = seed_report.table1_row(study.dataset)
-    if found is not None:
-        label, percent = found
-        rows.append([label, *(f"{percent[m]:.2f}" for m in metrics)])
-        kinds.append("ref")
-    return Table(["run", "NMI", "AMI", "ARI", "ACC"], rows, kinds)
-
-
-def heads_table(study: Study) -> Table:
-    """Every head, mean over seeds: only the scored head has a meaningful ACC."""
-    first = study.reports[0]
-    rows = []
-    for i, h in enumerate(first["heads"]):
-        per_seed = [r["heads"][i] for r in study.reports]
-        mark = " (scored)" if i == first["evaluated_head"] else ""
-        rows.append([f"head {i}: {h['head_size']} clusters{mark}",
-                     f"{np.mean([p['clusters_used'] for p in per_seed]):.1f}",
-                     *(pct(float(np.mean([p[m] for p in per_seed]))) for m in seed_report.METRICS)])
-    return Table(["head", "clusters used", "NMI", "AMI", "ARI", "ACC"], rows, [""] * len(rows))
 
 
 def probe_table(study: Study) -> Table | None:
     import pandas as pd
-
-    from sclib.report import probe_summary
 
     frames = [pd.read_csv(p.probe).assign(seed=cfg.seed) for cfg, p in study.runs if p.probe.exists()]
     if not frames:
@@ -185,8 +141,6 @@ def table1() -> Table:
 
 def provenance(study: Study, times: dict[str, float] | None = None) -> list[tuple[str, str]]:
     """(label, value) pairs: what produced the numbers."""
-    from sclib.report import caveat
-
     cfg = study.runs[0][0]
     provs = [read_json(paths.config).get("provenance", {}) for _, paths in study.runs]
     prov = provs[0]
@@ -201,7 +155,7 @@ def provenance(study: Study, times: dict[str, float] | None = None) -> list[tupl
         ("recipe", f"{cfg.preset} ({cfg.backbone}, {cfg.epochs} epochs, batch {cfg.batch_size}, image size "
                    f"{cfg.image_size}, heads {cfg.heads})"),
         ("seeds", ", ".join(str(c.seed) for c, _ in study.runs)),
-        ("eval split", study.reports[0].get("split", "test") if study.reports else "not evaluated yet"),
+        ("eval split", study.reports[0].split if study.reports else "not evaluated yet"),
         ("device", f"{prov.get('device', 'unknown')} (world size {prov.get('world_size', 1)})"),
         ("training time", ", ".join(f"{m:.1f}" for m in minutes) + " minutes per seed (sum of epoch times)"),
         ("code", f"sclib {prov.get('sclib', '?')}, commit {', '.join(sorted(c or 'unknown' for c in commits))}"
@@ -268,8 +222,9 @@ def write_summary(out: Path, times: dict[str, float] | None = None) -> Path:
     warnings = run_warnings(study.runs)
     if warnings:
         lines += ["", "## Warnings", "", *(f"- {w}" for w in warnings)]
-    lines += ["", f"## Clustering on the {study.reports[0].get('split', 'test')} split (percent)", "",
-              clustering_table(study).markdown(), "## Every head (mean over seeds)", "", heads_table(study).markdown()]
+    lines += ["", f"## Clustering on the {study.reports[0].split} split (percent)", "",
+              clustering_table(study.reports, study.dataset).markdown(), "## Every head (mean over seeds)", "",
+              heads_table(study.reports).markdown()]
     probes = probe_table(study)
     if probes is not None:
         lines += ["## Probes on frozen backbone features (newest milestone)", "", probes.markdown()]
@@ -295,14 +250,15 @@ def write_index(out: Path, failed: str | None = None) -> Path:
         warnings = run_warnings(study.runs)
         if warnings:
             parts.append('<p class="warn">' + "<br>".join(html.escape(w) for w in warnings) + "</p>")
-        parts += [f"<h2>Clustering on the {html.escape(study.reports[0].get('split', 'test'))} split (percent)</h2>",
-                  clustering_table(study).html(), "<h2>Every head (mean over seeds)</h2>", heads_table(study).html()]
+        parts += [f"<h2>Clustering on the {html.escape(study.reports[0].split)} split (percent)</h2>",
+                  clustering_table(study.reports, study.dataset).html(), "<h2>Every head (mean over seeds)</h2>",
+                  heads_table(study.reports).html()]
         probes = probe_table(study)
         if probes is not None:
             parts += ["<h2>Probes on frozen backbone features</h2>", probes.html()]
     items = [f'<li><a href="{n}.html">{n}</a> (<a href="{n}.ipynb">notebook</a>)'
              + (" <strong>failed</strong>" if n == failed else "") + "</li>"
-             for n in NOTEBOOKS if (out / f"{n}.ipynb").exists()]
+             for n in ALL_NOTEBOOKS if (out / f"{n}.ipynb").exists()]
     parts += ["<h2>Notebooks</h2>", f"<ul>{''.join(items) or '<li>none yet</li>'}</ul>", "<h2>Figures</h2>"]
     for path in figures(out):
         rel = html.escape(path.relative_to(out).as_posix())

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from sclib import seed as seed_report
+from sclib import seed_report, train
 from sclib.config import Config, ConfigError, Recipe
 from sclib.files import read_json, write_json
-from sclib.runs import RunPaths, seed_folder
+from sclib.runs import RunPaths, finished_metrics, seed_folder
 from sclib.tables import Link, Table, pct
 
 # The grid notebook 06 builds when it finds no sweep: three variants that finish in a minute.
@@ -96,21 +96,9 @@ def sweep_variants(recipe: Recipe, grid: str | Path | dict[str, Any] | None, swe
     return variants
 
 
-def is_finished(run_dir: str | Path, epochs: int) -> bool:
-    path = RunPaths(Path(run_dir)).metrics
-    if not path.exists():
-        return False
-    try:
-        return int(read_json(path).get("epoch", 0)) >= epochs
-    except (ValueError, OSError):
-        return False
-
-
 def run_sweep(recipe: Recipe, grid: str | Path | dict[str, Any] | None, sweep_dir: str | Path,
               seeds: list[int] = (0,), progress: bool | str = False, log=print) -> list[dict[str, Any]]:
     """Pre-train every variant and seed in its own run folder, skipping finished ones (rerun to resume)."""
-    from sclib import train
-
     sweep_dir = Path(sweep_dir)
     variants = sweep_variants(recipe, grid, sweep_dir, seeds)
     write_json(sweep_dir / "sweep.json", {
@@ -120,7 +108,7 @@ def run_sweep(recipe: Recipe, grid: str | Path | dict[str, Any] | None, sweep_di
     done = []
     for v in variants:
         for cfg in v.configs:
-            if is_finished(cfg.out, cfg.epochs):
+            if finished_metrics(RunPaths(Path(cfg.out)), cfg.epochs) is not None:
                 status = "skipped (finished)"
             else:
                 start = time.perf_counter()
@@ -172,7 +160,8 @@ def ablation_rows(table, link=None) -> Table:
         name = r["variant"] if link is None else Link(r["variant"], link(r["folder"]))
         rows.append([name, str(int(r["seeds"])), *(pct(r[k], r[f"{k}_std"]) for k in seed_report.METRICS),
                      ", ".join(f"{100 * a:.1f}" for a in r["acc_per_seed"]), pct(r["seed_acc"])])
-    return Table(["variant", "seeds", "NMI", "AMI", "ARI", "ACC", "ACC per seed", "seed ACC (STL-10, 300 ep)"],
+    seed_column = f"seed ACC ({seed_report.TABLE2_NAME}, {seed_report.TABLE2_EPOCHS} ep)"
+    return Table(["variant", "seeds", "NMI", "AMI", "ARI", "ACC", "ACC per seed", seed_column],
                  rows, align="lrrrrrlr")
 
 

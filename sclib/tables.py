@@ -11,10 +11,49 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from sclib import seed_report
+
 NOT_AVAILABLE = "n/a"
+# eval.json's k-means baselines, by key, as tables label them.
+BASELINES = (("kmeans_features", "k-means on backbone features"), ("kmeans_pixels", "k-means on pixels"))
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One run's eval.json (``sclib.evaluate`` writes it), typed, with the seed that made it.
+
+    Metrics are fractions. ``heads`` holds every head's metrics in the order of the config's
+    heads; ``scored_head`` indexes the one the study scores (size = number of classes; stored
+    in eval.json as ``evaluated_head``). A skipped k-means baseline has None for its metrics.
+    """
+
+    seed: int
+    epoch: int
+    scored_head: int
+    heads: list[dict[str, Any]]
+    kmeans_features: dict[str, Any]
+    kmeans_pixels: dict[str, Any]
+    split: str = "test"
+    classes: tuple[str, ...] = ()
+    eval_images: int | None = None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def scored(self) -> dict[str, Any]:
+        """The scored head's metrics (``nmi``, ``ami``, ``ari``, ``acc``, ``clusters_used``, ...)."""
+        return self.heads[self.scored_head]
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any], seed: int) -> Evaluation:
+        return cls(seed=seed, epoch=int(record["epoch"]), scored_head=int(record["evaluated_head"]),
+                   heads=list(record["heads"]), kmeans_features=record["kmeans_features"],
+                   kmeans_pixels=record["kmeans_pixels"], split=record.get("split", "test"),
+                   classes=tuple(record.get("classes", ())), eval_images=record.get("eval_images"),
+                   warnings=tuple(record.get("warnings", ())))
 
 
 def pct(value: float | None, std: float | None = None) -> str:
@@ -110,3 +149,45 @@ def _html_cell(cell: Cell) -> str:
     if isinstance(cell, str):
         return html.escape(cell)
     return ", ".join(f'<a href="{html.escape(link.href)}">{html.escape(link.text)}</a>' for link in _links(cell))
+
+
+# ----------------------------------------------------------------------------------------------
+# The tables of a study's evaluations: notebook 03, summary.md and index.html show the same ones
+
+CLUSTERING_COLUMNS = ["run", "NMI", "AMI", "ARI", "ACC"]
+
+
+def clustering_table(evaluations: Sequence[Evaluation], dataset: str) -> Table:
+    """Each seed's scored head, their mean ± std, the k-means baselines (mean over seeds) and the
+    seed report's Table 1 row (or its stand-in), in percent."""
+    metrics = seed_report.METRICS
+    rows: list[list[Cell]] = [[f"seed {e.seed}", *(pct(e.scored[m]) for m in metrics)] for e in evaluations]
+    kinds = [""] * len(rows)
+    if len(evaluations) > 1:
+        rows.append([f"mean ± std over {len(evaluations)} seeds",
+                     *(pct(*mean_std([e.scored[m] for e in evaluations])) for m in metrics)])
+        kinds.append("mean")
+    for key, label in BASELINES:
+        values = [getattr(e, key) for e in evaluations]  # a skipped baseline's metrics are None
+        rows.append([label + (" (mean over seeds)" if len(values) > 1 else ""),
+                     *(pct(float(np.mean(np.array([v[m] for v in values], dtype=float)))) for m in metrics)])
+        kinds.append("ref")
+    found = seed_report.table1_row(dataset)
+    if found is not None:
+        label, percent = found
+        rows.append([label, *(f"{percent[m]:.2f}" for m in metrics)])
+        kinds.append("ref")
+    return Table(CLUSTERING_COLUMNS, rows, kinds)
+
+
+def heads_table(evaluations: Sequence[Evaluation]) -> Table:
+    """Every head, mean over seeds: only the scored head has a meaningful ACC."""
+    first = evaluations[0]
+    rows: list[list[Cell]] = []
+    for i, h in enumerate(first.heads):
+        per_seed = [e.heads[i] for e in evaluations]
+        mark = " (scored)" if i == first.scored_head else ""
+        rows.append([f"head {i}: {h['head_size']} clusters{mark}",
+                     f"{np.mean([p['clusters_used'] for p in per_seed]):.1f}",
+                     *(pct(float(np.mean([p[m] for p in per_seed]))) for m in seed_report.METRICS)])
+    return Table(["head", "clusters used", "NMI", "AMI", "ARI", "ACC"], rows)

@@ -8,10 +8,7 @@ uninterrupted run would have done, with nothing but weights, optimiser and queue
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import functools
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -21,12 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from sclib import __version__, checkpoint, distributed, evaluate, faults
+from sclib import checkpoint, distributed, evaluate, faults
 from sclib.augment import Augmenter
-from sclib.config import Config, ConfigError, Recipe, differences, load_config
+from sclib.config import Config, ConfigError, Recipe
 from sclib.data import DataSplits, counts_line, split_counts
-from sclib.files import read_json, write_csv, write_json
-from sclib.loss import SelfClassifierLoss
+from sclib.files import write_csv, write_json
+from sclib.loss import SelfClassifierLoss, clusters_used
 from sclib.model import SelfClassifier
 from sclib.nnqueue import NNQueue
 from sclib.optim import build_optimizer, lr_at, set_fused, set_lr
@@ -34,10 +31,16 @@ from sclib.runs import (
     RunPaths,
     augment_config,
     build_model,
+    check_resumable,
+    finished_metrics,
     load_data,
+    misfit,
     precision,
+    provenance,
+    record_finish,
+    record_start,
     resolve_device,
-    seed_folder,
+    seed_configs,
     size_notes,
 )
 
@@ -74,92 +77,17 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     return (seed * 1_000_003 + epoch * 10_007 + rank) % (2**63)
 
 
-def provenance(device: torch.device, numerics: str = "") -> dict[str, Any]:
-    """What produced a run (or a resumed stretch of it), so a number can be traced to code and hardware."""
-    import numpy
-    import sklearn
-    import torchvision
-
-    commit, dirty = git_state()
-    return {
-        "sclib": __version__,
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "numpy": numpy.__version__,
-        "scikit_learn": sklearn.__version__,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "precision": numerics,
-        "world_size": distributed.world_size(),
-        "started": _now(),
-    }
-
-
-_PACKAGE = Path(__file__).resolve().parent  # this very package's folder
-
-
-def git_state(package: Path = _PACKAGE) -> tuple[str, bool | None]:
-    """(commit, dirty) of the repository that holds this very package, else ("unknown", None).
-
-    A copy of sclib without its own ``.git`` placed inside another repository must not report
-    that repository's commit, so the repository's top level has to contain this package.
-    ``dirty`` means uncommitted changes to the package itself: a study rewriting ``results/``
-    changes no code.
-    """
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=package)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout if done.returncode == 0 else None
-
-    top = git("rev-parse", "--show-toplevel")
-    if not top or Path(top.strip()).resolve() / package.name != package:
-        return "unknown", None
-    commit = (git("rev-parse", "HEAD") or "").strip() or "unknown"
-    status = git("status", "--porcelain", "--untracked-files=no", "--", ".")
-    return commit, (bool(status.strip()) if status is not None else None)
-
-
-def check_resumable(cfg: Config, paths: RunPaths) -> None:
-    """Refuse to continue a run folder made with a different config, saying what differs."""
-    if paths.root.exists() and not paths.root.is_dir():
-        raise ConfigError(f"out {paths.root} is a file, not a folder; choose another --out")
-    if paths.config.exists():
-        diffs = differences(load_config(paths.config), cfg)
-        if diffs and holds_results(paths):
-            listed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in diffs.items())
-            raise ConfigError(
-                f"run folder {paths.root} was made with a different config ({listed}); "
-                "rerun with the same parameters to resume, or choose another --out"
-            )
-    elif paths.root.is_dir() and any(paths.root.iterdir()):
-        raise ConfigError(f"out {paths.root} is a non-empty folder that is not a run folder; choose another --out")
-
-
-def holds_results(paths: RunPaths) -> bool:
-    """Whether a run folder holds anything a new config would clobber: a checkpoint or a result.
-
-    A run stopped before its first checkpoint (say, a non-finite loss in epoch 1) holds only its
-    config.json, and a fresh start into it, with other parameters, loses nothing.
-    """
-    return any(paths.checkpoints.glob("*.pt")) or any(
-        p.exists() for p in (paths.metrics, paths.eval, paths.probe, paths.arrays))
-
-
 class Trainer:
     """Holds a run's moving parts; ``fit`` trains the remaining epochs and evaluates."""
 
     def __init__(self, cfg: Config, progress: bool | str = True, data: DataSplits | None = None,
-                 tuned: bool | None = None) -> None:
+                 sync_free: bool | None = None) -> None:
         """``data`` replaces the configured data set (benchmarks pass synthetic images).
 
         ``progress``: "bar" (or True) for a tqdm bar, "log" for a few plain lines (notebooks and
         logs), False or "off" for silence.
 
-        ``tuned``: the GPU step, with no host sync (batched sync-free augmentation, see
+        ``sync_free``: the GPU step, with no host sync (batched sync-free augmentation, see
         ``Augmenter(static_shapes=True)``), a fused optimiser step, cuDNN autotuning, and with
         ``--compile`` the augmentation and loss compiled too. None (default): on CUDA only, because on a CPU it
         does more arithmetic and rounds the optimiser step differently, and CPU runs must stay
@@ -175,7 +103,7 @@ class Trainer:
             self.device = torch.device("cuda", distributed.local_rank())
         self.precision = precision(self.device, cfg.amp)
         self.progress = {True: "bar", False: "off"}.get(progress, progress) if distributed.is_main_process() else "off"
-        self.tuned = self.device.type == "cuda" if tuned is None else tuned
+        self.sync_free = self.device.type == "cuda" if sync_free is None else sync_free
         # called with each phase's name as it ends (benchmarks time phases with CUDA events)
         self.phase_hook: Callable[[str], None] | None = None
         self.estimated = False  # whether the time the run will take was estimated (after a few steps)
@@ -189,7 +117,7 @@ class Trainer:
         for note in size_notes(cfg, len(self.data.train_images) + extra, len(self.data.eval_labels),
                                len(self.info.classes)):
             self._log(f"note: {note}")
-        self.head = cfg.evaluated_head(len(self.info.classes))
+        self.scored_head = cfg.scored_head(len(self.info.classes))
         warning = cfg.head_warning(len(self.info.classes))
         if warning:
             self._log(f"warning: {warning}")
@@ -205,13 +133,13 @@ class Trainer:
         if self.precision.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(cfg.optimizer, self.model, cfg.lr, cfg.weight_decay, cfg.momentum,
-                                         fused=self.tuned)
+                                         fused=self.sync_free)
         self.loss_fn = SelfClassifierLoss(cfg.row_tau, cfg.col_tau)
         # compiled alone only: the gathers of a multi-process loss do not trace
         self.compute_loss = (torch.compile(self.loss_fn) if cfg.compile and distributed.world_size() == 1
                              else self.loss_fn)
-        self.augment = Augmenter(augment_config(cfg, self.info), static_shapes=self.tuned,
-                                 compile=cfg.compile and self.tuned)
+        self.augment = Augmenter(augment_config(cfg, self.info), static_shapes=self.sync_free,
+                                 compile=cfg.compile and self.sync_free)
         images = self.data.train_images
         if self.data.unlabelled_images is not None:
             images = torch.cat([images, self.data.unlabelled_images])
@@ -271,13 +199,10 @@ class Trainer:
         try:
             _unwrap(self.model).load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
-            set_fused(self.optimizer, self.tuned)  # the checkpoint's flag is the saving device's
+            set_fused(self.optimizer, self.sync_free)  # the checkpoint's flag is the saving device's
         except (RuntimeError, ValueError, KeyError) as err:
-            raise checkpoint.CheckpointError(
-                f"checkpoint {state['path']} does not fit the architecture in {self.paths.config} "
-                f"(backbone {self.cfg.backbone}, heads {self.cfg.heads}): {str(err).strip().splitlines()[0]}; "
-                "choose another --out or delete the run folder to start over"
-            ) from None
+            raise misfit(state["path"], self.cfg, self.paths, err,
+                         "; choose another --out or delete the run folder to start over") from None
         self.epoch = int(state["epoch"])
         self.history = [dict(row) for row in state["history"]][: self.epoch]
         if self.queue and state.get("queue"):
@@ -289,7 +214,7 @@ class Trainer:
             return
         state = self.state()
         checkpoint.save(self.paths.last, state, fault_point="checkpoint")
-        if self.epoch in self.cfg.milestones or self.epoch == self.cfg.epochs:
+        if self.epoch in self.cfg.keep_epochs or self.epoch == self.cfg.epochs:
             checkpoint.save(self.paths.checkpoints / checkpoint.milestone_name(self.epoch), state)
         write_csv(self.paths.history, self.history)
 
@@ -297,37 +222,38 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         """Train the epochs still to do, then evaluate the eval split into metrics.json."""
         resumed = self.restore()
-        if self.epoch >= self.cfg.epochs and self.paths.metrics.exists():
+        done = finished_metrics(self.paths, self.cfg.epochs) if self.epoch >= self.cfg.epochs else None
+        if done is not None:
             self._log(f"run {self.paths.root} is already complete ({self.epoch} epochs)")
-            return read_json(self.paths.metrics)
+            return done
         self._write_config(resumed)
         if self.progress != "off":  # with --no-progress a run prints errors and warnings only
             self._log(f"precision: {self.precision}")
-        report = _Progress(self.progress, self.cfg.epochs, self.epoch, str(self.paths.root))
+        progress = _Progress(self.progress, self.cfg.epochs, self.epoch, str(self.paths.root))
         while self.epoch < self.cfg.epochs:
             row = self.train_epoch()
             self.epoch += 1
             self.history.append(row)
             self.save()
-            report.update(row)
-        report.close()
+            progress.update(row)
+        progress.close()
         metrics = self.evaluate()
         if distributed.is_main_process():
             write_json(self.paths.metrics, metrics, fault_point="metrics")
-            self._finish_config()
+            record_finish(self.paths)
         return metrics
 
     def train_epoch(self) -> dict[str, Any]:
         self.model.train()
         if self.device.type == "cuda":  # tuned: a step's shapes never change, so cuDNN times its algorithms once
-            torch.backends.cudnn.benchmark = self.tuned
+            torch.backends.cudnn.benchmark = self.sync_free
         rank, world = distributed.rank(), distributed.world_size()
         order_gen = torch.Generator().manual_seed(epoch_seed(self.cfg.seed, self.epoch))
         order = torch.randperm(len(self.images), generator=order_gen)
         order = order.to(self.device)  # one host-to-device copy an epoch, not one (and a sync) a step
         gen = torch.Generator(device=self.device).manual_seed(epoch_seed(self.cfg.seed, self.epoch, rank + 1))
         batch, local = self.global_batch, self.global_batch // world
-        losses, assigned = [], []
+        losses, scored_logits = [], []
         start = time.perf_counter()
         for step in range(self.steps_per_epoch):
             with self._phase("data"):
@@ -341,7 +267,7 @@ class Trainer:
             if timing:
                 self._report_compile(began)
             losses.append(loss)
-            assigned.append(logits.argmax(dim=1))
+            scored_logits.append(logits)
             faults.maybe_kill("step")
             if step == ESTIMATE_AFTER_STEPS and not self.estimated:
                 self._estimate((time.perf_counter() - start) / (step + 1))
@@ -355,14 +281,14 @@ class Trainer:
             "epoch": self.epoch + 1,
             "loss": float(losses_t.mean()),
             "lr": lr,
-            "clusters_used": int(torch.cat(assigned).unique().numel()),
+            "clusters_used": clusters_used(torch.cat(scored_logits)),
             "images_per_s": self.steps_per_epoch * batch / elapsed,
             "seconds": elapsed,
         }
 
     def train_step(self, images: torch.Tensor, gen: torch.Generator,
                    indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimiser step on a batch of uint8 images; returns the loss and the evaluated head's view-1 logits.
+        """One optimiser step on a batch of uint8 images; returns the loss and the scored head's view-1 logits.
 
         ``indices`` are the images' positions in the training set: the NN queue needs them so
         that no image is ever paired with its own earlier embedding.
@@ -388,7 +314,7 @@ class Trainer:
             loss.backward()
         with self._phase("optimizer"):
             self.optimizer.step()
-        logits = outputs[self.head][0].detach()
+        logits = outputs[self.scored_head][0].detach()
         # a CUDA graph's outputs live in memory its next replay overwrites
         return loss.detach(), logits.clone() if self.cuda_graphs else logits
 
@@ -443,7 +369,7 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         model = _unwrap(self.model)
         preds = evaluate.predict(model, self.data.eval_images, self.augment.cfg, self.device, amp=self.cfg.amp)
-        metrics = evaluate.head_metrics(preds, self.data.eval_labels.numpy(), self.head)
+        metrics = evaluate.head_metrics(preds, self.data.eval_labels.numpy(), self.scored_head)
         metrics["epoch"] = self.epoch
         metrics["num_classes"] = len(self.info.classes)
         warning = evaluate.collapse_warning(metrics, len(self.data.eval_labels))
@@ -454,45 +380,20 @@ class Trainer:
 
     # -- provenance -------------------------------------------------------------------------
     def _write_config(self, resumed: bool) -> None:
-        """A run that starts from epoch 0 records fresh provenance (even in an old folder whose
-        checkpoints are gone); a resume appends its own (versions, commit, device, epoch)."""
-        if not distributed.is_main_process():
-            return
-        if resumed and self.paths.config.exists():
-            record = read_json(self.paths.config)
-            record.setdefault("provenance", {}).setdefault("resumed", []).append(
-                {**provenance(self.device, str(self.precision)), "epoch": self.epoch})
-        else:
-            record = {"config": self.cfg.to_dict(), "provenance": provenance(self.device, str(self.precision)),
-                      "images": self.counts}
-        write_json(self.paths.config, record)
-
-    def _finish_config(self) -> None:
-        record = read_json(self.paths.config)
-        record["provenance"]["finished"] = _now()
-        write_json(self.paths.config, record)
+        if distributed.is_main_process():
+            record_start(self.paths, self.cfg, provenance(self.device, str(self.precision)), self.counts,
+                         resumed_at=self.epoch if resumed else None)
 
     def _log(self, message: str) -> None:
         if distributed.is_main_process():
             print(message, file=sys.stderr)
 
 
-def finished_metrics(cfg: Config) -> dict[str, float] | None:
-    """A finished run's metrics, read without loading data or checkpoints (None if unfinished).
-
-    This is what lets a run trained elsewhere and copied home without checkpoints be rendered.
-    """
-    paths = RunPaths(Path(cfg.out))
-    check_resumable(cfg, paths)
-    if not paths.metrics.exists():
-        return None
-    metrics = read_json(paths.metrics)
-    return metrics if int(metrics.get("epoch", 0)) >= cfg.epochs else None
-
-
 def pretrain(cfg: Config, progress: bool | str = True) -> dict[str, float]:
     """Pre-train (or resume) the run in ``cfg.out`` and return its eval-split metrics."""
-    done = finished_metrics(cfg.validate())
+    paths = RunPaths(Path(cfg.validate().out))
+    check_resumable(cfg, paths)  # a run trained elsewhere and copied home without checkpoints still counts
+    done = finished_metrics(paths, cfg.epochs)
     if done is not None:
         if distributed.is_main_process() and progress not in (False, "off"):
             print(f"run {cfg.out} is already complete ({cfg.epochs} epochs)", file=sys.stderr)
@@ -501,16 +402,6 @@ def pretrain(cfg: Config, progress: bool | str = True) -> dict[str, float]:
         return Trainer(cfg, progress=progress).fit()
     finally:
         distributed.cleanup()
-
-
-def seed_configs(recipe: Recipe, seeds: list[int] | None) -> list[Config]:
-    """One config per seed, in sibling folders OUT/seed<N>; without seeds, the one run in OUT."""
-    if not seeds:
-        return [recipe.resolve()]
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds lists a seed twice: {seeds}")
-    base = recipe.resolve()
-    return [recipe.resolve(over={"seed": seed, "out": str(seed_folder(base.out, seed))}) for seed in seeds]
 
 
 def pretrain_seeds(recipe: Recipe, seeds: list[int] | None = None, progress: bool | str = True) -> list[dict[str, Any]]:
@@ -545,7 +436,3 @@ class _Progress:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -36,7 +36,7 @@ def test_fast_recipe_fits_the_folder(make_image_folder, tmp_path, size, mode, cl
     assert cfg.heads == [classes, 2 * classes, 4 * classes, 8 * classes]
     # a tiny folder leaves the budget room for extra views and the most epochs the recipe allows
     assert cfg.local_crops == 2 and cfg.epochs == 100 and cfg.warmup_epochs == 3
-    assert cfg.milestones[-1] == cfg.epochs and len(cfg.milestones) == 4
+    assert cfg.keep_epochs[-1] == cfg.epochs and len(cfg.keep_epochs) == 4
     for word in (f"{4 * classes} train images", f"{classes} classes", "epochs 100"):
         assert word in cfg.adapted
     cfg.validate()
@@ -58,7 +58,7 @@ def test_epochs_follow_the_cpu_budget_and_the_users_flags_are_taken_as_given(tmp
     assert big.image_size == 28 and big.epochs == max(5, math.floor(8 * 60 / (4 * per_epoch)))
     assert "image_size" not in big.adapted  # the user's choice is no adaptation
     fixed = make_config("imagefolder", "fast", data_root=str(tmp_path), epochs=3, heads=[10, 30])
-    assert fixed.epochs == 3 and fixed.heads == [10, 30] and fixed.milestones[-1] == 3
+    assert fixed.epochs == 3 and fixed.heads == [10, 30] and fixed.keep_epochs[-1] == 3
     monkeypatch.setattr(adapt, "summarize_image_folder", lambda root: summary(8_000))
     small = make_config("imagefolder", "fast", data_root=str(tmp_path))
     assert small.epochs == math.floor(8 * 60 / (8_000 * 2 * 196 * SECONDS_PER_VIEW_PIXEL)) == 85

@@ -284,12 +284,12 @@ def test_out_that_is_a_file_is_refused(cli, tmp_path, tiny_args):
 
 
 def other_architecture_state(tiny_args_heads=(10, 30)) -> dict:
-    from sclib.data import dataset_info
+    from sclib.data import load_dataset
     from sclib.optim import build_optimizer
     from sclib.runs import build_model
 
     cfg = make_config("digits", "fast", image_size=8, mlp_hidden=64, mlp_out=16, heads=list(tiny_args_heads))
-    model = build_model(cfg, dataset_info("digits"))
+    model = build_model(cfg, load_dataset("digits").info)
     optimizer = build_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay, cfg.momentum)
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": 1, "step": 9,
             "history": [], "config": cfg.to_dict(), "queue": None}

@@ -8,19 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+# benchmarks/ is on the path through pyproject's pytest pythonpath
+import common
+import op_count
+import profile_step
 import pytest
+import throughput
 import torch
 from torchvision import transforms as T
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import common  # noqa: E402
-import op_count  # noqa: E402
-import profile_step  # noqa: E402
-import throughput  # noqa: E402
+from sclib.config import make_config
+from sclib.train import PHASES
 
-from sclib.config import make_config  # noqa: E402
-from sclib.train import PHASES  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def recipe_trainer(tmp_path, setting: str, **overrides):
@@ -92,7 +92,8 @@ def test_reference_loop_runs_the_trainers_step(tmp_path):
 def test_profile_splits_a_step_into_its_phases_and_finds_the_syncs(tmp_path):
     results = {}
     for tuned in (False, True):
-        trainer = common.recipe_trainer("cifar10", str(tmp_path / f"p{tuned}"), "cpu", batch=8, steps=2, tuned=tuned,
+        trainer = common.recipe_trainer("cifar10", str(tmp_path / f"p{tuned}"), "cpu", batch=8, steps=2,
+                                      sync_free=tuned,
                                       backbone="small", small_width=4, image_size=8, mlp_hidden=16)
         results[tuned] = profile_step.profile_trainer(trainer)
     eager, tuned = results[False], results[True]
@@ -110,7 +111,7 @@ def test_op_count_sees_the_tuned_step_launch_fewer_ops(tmp_path):
     counts = {}
     for tuned in (False, True):
         trainer = common.recipe_trainer("mnist-small", str(tmp_path / f"o{tuned}"), "cpu", batch=4, steps=1,
-                                        tuned=tuned, image_size=8, mlp_hidden=16, small_width=4)
+                                        sync_free=tuned, image_size=8, mlp_hidden=16, small_width=4)
         counts[tuned] = op_count.ops_per_phase(trainer)
     assert counts[True]["augment"] < counts[False]["augment"]
     assert counts[True]["optimizer"] < counts[False]["optimizer"]

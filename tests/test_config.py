@@ -2,10 +2,12 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 
+from sclib.checkpoint import fit_keep_epochs
 from sclib.config import (
     PRESETS,
     RECIPE_FIELDS,
@@ -15,14 +17,17 @@ from sclib.config import (
     Recipe,
     config_from_file,
     differences,
-    fit_milestones,
     from_dict,
+    load_config,
     make_config,
     preset,
     read_recipe,
+    recipe_path,
     to_yaml,
 )
 from sclib.data import DATASETS
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _recipes():
@@ -51,7 +56,7 @@ def test_seed_recipes_are_the_reports_recipe(dataset, image_folder):
     assert (cfg.start_lr, cfg.lr, cfg.min_lr, cfg.warmup_epochs) == (0.01, 0.4, 0.0004, 10)
     assert (cfg.optimizer, cfg.momentum, cfg.weight_decay) == ("sgd", 0.9, 1e-4)
     assert (cfg.row_tau, cfg.col_tau, cfg.mlp_hidden, cfg.mlp_out, cfg.local_crops) == (0.1, 0.05, 4096, 128, 0)
-    assert cfg.milestones[-1] == 800
+    assert cfg.keep_epochs[-1] == 800
 
 
 @pytest.mark.parametrize("dataset, size, heads", [("mnist", 28, [10, 20, 40, 80]), ("cifar10", 32, [10, 20, 40, 80]),
@@ -59,7 +64,7 @@ def test_seed_recipes_are_the_reports_recipe(dataset, image_folder):
 def test_seed_recipes_follow_the_data_set(dataset, size, heads):
     cfg = make_config(dataset, "seed")
     assert cfg.image_size == size and cfg.heads == heads
-    assert cfg.evaluated_head(heads[0]) == 0 and cfg.head_warning(heads[0]) is None
+    assert cfg.scored_head(heads[0]) == 0 and cfg.head_warning(heads[0]) is None
 
 
 def test_help_shows_what_the_recipe_resolves_to(capsys, image_folder):
@@ -110,15 +115,34 @@ def test_a_recipe_of_ones_own_needs_every_training_choice(tmp_path):
 
 
 def test_shortened_runs_keep_a_probe_curve():
-    assert make_config("digits").milestones == [10, 25, 50, 100]
-    assert make_config("digits", epochs=60).milestones == [10, 25, 50, 60]  # the recipe's points that fit
-    assert make_config("digits", epochs=30).milestones == [8, 15, 22, 30]  # too few fit: evenly spaced
-    assert make_config("digits", epochs=4).milestones == [1, 2, 3, 4]
-    assert make_config("digits", epochs=4, milestones=[4]).milestones == [4]  # an explicit choice stands
-    assert fit_milestones([5, 10, 20, 30], 25) == [5, 10, 20, 25]
+    assert make_config("digits").keep_epochs == [10, 25, 50, 100]
+    assert make_config("digits", epochs=60).keep_epochs == [10, 25, 50, 60]  # the recipe's points that fit
+    assert make_config("digits", epochs=30).keep_epochs == [8, 15, 22, 30]  # too few fit: evenly spaced
+    assert make_config("digits", epochs=4).keep_epochs == [1, 2, 3, 4]
+    assert make_config("digits", epochs=4, keep_epochs=[4]).keep_epochs == [4]  # an explicit choice stands
+    assert fit_keep_epochs([5, 10, 20, 30], 25) == [5, 10, 20, 25]
     for epochs in (1, 2, 7):
-        points = fit_milestones([50, 100], epochs)
+        points = fit_keep_epochs([50, 100], epochs)
         assert points[-1] == epochs and points == sorted(set(points)) and points[0] >= 1
+
+
+@pytest.mark.parametrize("config_json", sorted((ROOT / "results").glob("*/run/seed*/config.json"))[:3],
+                         ids=lambda p: f"{p.parts[-4]}/{p.parts[-2]}")
+def test_the_old_name_milestones_is_still_read_everywhere(config_json, tmp_path):
+    """keep_epochs was called milestones: committed config.json files, recipe files, overrides
+    (notebook parameters) and the old flag must keep meaning the same epochs."""
+    old = json.loads(config_json.read_text())["config"]
+    assert "milestones" in old and "keep_epochs" not in old  # written before the rename
+    assert load_config(config_json).keep_epochs == old["milestones"]
+    rerun = config_from_file(config_json)  # --config: rerun the run exactly
+    assert rerun.keep_epochs == old["milestones"] and rerun.epochs == old["epochs"]
+    assert make_config("digits", epochs=4, milestones=[2, 4]).keep_epochs == [2, 4]
+    recipe = tmp_path / "old.yaml"
+    recipe.write_text(yaml.safe_dump({**read_recipe(recipe_path("fast", "digits")), "dataset": "digits"})
+                      .replace("keep_epochs:", "milestones:"))
+    assert config_from_file(recipe).keep_epochs == make_config("digits").keep_epochs
+    with pytest.raises(ConfigError, match="sets both milestones and keep_epochs"):
+        make_config("digits", milestones=[1], keep_epochs=[2])
 
 
 def test_papermill_strings_are_coerced():
@@ -139,6 +163,7 @@ def test_papermill_strings_are_coerced():
     ({"optimizer": "adam"}, "optimizer 'adam' is unknown"),
     ({"backbone": "vgg"}, "backbone 'vgg' is unknown; choose one of resnet18, small"),
     ({"augment": "strong"}, "augment 'strong' is unknown"),
+    ({"cls_gain": "free"}, "cls_gain 'free' is unknown; choose one of fixed, learned"),
     ({"global_scale": [0.5, 0.2]}, "global_scale must be two numbers"),
 ])
 def test_invalid_values_are_named(overrides, names):
@@ -165,7 +190,7 @@ def test_a_head_larger_than_the_batch_is_valid():
 
 def test_no_head_of_the_class_count_is_named_in_a_warning():
     cfg = make_config("digits", heads=[7, 14])
-    assert cfg.evaluated_head(10) == 0
+    assert cfg.scored_head(10) == 0
     warning = cfg.head_warning(10)
     assert "no head has 10 classes" in warning and "head 0 with 7 clusters" in warning and "--heads" in warning
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import sys
+import os
 from collections import Counter
 from pathlib import Path
 
+import _data_formats as fmt  # tests/ is on the path through pyproject's pytest pythonpath
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).parent))
-import _data_formats as fmt
 
 from sclib import data
 from sclib.data import DataError, load_dataset
@@ -171,8 +169,8 @@ def test_real_debian_fashion_mnist(tmp_path, monkeypatch):
     assert s.train_images.shape == (60000, 1, 28, 28) and s.eval_images.shape == (10000, 1, 28, 28)
     assert len(s.info.classes) == 10 and sorted(s.train_labels.unique().tolist()) == list(range(10))
     assert torch.bincount(s.eval_labels).tolist() == [1000] * 10
-    # the published constants that dataset_info reports agree with the real pixels
-    published = data.dataset_info("fashion_mnist")
+    # the published statistics of the registry agree with the real pixels
+    published = data.REGISTRY["fashion_mnist"]
     assert np.allclose(published.mean, s.info.mean, atol=1e-4) and np.allclose(published.std, s.info.std, atol=1e-4)
 
 
@@ -595,7 +593,7 @@ def test_the_images_found_per_split_and_class_are_printed_and_recorded(tmp_path,
     root = tmp_path / "images"
     expected = _tree(root)
     cfg = make_config("imagefolder", data_root=str(root), out=str(tmp_path / "run"), epochs=1, device="cpu",
-                      image_size=4, heads=[2], batch_size=2, milestones=[1], small_width=2)
+                      image_size=4, heads=[2], batch_size=2, keep_epochs=[1], small_width=2)
     Trainer(cfg, progress=False).fit()
     line = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("image folder")]
     assert line == [f"image folder {root}: train 3 images (d0 2, d1 1); eval 2 images (d0 1, d1 1)"]
@@ -660,13 +658,30 @@ def test_download_failure_is_one_data_error(tmp_path, monkeypatch):
         load_dataset("cifar10", data_root=tmp_path, download=True)
 
 
-def test_dataset_info_without_files():
+def test_registry_records_what_each_data_set_holds_without_files():
     for name, n_classes, channels, size in (("mnist", 10, 1, 28), ("fashion_mnist", 10, 1, 28),
                                             ("cifar10", 10, 3, 32), ("cifar20", 20, 3, 32), ("stl10", 10, 3, 96)):
-        info = data.dataset_info(name)
-        assert (len(info.classes), info.channels, info.native_size) == (n_classes, channels, size)
-        assert len(info.mean) == len(info.std) == channels and all(0 < v < 1 for v in info.mean + info.std)
-    assert data.dataset_info("digits") == load_dataset("digits").info
+        record = data.REGISTRY[name]
+        assert (len(record.classes), record.channels, record.native_size) == (n_classes, channels, size)
+        assert len(record.mean) == len(record.std) == channels and all(0 < v < 1 for v in record.mean + record.std)
+        assert record.download is not None
+    digits = load_dataset("digits").info
+    record = data.REGISTRY["digits"]
+    assert (record.classes, record.channels, record.native_size) == (
+        digits.classes, digits.channels, digits.native_size)
+    assert data.REGISTRY["imagefolder"].classes == () and data.DATASETS == tuple(data.REGISTRY)
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10", "cifar20", "stl10"])
+def test_published_statistics_match_the_real_files(name):
+    root = Path(__file__).resolve().parents[2] / "shared" / "data"
+    root = Path(os.environ.get("SCLIB_TEST_REAL_DATA", root))
+    try:
+        splits = load_dataset(name, data_root=root)
+    except DataError:
+        pytest.skip(f"the real {name} files are not in {root} (SCLIB_TEST_REAL_DATA names another folder)")
+    record = data.REGISTRY[name]
+    assert np.allclose(record.mean, splits.info.mean, atol=1e-4) and np.allclose(record.std, splits.info.std, atol=1e-4)
 
 
 def test_hold_out_cuts_a_fixed_validation_split_from_train():

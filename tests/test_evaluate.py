@@ -91,7 +91,8 @@ def test_tsne_of_constant_features_is_refused_not_a_segfault():
 def test_embedding_figures_say_what_they_skipped(tmp_path, capsys):
     view = report.RunView(cfg=None, paths=None, labels=np.zeros(3, int), class_names=("a",),
                           features=np.ones((3, 4), np.float16), heads=np.zeros((1, 3), int), head_sizes=(2,),
-                          head=0, epoch=1, sample_index=np.arange(3), sample_images=np.zeros((3, 1, 2, 2), np.uint8))
+                          scored_head=0, epoch=1, sample_index=np.arange(3),
+                          sample_images=np.zeros((3, 1, 2, 2), np.uint8))
     assert report.embedding_figures(view, np.arange(3), "tsne", tmp_path) == []
     assert "t-SNE skipped: it needs at least 5 samples, the split has 3" in capsys.readouterr().out
 
@@ -151,7 +152,7 @@ def test_the_smallest_validation_split_evaluates_and_says_what_it_skipped(cli, t
     for key in ("kmeans_features", "kmeans_pixels"):
         assert saved[key]["acc"] is None and "needs at least 10 samples, the split has 6" in saved[key]["skipped"]
         assert any(saved[key]["skipped"] in line for line in result.err_lines)
-    assert re.search(r"kmeans on pixels\s+skipped", result.out)
+    assert re.search(r"kmeans on pixels\s+n/a", result.out)  # as summary.md's table says it
     summary = write_summary(tmp_path / "study").read_text()
     assert "k-means on pixels (k=10) skipped" in summary and "| k-means on pixels | n/a" in summary
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sclib import front, seed
+from sclib import front, seed_report
 from sclib.cli import main
 from sclib.config import Recipe
 
@@ -106,7 +106,7 @@ def test_front_page_numbers_equal_the_run_files(results):
         # the seed's Table 1 row right below ours
         key = name.lower().replace("-", "")
         theirs = rows[rows.index(ours) + 1]
-        assert theirs[:6] == [name, front.SEED_RUN, *(f"{seed.TABLE1[key][m]:.2f}" for m in METRICS)]
+        assert theirs[:6] == [name, front.SEED_RUN, *(f"{seed_report.TABLE1[key][m]:.2f}" for m in METRICS)]
     html_page = (results / "index.html").read_text()
     for value in _rows(page)[1][2:6]:
         assert f"<td>{value}</td>" in html_page  # the HTML table holds the same cells
@@ -161,7 +161,7 @@ def test_ablations_are_tabulated_from_the_sweep(results):
     row = next(r for r in _rows(page) if r[0].startswith("[batch 128]"))
     assert row[0] == "[batch 128](mnist/sweep/batch-128/)"
     assert row[5] == _mean_std([0.5, 0.56]) and row[6] == "50.0, 56.0"
-    assert row[7] == f"{seed.TABLE2['batch 128']['acc']:.2f}"
+    assert row[7] == f"{seed_report.TABLE2['batch 128']['acc']:.2f}"
 
 
 def test_readme_table_is_the_front_page_table(results):

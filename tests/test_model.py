@@ -1,5 +1,6 @@
 """Model shapes, the CIFAR stem, cosine heads and normalised embeddings."""
 
+import pytest
 import torch
 
 from sclib.model import CosineHead, SelfClassifier, build_backbone
@@ -36,6 +37,27 @@ def test_cosine_head_ignores_weight_scale():
         head.weight.mul_(7.0)
     assert torch.allclose(head(x), before, atol=1e-6)
     assert not any(name.endswith("bias") for name, _ in head.named_parameters())
+
+
+def test_learned_gain_scales_cosines_per_class_and_is_trained():
+    # the official weight_norm head: weight_g filled with 1, then trained; "fixed" keeps the
+    # cosine head's parameters (and so every committed checkpoint's keys) as they were
+    x = torch.nn.functional.normalize(torch.randn(3, 8), dim=1)
+    torch.manual_seed(0)
+    fixed = CosineHead(8, 5)
+    torch.manual_seed(0)
+    learned = CosineHead(8, 5, learned_gain=True)
+    assert [n for n, _ in fixed.named_parameters()] == ["weight"]
+    assert torch.equal(learned(x), fixed(x))  # the gain starts at 1
+    with torch.no_grad():
+        learned.gain.copy_(torch.arange(1.0, 6.0))
+    assert torch.allclose(learned(x), fixed(x) * torch.arange(1.0, 6.0), atol=1e-6)
+    learned(x).sum().backward()
+    assert learned.gain.grad is not None and learned.gain.grad.shape == (5,)
+    model = SelfClassifier("small", 1, 16, [4, 6], mlp_hidden=32, mlp_out=8, cls_gain="learned")
+    assert [tuple(h.gain.shape) for h in model.heads] == [(4,), (6,)]
+    with pytest.raises(ValueError, match="cls_gain 'free' is unknown; choose one of fixed, learned"):
+        SelfClassifier("small", 1, 16, [4], mlp_hidden=32, mlp_out=8, cls_gain="free")
 
 
 def test_resnet_stem_depends_on_image_size():

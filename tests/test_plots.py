@@ -502,32 +502,6 @@ def test_acc_against_seed_means_sd_bars_and_seed_diamonds():
         plots.acc_against_seed(ours, seed, order=["MNIST"])
 
 
-# ---------------------------------------------------------------------------- markdown table
-
-
-def test_metrics_table_markdown_percent_two_decimals():
-    text = plots.metrics_table_markdown({
-        "sclib (this run)": {"nmi": 0.509317, "ami": 0.50845, "ari": 0.415156, "acc": 0.6073},
-        "seed report": {"nmi": 0.839427, "acc": 0.819},
-    })
-    lines = text.strip().splitlines()
-    assert lines[0] == "| run | NMI | AMI | ARI | ACC |"
-    assert set(lines[1].replace("|", "").replace("-", "").replace(":", "")) == set()
-    assert lines[2] == "| sclib (this run) | 50.93 | 50.84 | 41.52 | 60.73 |"
-    assert lines[3] == "| seed report | 83.94 | n/a | n/a | 81.90 |"
-
-
-def test_metrics_table_markdown_custom_columns_and_rejects_percents():
-    text = plots.metrics_table_markdown({"r": {"top1": 0.5, "ari": -0.02}}, columns=("top1", "ari"),
-                                        label="model")
-    assert text.splitlines()[0] == "| model | TOP1 | ARI |"
-    assert text.splitlines()[2] == "| r | 50.00 | -2.00 |"
-    with pytest.raises(ValueError, match="divide them by 100"):
-        plots.metrics_table_markdown({"seed": {"acc": 81.9}})
-    with pytest.raises(ValueError, match="empty"):
-        plots.metrics_table_markdown({})
-
-
 # ------------------------------------------------------------------------------------ saving
 
 

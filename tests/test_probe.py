@@ -22,7 +22,8 @@ def separable(n, dim=6, classes=4, seed=0, scale=None):
 def test_linear_probe_learns_a_linearly_separable_problem():
     x, y = separable(600)
     result = linear_probe(x[:400], y[:400], x[400:], y[400:], 4, epochs=30, batch_size=64, lr=1e-2)
-    assert result["top1"] > 0.9 and result["top3"] >= result["top1"]
+    # four well-separated classes: the true class is almost never ranked last of four
+    assert result["top1"] > 0.9 and result["top3"] > 0.99
 
 
 def test_linear_probe_does_not_depend_on_the_feature_scale():

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from sclib.config import make_config
-from sclib.train import git_state, pretrain
+from sclib.runs import git_state
+from sclib.train import pretrain
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(image_size=8, mlp_hidden=32, mlp_out=16, batch_size=128, heads=[10, 20], device="cpu")
@@ -22,7 +23,7 @@ def _record(run: Path) -> dict:
 
 def test_a_retrained_folder_records_fresh_provenance_and_a_resume_its_own(tmp_path):
     run = tmp_path / "run"
-    cfg = make_config("digits", out=str(run), epochs=2, milestones=[1, 2], **TINY)
+    cfg = make_config("digits", out=str(run), epochs=2, keep_epochs=[1, 2], **TINY)
     pretrain(cfg, progress=False)
     record = _record(run)
     record["provenance"].update(torch="0.0-old", git_commit="0" * 40, started="2000-01-01T00:00:00+00:00")

@@ -14,7 +14,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from sclib import report, seed, study, sweep
+from sclib import report, runs, seed_report, study, sweep
 from sclib.config import ConfigError, Recipe
 from sclib.files import write_json
 
@@ -34,22 +34,22 @@ def _kernel() -> str:
 def test_seed_tables_are_internally_consistent():
     # The report's Table 1 STL-10 row is its best ablation, temperatures (0.07, 0.05): a
     # transcription slip in either table breaks this equality.
-    assert seed.TABLE2["temperatures (0.07, 0.05)"] == seed.TABLE1["stl10"]
-    assert len(seed.TABLE2) == 12 and list(seed.TABLE2)[-1] == "base"
-    for table in (seed.TABLE1, seed.TABLE2):
+    assert seed_report.TABLE2["temperatures (0.07, 0.05)"] == seed_report.TABLE1["stl10"]
+    assert len(seed_report.TABLE2) == 12 and list(seed_report.TABLE2)[-1] == "base"
+    for table in (seed_report.TABLE1, seed_report.TABLE2):
         for name, row in table.items():
-            assert set(row) == set(seed.METRICS), name
+            assert set(row) == set(seed_report.METRICS), name
             assert all(0 < v < 100 for v in row.values()), name
             assert row["ami"] <= row["nmi"], name  # AMI corrects NMI for chance, never up
 
 
 def test_table1_row_labels_stand_ins_and_converts_to_fractions():
-    label, row = seed.table1_row("cifar10")
+    label, row = seed_report.table1_row("cifar10")
     assert "CIFAR-10" in label and row["acc"] == 60.73
-    label, row = seed.table1_row("digits")
-    assert "MNIST" in label and "stand-in" in label and row == seed.TABLE1["mnist"]
-    assert seed.table1_row("imagefolder") is None
-    assert seed.as_fractions(row)["nmi"] == pytest.approx(0.839427)
+    label, row = seed_report.table1_row("digits")
+    assert "MNIST" in label and "stand-in" in label and row == seed_report.TABLE1["mnist"]
+    assert seed_report.table1_row("imagefolder") is None
+    assert seed_report.as_fractions(row)["nmi"] == pytest.approx(0.839427)
 
 
 # -- parameters ----------------------------------------------------------------------------------
@@ -65,7 +65,7 @@ def _checked_parameters(name: str) -> list[tuple[str, str]]:
     return [(kw.arg, ast.unparse(kw.value)) for kw in calls[0].keywords]
 
 
-@pytest.mark.parametrize("name", study.ALL_NOTEBOOKS)
+@pytest.mark.parametrize("name", runs.ALL_NOTEBOOKS)
 def test_every_notebook_checks_every_parameter_it_declares_before_using_any(name):
     import jupytext
 
@@ -108,7 +108,7 @@ def test_a_parameter_of_the_wrong_kind_is_refused_in_one_line_that_says_how_to_p
 
 def test_every_parameter_kind_is_covered():
     assert {name for name, _, _ in PARAMETER_VALUES} == set(report.PARAMETERS)
-    declared = set().union(*(study.notebook_parameters(ROOT / "notebooks" / f"{n}.ipynb") for n in study.ALL_NOTEBOOKS))
+    declared = set().union(*(study.notebook_parameters(ROOT / "notebooks" / f"{n}.ipynb") for n in runs.ALL_NOTEBOOKS))
     assert declared == set(report.PARAMETERS)
 
 
@@ -257,7 +257,7 @@ def test_run_sweep_skips_finished_runs_and_tabulates_mean_and_std(tmp_path, monk
     assert list(table["variant"]) == ["base", "batch 128"]
     assert table.loc[1, "acc"] == pytest.approx(0.55)
     assert table.loc[1, "acc_std"] == pytest.approx(np.std([0.5, 0.6], ddof=1))
-    assert table.loc[1, "seed_acc"] == pytest.approx(seed.TABLE2["batch 128"]["acc"] / 100)
+    assert table.loc[1, "seed_acc"] == pytest.approx(seed_report.TABLE2["batch 128"]["acc"] / 100)
     text = sweep.ablation_markdown(table)
     assert "| batch 128 | 2 | 30.00 ± 0.00 | 29.00 ± 0.00 | 20.00 ± 0.00 | 55.00 ± 7.07 | 50.0, 60.0 | 48.85 |" in text
 
@@ -283,10 +283,10 @@ def test_study_command_trains_the_seeds_and_writes_the_report(tmp_path):
     proc = _cli("study", "--dataset", "digits", "--out", str(out), *TINY_FLAGS, "--seeds", "0", "1",
                 "--param", "probe_epochs=2", "--param", "max_points=300", "--note", "a tiny check", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for name in study.STUDY_NOTEBOOKS:  # each notebook announced, and training progress shown while it runs
+    for name in runs.STUDY_NOTEBOOKS:  # each notebook announced, and training progress shown while it runs
         assert f"study: {name} ..." in proc.stderr and f"study: {name} done" in proc.stderr
     assert "seed1: epoch 2/2" in proc.stderr
-    for name in study.STUDY_NOTEBOOKS:
+    for name in runs.STUDY_NOTEBOOKS:
         assert (out / f"{name}.ipynb").exists() and not _error_outputs(out / f"{name}.ipynb"), name
         page = (out / f"{name}.html").read_text()
         assert page.startswith("<!DOCTYPE html>") and 'href="style.css"' in page and len(page) < 120_000, name
@@ -299,7 +299,7 @@ def test_study_command_trains_the_seeds_and_writes_the_report(tmp_path):
     index = (out / "index.html").read_text()
     targets = set(re.findall(r'(?:href|src)="([^"]+)"', index))
     assert all((out / t).exists() for t in targets), [t for t in targets if not (out / t).exists()]
-    assert {f"{n}.html" for n in study.STUDY_NOTEBOOKS} <= targets and "run/seed1/config.json" in targets
+    assert {f"{n}.html" for n in runs.STUDY_NOTEBOOKS} <= targets and "run/seed1/config.json" in targets
     assert index.count("<table>") >= 4 and "<pre>" not in index  # rendered tables, not Markdown in a box
     captions = re.findall(r"<figcaption>([^<]+)</figcaption>", index)
     assert len(captions) == len(STUDY_FIGURES) and not any(c.startswith("fig") for c in captions)
@@ -307,12 +307,17 @@ def test_study_command_trains_the_seeds_and_writes_the_report(tmp_path):
         assert fact in index, fact
 
     summary = (out / "summary.md").read_text()
+    shown = "\n".join("".join(o.get("data", {}).get("text/markdown", "")) for c in json.loads(
+        (out / "03_clustering_metrics.ipynb").read_text())["cells"] for o in c.get("outputs", []))
+    for header in ("| run | NMI | AMI | ARI | ACC |", "| head | clusters used | NMI | AMI | ARI | ACC |"):
+        block = next(b.strip() for b in summary.split("\n\n") if b.strip().startswith(header))
+        assert block in shown, header  # notebook 03 shows the summary's clustering and heads tables
     reports = [json.loads((out / "run" / f"seed{s}" / "eval.json").read_text()) for s in (0, 1)]
     accs = [r["heads"][r["evaluated_head"]]["acc"] for r in reports]
     for acc in accs:
         assert f"{100 * acc:.2f}" in summary
     assert f"{100 * np.mean(accs):.2f} ± {100 * np.std(accs, ddof=1):.2f}" in summary
-    mnist = seed.TABLE1["mnist"]
+    mnist = seed_report.TABLE1["mnist"]
     assert f"| {mnist['nmi']:.2f} | {mnist['ami']:.2f} | {mnist['ari']:.2f} | {mnist['acc']:.2f} |" in summary
     assert "overrides" in summary and "epochs 2" in summary
     for s in (0, 1):
@@ -324,7 +329,6 @@ def test_study_command_trains_the_seeds_and_writes_the_report(tmp_path):
 @pytest.mark.slow
 def test_runs_trained_elsewhere_render_without_checkpoints_or_data(tmp_path):
     """A GPU machine's run folders, copied home without checkpoints, become a report with no data at hand."""
-    sys.path.insert(0, str(ROOT / "tests"))
     import _data_formats as fmt
 
     rng = np.random.default_rng(0)
@@ -380,7 +384,7 @@ def test_a_failing_notebook_stops_the_run_and_names_the_cell(tmp_path):
 
 
 def test_committed_notebooks_are_clean_and_agree_with_their_jupytext_sources():
-    for name in study.ALL_NOTEBOOKS:
+    for name in runs.ALL_NOTEBOOKS:
         nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert all(not c.outputs and c.execution_count is None for c in code), name
@@ -509,17 +513,17 @@ PAIR_EDITS = {
 def test_a_notebook_pair_that_differs_is_refused_before_anything_runs(tmp_path, edit, name):
     notebooks = tmp_path / "notebooks"
     shutil.copytree(ROOT / "notebooks", notebooks)
-    assert study._sources(study.STUDY_NOTEBOOKS, notebooks)  # in sync as committed
+    assert study._sources(runs.STUDY_NOTEBOOKS, notebooks)  # in sync as committed
     suffix, change = PAIR_EDITS[edit]
     change(notebooks / f"{name}{suffix}")
     with pytest.raises(ConfigError) as err:
-        study._sources(study.STUDY_NOTEBOOKS, notebooks)
+        study._sources(runs.STUDY_NOTEBOOKS, notebooks)
     message = str(err.value)
     assert "\n" not in message and f"{name}.py and {name}.ipynb differ" in message
     assert f"jupytext --sync {notebooks / name}.py" in message
     subprocess.run([str(Path(sys.executable).parent / "jupytext"), "--sync", str(notebooks / f"{name}.py")],
                    check=True, capture_output=True)
-    assert study._sources(study.STUDY_NOTEBOOKS, notebooks)  # synced: accepted again
+    assert study._sources(runs.STUDY_NOTEBOOKS, notebooks)  # synced: accepted again
 
 
 def test_the_study_command_refuses_an_unsynced_pair_with_exit_2_and_writes_nothing(tmp_path, cli):

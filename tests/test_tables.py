@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sclib import plots, report, summary, sweep
-from sclib.tables import Link, Table, mean_std, pct
+from sclib import runs, summary, sweep
+from sclib.tables import Evaluation, Link, Table, clustering_table, heads_table, mean_std, pct
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = sorted(p.parent for p in (ROOT / "results").glob("*/study.json"))
@@ -70,7 +70,7 @@ def test_summary_and_index_of_a_committed_study_render_as_committed(study, tmp_p
     copy = tmp_path / study.name
     shutil.copytree(study, copy, ignore=shutil.ignore_patterns("*.ipynb", "*.html"))
     shutil.copy(study / "index.html", copy / "index.html")
-    for name in summary.NOTEBOOKS:  # the index lists the notebooks it finds
+    for name in runs.ALL_NOTEBOOKS:  # the index lists the notebooks it finds
         if (study / f"{name}.ipynb").exists():
             (copy / f"{name}.ipynb").write_text("{}")
     summary.write_summary(copy)
@@ -91,15 +91,32 @@ def _markdown_outputs(notebook: Path) -> list[str]:
             for o in c.get("outputs", [])]
 
 
-@pytest.mark.parametrize("study", STUDIES, ids=[p.name for p in STUDIES])
-def test_notebook_03_tables_render_as_committed(study):
-    runs = report.open_runs(study / "run")
-    reports = [json.loads(paths.eval.read_text()) for _, paths in runs]
-    shown = _markdown_outputs(study / "03_clustering_metrics.ipynb")
-    rows = report.clustering_rows(reports, [cfg.seed for cfg, _ in runs], runs[0][0].dataset)
-    assert plots.metrics_table_markdown(rows, label="run (percent)") in shown
-    heads = plots.metrics_table_markdown(report.heads_rows(reports[0]), label=f"head, seed {runs[0][0].seed} (percent)")
-    assert heads in shown
+def _evaluation(seed: int, accs: list[float], scored: int = 0) -> Evaluation:
+    heads = [{"head_size": 10 * 2**i, "clusters_used": 10 - i, "nmi": 0.5 + 0.1 * i, "ami": 0.5, "ari": 0.4,
+              "acc": a} for i, a in enumerate(accs)]
+    base = {"nmi": 0.3, "ami": 0.3, "ari": 0.2, "acc": 0.4}
+    record = {"epoch": 5, "evaluated_head": scored, "heads": heads, "kmeans_features": base,
+              "kmeans_pixels": {**base, "acc": 0.2}, "split": "validation", "classes": list("0123456789")}
+    return Evaluation.from_json(record, seed)
+
+
+def test_evaluation_record_knows_its_scored_head():
+    e = _evaluation(3, [0.6, 0.7, 0.8], scored=1)
+    assert e.scored is e.heads[1] and e.scored["acc"] == 0.7
+    assert (e.seed, e.epoch, e.split, e.eval_images) == (3, 5, "validation", None)
+    assert e.classes == tuple("0123456789") and e.warnings == ()
+
+
+def test_clustering_and_heads_tables_are_the_mean_over_seeds():
+    evaluations = [_evaluation(0, [0.6, 0.2]), _evaluation(1, [0.8, 0.4])]
+    table = clustering_table(evaluations, "mnist")
+    assert [row[0] for row in table.rows][:3] == ["seed 0", "seed 1", "mean ± std over 2 seeds"]
+    assert table.rows[2][4] == f"70.00 ± {100 * np.std([0.6, 0.8], ddof=1):.2f}"  # ACC
+    assert table.kinds == ["", "", "mean", "ref", "ref", "ref"] and "MNIST" in table.rows[-1][0]
+    heads = heads_table(evaluations)
+    assert heads.rows[0][0] == "head 0: 10 clusters (scored)" and heads.rows[1][0] == "head 1: 20 clusters"
+    assert heads.rows[1][1] == "9.0" and heads.rows[1][5] == "30.00"  # clusters used and ACC, mean of 2 seeds
+    assert clustering_table(evaluations[:1], "imagefolder").kinds == ["", "ref", "ref"]  # no Table 1 row
 
 
 @pytest.mark.parametrize("folder", SWEEPS, ids=[p.parent.name for p in SWEEPS])

@@ -17,7 +17,7 @@ TINY = dict(image_size=8, mlp_hidden=32, mlp_out=16, batch_size=128, heads=[10, 
 
 def tiny(tmp_path, name="run", **overrides):
     return make_config(
-        "digits", "fast", out=str(tmp_path / name), **{**TINY, "epochs": 3, "milestones": [1, 2], **overrides}
+        "digits", "fast", out=str(tmp_path / name), **{**TINY, "epochs": 3, "keep_epochs": [1, 2], **overrides}
     )
 
 
@@ -66,10 +66,10 @@ def test_rerunning_a_finished_run_trains_nothing(finished_run):
 
 def test_evaluate_and_probe_write_their_reports(finished_run):
     _, run, metrics = finished_run
-    report = evaluate_run(run, device="cpu")
-    assert [h["head_size"] for h in report["heads"]] == [10, 20]
-    assert report["heads"][0]["acc"] == pytest.approx(metrics["acc"])
-    assert set(report["kmeans_pixels"]) == {"nmi", "ami", "ari", "acc"}
+    evaluation = evaluate_run(run, device="cpu")
+    assert [h["head_size"] for h in evaluation.heads] == [10, 20]
+    assert evaluation.scored_head == 0 and evaluation.scored["acc"] == pytest.approx(metrics["acc"])
+    assert set(evaluation.kmeans_pixels) == {"nmi", "ami", "ari", "acc"}
     assert (run / "eval.json").is_file()
     rows = probe_run(run, all_milestones=True, epochs=2, device="cpu")
     assert sorted({(r["probe"], r["epoch"]) for r in rows}) == [
@@ -108,10 +108,10 @@ class Interrupt(Exception):
 
 
 def test_interrupted_run_resumes_to_identical_weights(tmp_path, monkeypatch):
-    straight = tiny(tmp_path, "straight", epochs=2, milestones=[])
+    straight = tiny(tmp_path, "straight", epochs=2, keep_epochs=[])
     pretrain(straight, progress=False)
 
-    broken = tiny(tmp_path, "broken", epochs=2, milestones=[])
+    broken = tiny(tmp_path, "broken", epochs=2, keep_epochs=[])
     calls = {"n": 0}
 
     def interrupt_at_step(point):
@@ -171,11 +171,11 @@ def test_multicrop_views_reach_the_loss(tmp_path):
 def test_tuned_step_run_resumes_to_identical_weights(tmp_path, monkeypatch):
     """The GPU step (sync-free augmentation, fused SGD), run on a CPU, resumes exactly too."""
     def fit(cfg):
-        return Trainer(cfg, progress=False, tuned=True).fit()
+        return Trainer(cfg, progress=False, sync_free=True).fit()
 
-    straight = tiny(tmp_path, "straight", epochs=2, milestones=[])
+    straight = tiny(tmp_path, "straight", epochs=2, keep_epochs=[])
     fit(straight)
-    broken = tiny(tmp_path, "broken", epochs=2, milestones=[])
+    broken = tiny(tmp_path, "broken", epochs=2, keep_epochs=[])
     calls = {"n": 0}
 
     def interrupt_at_step(point):

@@ -42,6 +42,9 @@ TABLE2: dict[str, dict[str, float]] = {
     "base": {"nmi": 40.3517, "ami": 40.2191, "ari": 29.2059, "acc": 50.3375},
 }
 
+# Where Table 2 ran, as tables and pages name it ("STL-10").
+TABLE2_NAME = TABLE1_NAMES[TABLE2_DATASET]
+
 # Data sets without a Table 1 row are compared with the nearest one, and the report says so.
 NEAREST_ROW = {"digits": "mnist", "fashion_mnist": "mnist"}
 
