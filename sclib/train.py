@@ -254,7 +254,7 @@ class Trainer:
         gen = torch.Generator(device=self.device).manual_seed(epoch_seed(self.cfg.seed, self.epoch, rank + 1))
         batch, local = self.global_batch, self.global_batch // world
         losses, scored_logits = [], []
-        start = time.perf_counter()
+        start, compile_seconds = time.perf_counter(), 0.0
         for step in range(self.steps_per_epoch):
             with self._phase("data"):
                 idx = order[step * batch + rank * local: step * batch + (rank + 1) * local]
@@ -265,12 +265,14 @@ class Trainer:
             began = time.perf_counter()
             loss, logits = self.train_step(images, gen, idx)
             if timing:
-                self._report_compile(began)
+                compile_seconds = self._report_compile(began)
             losses.append(loss)
             scored_logits.append(logits)
             faults.maybe_kill("step")
             if step == ESTIMATE_AFTER_STEPS and not self.estimated:
-                self._estimate((time.perf_counter() - start) / (step + 1))
+                # the compiling step says nothing about the others: leave it out of the estimate
+                steps = step + 1 - (compile_seconds > 0)
+                self._estimate((time.perf_counter() - start - compile_seconds) / steps)
             if self.device.type == "cpu" or step % 20 == 19:  # on a GPU a sync every 20 steps, not each
                 with self._phase("sync"):
                     self._check_finite(torch.stack(losses[-20:]))
@@ -334,13 +336,14 @@ class Trainer:
         if message:
             self._log(message)
 
-    def _report_compile(self, began: float) -> None:
-        """The first compiled step traces and compiles (model, loss, augmentation): say what it cost."""
+    def _report_compile(self, began: float) -> float:
+        """The first compiled step traces and compiles (model, loss, augmentation): say what it cost (s)."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.compile_seconds = seconds = time.perf_counter() - began
         self._log(f"torch.compile ({self.cfg.compile_mode}): the first step took {seconds:.1f} s, "
                   "compilation included")
+        return seconds
 
     def _logits(self, views: list[torch.Tensor], indices: torch.Tensor | None) -> list[list[torch.Tensor]]:
         if self.queue is None:
