@@ -28,8 +28,6 @@ from sclib.tables import Link, Table, mean_std, pct
 
 # Why a data set of the seed's Table 1 has no study folder yet (shown until one appears).
 NOT_RUN = {
-    "cifar10": "not run yet: its CPU recipe is being tuned (results/tuning.md)",
-    "cifar20": "not run yet: its CPU recipe is being tuned (results/tuning.md)",
     "stl10": "not run: the STL-10 pixels are not reachable from this project's machines",
 }
 NOT_RUN_YET = "not run yet"
