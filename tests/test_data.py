@@ -681,7 +681,11 @@ def test_published_statistics_match_the_real_files(name):
     except DataError:
         pytest.skip(f"the real {name} files are not in {root} (SCLIB_TEST_REAL_DATA names another folder)")
     record = data.REGISTRY[name]
-    assert np.allclose(record.mean, splits.info.mean, atol=1e-4) and np.allclose(record.std, splits.info.std, atol=1e-4)
+    # The published values are rounded to 4 decimals, and the CIFAR training splits of ../shared/data are
+    # JPEG q90 copies, which move a channel's mean or std by up to 1.7e-4 (measured); a wrong statistic
+    # (another data set's, channels swapped) is off by more than 1e-2.
+    tol = 5e-4
+    assert np.allclose(record.mean, splits.info.mean, atol=tol) and np.allclose(record.std, splits.info.std, atol=tol)
 
 
 def test_hold_out_cuts_a_fixed_validation_split_from_train():
