@@ -22,7 +22,15 @@ from sclib import plots, seed_report
 from sclib.config import ConfigError
 from sclib.files import read_json, write_text
 from sclib.plots import save_figure
-from sclib.summary import STYLESHEET, Study, load_study, run_links, training_minutes, write_stylesheet
+from sclib.summary import (
+    STYLESHEET,
+    Study,
+    core_minutes,
+    load_study,
+    run_links,
+    training_minutes,
+    write_stylesheet,
+)
 from sclib.sweep import ablation_rows, ablation_table
 from sclib.tables import Link, Table, mean_std, pct
 
@@ -33,7 +41,8 @@ NOT_RUN = {
 NOT_RUN_YET = "not run yet"
 NAMES = {**seed_report.TABLE1_NAMES, "fashion_mnist": "Fashion-MNIST", "digits": "digits (scikit-learn)",
          "imagefolder": "image folder"}
-NETWORKS = {"small": "small CNN", "resnet18": "ResNet-18"}
+NETWORKS = {"small": "small CNN", "resnet18": "ResNet-18", "stride2_stem": "small CNN, stride-2 stem",
+            "small_resnet": "small ResNet", "wide_late": "wide-late CNN", "airbench": "airbench-style CNN"}
 SEED_RUN = f"seed report: ResNet-18, {seed_report.TABLE1_EPOCHS} epochs"
 FIGURE = "figures/acc_vs_seed.png"
 CAPTION = ("ACC on the test split, percent. Dots: this study's seeds, with their mean and a bar of one standard "
@@ -100,6 +109,17 @@ def _device(entry: Entry) -> str:
     return str(prov.get("device", "unknown")) + (f" x {world}" if world > 1 else "")
 
 
+def training_cell(entry: Entry) -> str:
+    """The mean training cost per seed: "N core-min (M min) on cpu" where CPU time was recorded,
+    else "M min on <device>" (runs from before history.csv had ``cpu_seconds``, and GPU runs)."""
+    minutes, _ = mean_std(training_minutes(entry.study))
+    cores = core_minutes(entry.study)
+    device = _device(entry)
+    if cores is not None and device.startswith("cpu"):
+        return f"{mean_std(cores)[0]:.1f} core-min ({minutes:.1f} min) on {device}"
+    return f"{minutes:.1f} min on {device}"
+
+
 def results_table(entries: list[Entry], prefix: str = "") -> Table:
     """Table 1 beside ours: per data set our studies (mean ± std over seeds) and the seed's row (muted).
 
@@ -109,9 +129,8 @@ def results_table(entries: list[Entry], prefix: str = "") -> Table:
     rows, kinds = [], []
     for dataset in _order(entries):
         for entry in (e for e in entries if e.dataset == dataset):
-            minutes, _ = mean_std(training_minutes(entry.study))
             rows.append([_name(dataset), _run(entry), *(pct(*mean_std(entry.scored(m))) for m in seed_report.METRICS),
-                         str(len(entry.study.reports)), f"{minutes:.1f} min on {_device(entry)}",
+                         str(len(entry.study.reports)), training_cell(entry),
                          str(entry.study.info.get("note") or ""),
                          _study_links(entry, prefix)])
             kinds.append("")

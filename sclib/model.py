@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18
+from torchvision.models.resnet import BasicBlock
 
 EmbeddingHook = Callable[[list[torch.Tensor]], list[torch.Tensor]]
 
@@ -34,8 +35,38 @@ def _small(in_channels: int, image_size: int, small_width: int) -> tuple[nn.Modu
     return net, net.out_features
 
 
-# name -> builder(in_channels, image_size, small_width) -> (feature extractor, its output width)
-BACKBONES: dict[str, Callable[[int, int, int], tuple[nn.Module, int]]] = {"resnet18": _resnet18, "small": _small}
+def _stride2_stem(in_channels: int, image_size: int, small_width: int) -> tuple[nn.Module, int]:
+    net = SmallCNN(in_channels, small_width, stem_stride=2)
+    return net, net.out_features
+
+
+def _small_resnet(in_channels: int, image_size: int, small_width: int) -> tuple[nn.Module, int]:
+    net = SmallResNet(in_channels, small_width)
+    return net, net.out_features
+
+
+def _wide_late(in_channels: int, image_size: int, small_width: int) -> tuple[nn.Module, int]:
+    net = WideLateCNN(in_channels, small_width)
+    return net, net.out_features
+
+
+def _airbench(in_channels: int, image_size: int, small_width: int) -> tuple[nn.Module, int]:
+    net = AirbenchCNN(in_channels, small_width)
+    return net, net.out_features
+
+
+# name -> builder(in_channels, image_size, small_width) -> (feature extractor, its output width).
+# The one place a network is named: the config's `backbone` field, the CLI and the benchmarks
+# (benchmarks/networks.py) read this dict. Every builder but resnet18 takes its width from
+# `small_width` (results/tuning.md section 10 ranks them on CIFAR-10 at equal core-minutes).
+BACKBONES: dict[str, Callable[[int, int, int], tuple[nn.Module, int]]] = {
+    "resnet18": _resnet18,
+    "small": _small,
+    "stride2_stem": _stride2_stem,
+    "small_resnet": _small_resnet,
+    "wide_late": _wide_late,
+    "airbench": _airbench,
+}
 # The heads' gain: "fixed" at 1 (cosine logits), or "learned" from 1 as the official weight_norm heads.
 CLS_GAINS = ("fixed", "learned")
 
@@ -55,17 +86,25 @@ def _conv_block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
     )
 
 
+def _check_width(name: str, width: int) -> None:
+    if width < 1:
+        raise ValueError(f"{name} width must be a positive integer, got {width}")
+
+
 class SmallCNN(nn.Sequential):
     """A VGG-style CNN (five 3x3 conv blocks, two of them strided): fast enough to pre-train
     on a laptop CPU in minutes. ``width`` sets the first stage; the stages are w, 2w, 4w, 4w, 8w
-    channels, so compute grows with width squared and a narrower net buys more epochs."""
+    channels, so compute grows with width squared and a narrower net buys more epochs.
 
-    def __init__(self, in_channels: int, width: int = 32) -> None:
-        if width < 1:
-            raise ValueError(f"SmallCNN width must be a positive integer, got {width}")
+    ``stem_stride=2`` (backbone ``stride2_stem``) halves the resolution in the first layer: a
+    quarter of the pixels for every later layer, the fast baseline of the network comparison.
+    """
+
+    def __init__(self, in_channels: int, width: int = 32, stem_stride: int = 1) -> None:
+        _check_width("SmallCNN", width)
         self.out_features = 8 * width
         super().__init__(
-            _conv_block(in_channels, width, 1),
+            _conv_block(in_channels, width, stem_stride),
             _conv_block(width, 2 * width, 1),
             _conv_block(2 * width, 4 * width, 2),
             _conv_block(4 * width, 4 * width, 1),
@@ -73,6 +112,96 @@ class SmallCNN(nn.Sequential):
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
         )
+
+
+class WideLateCNN(nn.Sequential):
+    """Keeps the full resolution for two layers of ``width`` channels, then doubles the channels
+    at every halving: (w, w) at 1x, (2w, 2w) at 1/2, (4w, 4w) at 1/4, 8w at 1/8, then a global
+    average pool (8w features).
+
+    Shaped for AMX, which multiplies bf16 in tiles of 16 rows x 32 values: with ``width`` a
+    multiple of 32 every convolution after the stem fills whole tiles, where SmallCNN at width 16
+    runs its full-resolution layers on half tiles. At width 32 it costs 43 MMAC a 32 px view
+    (SmallCNN width 16: 24).
+    """
+
+    def __init__(self, in_channels: int, width: int = 32) -> None:
+        _check_width("WideLateCNN", width)
+        self.out_features = 8 * width
+        super().__init__(
+            _conv_block(in_channels, width, 1),
+            _conv_block(width, width, 1),
+            _conv_block(width, 2 * width, 2),
+            _conv_block(2 * width, 2 * width, 1),
+            _conv_block(2 * width, 4 * width, 2),
+            _conv_block(4 * width, 4 * width, 1),
+            _conv_block(4 * width, self.out_features, 2),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+
+
+class _AirbenchBlock(nn.Sequential):
+    """conv -> 2x2 max-pool -> BN -> GELU -> conv -> BN -> GELU, as in Keller Jordan's airbench."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+            nn.MaxPool2d(2),
+            nn.BatchNorm2d(c_out),
+            nn.GELU(),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.GELU(),
+        )
+
+
+class AirbenchCNN(nn.Sequential):
+    """The airbench layout (a conv stem, then three conv-pool-conv blocks; airbench94 uses widths
+    64/256/256 for supervised CIFAR-10 in seconds on a GPU) at widths w, 2w, 4w, 4w, with a global
+    max-and-average pool replaced by the average pool every backbone here ends with (4w features).
+    The learned whitening stem of airbench is a plain conv here: it needs the data set's patches.
+    """
+
+    def __init__(self, in_channels: int, width: int = 16) -> None:
+        _check_width("AirbenchCNN", width)
+        self.out_features = 4 * width
+        super().__init__(
+            nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.GELU(),
+            _AirbenchBlock(width, 2 * width),
+            _AirbenchBlock(2 * width, 4 * width),
+            _AirbenchBlock(4 * width, 4 * width),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+
+
+class SmallResNet(nn.Module):
+    """ResNet-18's layout (a 3x3 stem, four stages of two basic blocks, strides 1, 2, 2, 2) at
+    stage widths w, 2w, 4w, 8w instead of 64..512: torchvision's own BasicBlock, the CIFAR stem
+    (no max-pool). Width 64 would be ResNet-18 itself; width 16 costs 35 MMAC a 32 px view.
+    """
+
+    def __init__(self, in_channels: int, width: int = 16) -> None:
+        super().__init__()
+        _check_width("SmallResNet", width)
+        self.out_features = 8 * width
+        self.stem = _conv_block(in_channels, width, 1)
+        stages, c_in = [], width
+        for i, mult in enumerate((1, 2, 4, 8)):
+            c_out, stride = width * mult, 1 if i == 0 else 2
+            down = None
+            if stride != 1 or c_in != c_out:
+                down = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+            stages += [BasicBlock(c_in, c_out, stride, down), BasicBlock(c_out, c_out)]
+            c_in = c_out
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.stages(self.stem(x)))
 
 
 def build_projector(width: int, hidden: int, out: int) -> nn.Sequential:

@@ -150,14 +150,13 @@ def provenance(study: Study, times: dict[str, float] | None = None) -> list[tupl
     dirty = any(p.get("git_dirty") for p in starts)
     started = min((p["started"] for p in provs if p.get("started")), default="?")
     finished = max((p["finished"] for p in provs if p.get("finished")), default="?")
-    minutes = training_minutes(study)
     pairs = [
         ("recipe", f"{cfg.preset} ({cfg.backbone}, {cfg.epochs} epochs, batch {cfg.batch_size}, image size "
                    f"{cfg.image_size}, heads {cfg.heads})"),
         ("seeds", ", ".join(str(c.seed) for c, _ in study.runs)),
         ("eval split", study.reports[0].split if study.reports else "not evaluated yet"),
         ("device", f"{prov.get('device', 'unknown')} (world size {prov.get('world_size', 1)})"),
-        ("training time", ", ".join(f"{m:.1f}" for m in minutes) + " minutes per seed (sum of epoch times)"),
+        ("training time", training_line(study)),
         ("code", f"sclib {prov.get('sclib', '?')}, commit {', '.join(sorted(c or 'unknown' for c in commits))}"
                  + (" with uncommitted changes" if dirty else "")),
         ("versions", f"python {prov.get('python')}, torch {prov.get('torch')}, torchvision {prov.get('torchvision')}, "
@@ -176,19 +175,36 @@ def provenance(study: Study, times: dict[str, float] | None = None) -> list[tupl
     return pairs
 
 
-def training_minutes(study: Study) -> list[float]:
-    """Per seed, the minutes its epochs took (the sum of history.csv's ``seconds``; 0 without them).
+def training_minutes(study: Study, column: str = "seconds") -> list[float]:
+    """Per seed, the minutes its epochs took: the sum of history.csv's ``column`` / 60 (0 without it).
 
-    Epoch times leave out start-up, evaluation and probes: the cost of training, comparable
-    across machines that report differently.
+    ``seconds`` is wall time; ``cpu_seconds`` the process's user + system CPU time (core-seconds,
+    recorded since the CIFAR budget became core-minutes; older runs lack it). Epoch times leave
+    out start-up, evaluation and probes: the cost of training, comparable across machines that
+    report differently.
     """
     import pandas as pd
 
     minutes = []
     for _, paths in study.runs:
         history = pd.read_csv(paths.history) if paths.history.exists() else pd.DataFrame()
-        minutes.append(float(history["seconds"].sum()) / 60 if "seconds" in history else 0.0)
+        minutes.append(float(history[column].sum()) / 60 if column in history else 0.0)
     return minutes
+
+
+def core_minutes(study: Study) -> list[float] | None:
+    """Per seed, the core-minutes (CPU time) its epochs took; None unless every seed recorded them."""
+    minutes = training_minutes(study, "cpu_seconds")
+    return minutes if minutes and all(m > 0 for m in minutes) else None
+
+
+def training_line(study: Study) -> str:
+    """Per-seed training cost for the summary: wall minutes, and core-minutes where recorded."""
+    wall = ", ".join(f"{m:.1f}" for m in training_minutes(study)) + " minutes per seed (sum of epoch times)"
+    cores = core_minutes(study)
+    if cores is None:
+        return wall
+    return ", ".join(f"{m:.1f}" for m in cores) + f" core-minutes per seed (CPU time); {wall}"
 
 
 def run_links(study: Study) -> list[tuple[str, str]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sclib import front, seed_report
+from sclib import front, seed_report, summary
 from sclib.cli import main
 from sclib.config import Recipe
 
@@ -26,16 +26,17 @@ def _write(path: Path, data) -> None:
 
 
 def make_study(results: Path, folder: str, dataset: str, seeds: list[int], note: str = "", device: str = "cpu",
-               rng_seed: int = 0, evaluated: bool = True) -> dict:
+               rng_seed: int = 0, evaluated: bool = True, cpu_seconds: bool = False) -> dict:
     """A study folder as ``study`` leaves it: study.json and run/seed<N>/{config,metrics,eval}.json,
-    history.csv. Returns what a reader should see: per seed the scored head and the epoch seconds."""
+    history.csv (with a ``cpu_seconds`` column if asked). Returns what a reader should see: per seed
+    the scored head, the epoch seconds and the epoch CPU seconds."""
     rng = np.random.default_rng(rng_seed)
     out = results / folder
     _write(out / "study.json", {"dataset": dataset, "preset": "fast", "run_dir": "run", "seeds": seeds,
                                 "config_overrides": {}, "config_file": None, "note": note, "probe_epochs": 100})
     for page in ("index.html", "summary.md"):
         (out / page).write_text("the study's own pages")
-    truth = {"heads": [], "seconds": []}
+    truth = {"heads": [], "seconds": [], "cpu_seconds": []}
     for s in seeds:
         run = out / "run" / f"seed{s}"
         cfg = {**Recipe(dataset).resolve().to_dict(), "seed": s, "out": f"run/seed{s}"}
@@ -51,12 +52,16 @@ def make_study(results: Path, folder: str, dataset: str, seeds: list[int], note:
                                        "heads": [scored, other], "kmeans_features": dict.fromkeys(METRICS, 0.2),
                                        "kmeans_pixels": dict.fromkeys(METRICS, 0.1)})
         seconds = rng.uniform(1.0, 30.0, size=cfg["epochs"])
+        cpu = seconds * rng.uniform(0.9, 2.0, size=cfg["epochs"])
         with (run / "history.csv").open("w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["epoch", "loss", "lr", "clusters_used", "images_per_s", "seconds"])
-            writer.writerows([e + 1, 1.0, 0.1, 10, 100.0, sec] for e, sec in enumerate(seconds))
+            writer.writerow(["epoch", "loss", "lr", "clusters_used", "images_per_s", "seconds"]
+                            + ["cpu_seconds"] * cpu_seconds)
+            writer.writerows([e + 1, 1.0, 0.1, 10, 100.0, sec] + [c] * cpu_seconds
+                             for e, (sec, c) in enumerate(zip(seconds, cpu)))
         truth["heads"].append(head)
         truth["seconds"].append(seconds)
+        truth["cpu_seconds"].append(cpu)
     return truth
 
 
@@ -217,3 +222,24 @@ def test_a_study_written_beside_the_front_page_refreshes_it(results, tmp_path):
     make_study(elsewhere, "digits", "digits", [0, 1], rng_seed=7)
     _refresh_front(elsewhere / "digits", results=True)  # `study --results` always writes one
     assert front.is_front_page(elsewhere / "index.html")
+
+
+@pytest.mark.parametrize("device", ["cpu", "NVIDIA H200"])
+def test_training_cost_is_in_core_minutes_where_cpu_time_was_recorded(tmp_path, device):
+    results = tmp_path / "results"
+    truth = make_study(results, "cifar10", "cifar10", [0, 1, 2], device=device, cpu_seconds=True, rng_seed=3)
+    old = make_study(results, "mnist", "mnist", [0, 1], rng_seed=4)  # history.csv without cpu_seconds
+    front.write_front(results)
+    rows = _rows((results / "README.md").read_text())
+    cifar = next(r for r in rows if r[0] == "CIFAR-10" and r[1].startswith("fast"))
+    wall = np.mean([s.sum() / 60 for s in truth["seconds"]])
+    cores = np.mean([c.sum() / 60 for c in truth["cpu_seconds"]])
+    # a CPU's budget is its CPU time; a GPU run's cost stays in wall minutes
+    expected = f"{cores:.1f} core-min ({wall:.1f} min) on cpu" if device == "cpu" else f"{wall:.1f} min on {device}"
+    assert cifar[7] == expected
+    mnist = next(r for r in rows if r[0] == "MNIST" and r[1].startswith("fast"))
+    assert mnist[7] == f"{np.mean([s.sum() / 60 for s in old['seconds']]):.1f} min on cpu"
+    line = dict(summary.provenance(summary.load_study(results / "cifar10")))["training time"]
+    per_seed = ", ".join(f"{c.sum() / 60:.1f}" for c in truth["cpu_seconds"])
+    assert line.startswith(per_seed + " core-minutes per seed (CPU time); ")
+    assert "core-minutes" not in dict(summary.provenance(summary.load_study(results / "mnist")))["training time"]

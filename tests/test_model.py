@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sclib.model import CosineHead, SelfClassifier, build_backbone
+from sclib.model import BACKBONES, CosineHead, SelfClassifier, build_backbone
 
 
 def test_forward_gives_one_logit_matrix_per_head():
@@ -74,3 +74,31 @@ def test_cifar_stem_keeps_resolution_until_layer2():
     net, _ = build_backbone("resnet18", 3, 32)
     x = net.layer1(net.maxpool(net.relu(net.bn1(net.conv1(torch.randn(1, 3, 32, 32))))))
     assert x.shape[-1] == 32
+
+
+# Every backbone of the registry at a small width (ResNet-18 at its own) on a 16 px and a 32 px input.
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("size", [16, 32])
+def test_every_backbone_gives_its_feature_width_and_trains_a_step(name, size):
+    torch.manual_seed(0)
+    net, width = build_backbone(name, 3, size, small_width=8)
+    x = torch.randn(4, 3, size, size)
+    out = net(x)
+    assert out.shape == (4, width)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in net.parameters()]
+    loss = out.pow(2).mean()
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+    optimizer.step()
+    changed = sum(not torch.equal(b, p) for b, p in zip(before, net.parameters()))
+    assert changed == len(before)  # every weight receives a gradient: no dead branch
+
+
+@pytest.mark.parametrize("name", sorted(set(BACKBONES) - {"resnet18"}))
+def test_width_scales_every_small_backbone(name):
+    _, narrow = build_backbone(name, 3, 32, small_width=8)
+    _, wide = build_backbone(name, 3, 32, small_width=16)
+    assert wide == 2 * narrow
+    with pytest.raises(ValueError, match="width must be a positive integer"):
+        build_backbone(name, 3, 32, small_width=0)

@@ -45,7 +45,8 @@ def test_a_run_writes_every_file(finished_run):
     assert "finished" in record["provenance"]
     rows = list(csv.DictReader((run / "history.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
-    assert {"loss", "lr", "clusters_used", "images_per_s"} <= set(rows[0])
+    assert {"loss", "lr", "clusters_used", "images_per_s", "seconds", "cpu_seconds"} <= set(rows[0])
+    assert all(float(r["cpu_seconds"]) > 0 for r in rows)  # the process's CPU time, the CPU budget
     assert set(metrics) >= {"nmi", "ami", "ari", "acc", "clusters_used"}
     assert all(0 <= metrics[k] <= 1 for k in ("nmi", "ami", "acc"))
     assert json.loads((run / "metrics.json").read_text()) == metrics
