@@ -70,6 +70,12 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     return state
 
 
+def weights_digest(weights: dict[str, Any]) -> str:
+    """sha256 of a state dict's names, shapes, dtypes and bytes: a checkpoint's identity for caches
+    of what it computes (equal weights give equal digests whatever file holds them)."""
+    return _digest(weights)
+
+
 def _digest(obj: Any) -> str:
     digest = hashlib.sha256()
     _feed(digest, obj)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +18,20 @@ import torch
 from sklearn.cluster import KMeans
 
 from sclib import seed_report
-from sclib.augment import AugmentConfig, eval_transform
+from sclib.features import Predictions, checkpoint_predictions
 from sclib.files import write_bytes, write_json
 from sclib.metrics import cluster_metrics
-from sclib.runs import augment_config, autocast, load_data, load_model, open_run, resolve_device, run_folders
+from sclib.runs import augment_config, load_data, open_run, resolve_device, run_folders
 from sclib.tables import BASELINES, Evaluation
 
 # Images kept per cluster of the scored head, for the cluster grids of notebook 05.
 IMAGES_PER_CLUSTER = 16
 # A scored head using fewer than this fraction of the clusters it could use has collapsed.
 COLLAPSE_FRACTION = 0.5
+# k-means on raw pixels (CIFAR: 10,000 x 3,072) was most of notebook 03's time at scikit-learn's
+# float64 and 10 starts. In float32 with 3 starts it takes a fraction of that and its ACC moves by
+# less than the seeds' spread (benchmarks/analysis.py prints both; benchmarks/README.md, "analysis").
+KMEANS_PIXELS = {"n_init": 3, "dtype": np.float32}
 
 
 class EvaluationError(ValueError):
@@ -71,40 +74,6 @@ def collapse_warning(metrics: dict[str, Any], eval_images: int) -> str | None:
             "check the training curves, and lower --lr if clusters_used fell")
 
 
-@dataclass
-class Predictions:
-    """What a model says about a split: backbone features and each head's logits."""
-
-    features: np.ndarray            # [N, D] float32
-    logits: list[np.ndarray]        # per head, [N, C_h] float32
-
-    def assignments(self, head: int) -> np.ndarray:
-        return self.logits[head].argmax(axis=1)
-
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, images: torch.Tensor, aug: AugmentConfig, device: str | torch.device = "cpu",
-            batch_size: int = 1024, amp: bool = False) -> Predictions:
-    """Run the model in eval mode over uint8 images, in batches, on ``device``."""
-    device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    feats, logits = [], []
-    for start in range(0, len(images), batch_size):
-        x = eval_transform(images[start:start + batch_size].to(device), aug)
-        with autocast(device, amp):
-            f, z = model.encode(x)
-            out = model.classify(z)
-        feats.append(f.float().cpu())
-        logits.append([o.float().cpu() for o in out])
-    model.train(was_training)
-    heads = len(logits[0]) if logits else 0
-    return Predictions(
-        features=torch.cat(feats).numpy() if feats else np.zeros((0, 0), np.float32),
-        logits=[torch.cat([batch[h] for batch in logits]).numpy() for h in range(heads)],
-    )
-
-
 def head_metrics(preds: Predictions, labels: np.ndarray, head: int) -> dict[str, float]:
     """The study's headline numbers: NMI/AMI/ARI/ACC of one head plus how many clusters it uses."""
     assigned = preds.assignments(head)
@@ -115,16 +84,19 @@ def head_metrics(preds: Predictions, labels: np.ndarray, head: int) -> dict[str,
     return metrics
 
 
-def kmeans_metrics(x: np.ndarray, labels: np.ndarray, k: int, seed: int = 0, step: str = "k-means") -> dict[str, Any]:
+def kmeans_metrics(x: np.ndarray, labels: np.ndarray, k: int, seed: int = 0, step: str = "k-means",
+                   n_init: int = 10, dtype: type = np.float64) -> dict[str, Any]:
     """k-means with k = number of classes: the bar a clustering method has to clear.
 
-    With fewer than ``k`` distinct samples (a tiny eval split, features without spread) the
-    metrics are None and ``skipped`` says why, so the rest of the evaluation still gets written.
+    ``x`` [N, D] is clustered in ``dtype`` with the best of ``n_init`` k-means++ starts
+    (scikit-learn). With fewer than ``k`` distinct samples (a tiny eval split, features without
+    spread) the metrics are None and ``skipped`` says why, so the rest of the evaluation still
+    gets written.
     """
     problem = spread_problem(x, k, f"{step} (k={k})")
     if problem:
         return {**dict.fromkeys(seed_report.METRICS), "skipped": problem}
-    assigned = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(x.astype(np.float64))
+    assigned = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit_predict(x.astype(dtype))
     return cluster_metrics(labels, assigned)
 
 
@@ -140,7 +112,7 @@ def every_head_and_baseline(preds: Predictions, labels: np.ndarray, images: torc
         "heads": [head_metrics(preds, labels, h) for h in range(len(preds.logits))],
         "kmeans_features": kmeans_metrics(l2_normalise(preds.features), labels, num_classes, seed,
                                           "k-means on backbone features"),
-        "kmeans_pixels": kmeans_metrics(pixels, labels, num_classes, seed, "k-means on pixels"),
+        "kmeans_pixels": kmeans_metrics(pixels, labels, num_classes, seed, "k-means on pixels", **KMEANS_PIXELS),
     }
 
 
@@ -194,9 +166,8 @@ def evaluate_run(
     """Evaluate a run folder's model on its eval split; write ``eval.json`` and ``arrays.npz``."""
     cfg, paths = open_run(run_dir)
     data = load_data(cfg)
-    dev = resolve_device(device)
-    model, epoch = load_model(run_dir, data.info, checkpoint_path, dev)
-    preds = predict(model, data.eval_images, augment_config(cfg, data.info), dev, amp=cfg.amp)
+    preds, epoch = checkpoint_predictions(cfg, paths, data.info, augment_config(cfg, data.info), "eval",
+                                          data.eval_images, checkpoint_path, resolve_device(device))
     check_finite(preds, run_dir)
     labels = data.eval_labels.numpy()
     classes = len(data.info.classes)

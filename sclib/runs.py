@@ -368,22 +368,34 @@ def open_run(run_dir: str | Path) -> tuple[Config, RunPaths]:
     return load_config(paths.config), paths
 
 
-def load_model(run_dir: str | Path, info: DatasetInfo, checkpoint_path: str | Path | None = None,
-               device: str | torch.device = "cpu") -> tuple[SelfClassifier, int]:
-    """The run's model at a checkpoint (default: the newest intact one) and that epoch."""
-    cfg, paths = open_run(run_dir)
-    if checkpoint_path is None:
-        state = checkpoint.load_latest(paths.checkpoints)
-        if state is None:
-            raise checkpoint.CheckpointError(f"{paths.checkpoints} holds no checkpoint yet; pre-train first")
-    else:
-        state = checkpoint.load(checkpoint_path)
+def run_state(paths: RunPaths, checkpoint_path: str | Path | None = None) -> dict[str, Any]:
+    """A checkpoint's training state: ``checkpoint_path``, or the run's newest intact one."""
+    if checkpoint_path is not None:
+        return checkpoint.load(checkpoint_path)
+    state = checkpoint.load_latest(paths.checkpoints)
+    if state is None:
+        raise checkpoint.CheckpointError(f"{paths.checkpoints} holds no checkpoint yet; pre-train first")
+    return state
+
+
+def model_from_state(cfg: Config, info: DatasetInfo, state: dict[str, Any], device: str | torch.device,
+                     path: str | Path, paths: RunPaths) -> SelfClassifier:
+    """The run's model with a state's weights, in eval mode on ``device`` (``path`` names the file in errors)."""
     model = build_model(cfg, info)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:
-        raise misfit(checkpoint_path or state.get("path", paths.last), cfg, paths, err) from None
-    return model.to(device).eval(), int(state["epoch"])
+        raise misfit(path, cfg, paths, err) from None
+    return model.to(device).eval()
+
+
+def load_model(run_dir: str | Path, info: DatasetInfo, checkpoint_path: str | Path | None = None,
+               device: str | torch.device = "cpu") -> tuple[SelfClassifier, int]:
+    """The run's model at a checkpoint (default: the newest intact one) and that epoch."""
+    cfg, paths = open_run(run_dir)
+    state = run_state(paths, checkpoint_path)
+    model = model_from_state(cfg, info, state, device, checkpoint_path or state.get("path", paths.last), paths)
+    return model, int(state["epoch"])
 
 
 def misfit(path: str | Path, cfg: Config, paths: RunPaths, err: BaseException,

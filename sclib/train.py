@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sclib import checkpoint, distributed, evaluate, faults
+from sclib import checkpoint, distributed, evaluate, faults, features
 from sclib.augment import Augmenter
 from sclib.config import Config, ConfigError, Recipe
 from sclib.data import DataSplits, counts_line, split_counts
@@ -374,7 +374,7 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         model = _unwrap(self.model)
-        preds = evaluate.predict(model, self.data.eval_images, self.augment.cfg, self.device, amp=self.cfg.amp)
+        preds = features.predict(model, self.data.eval_images, self.augment.cfg, self.device, amp=self.cfg.amp)
         metrics = evaluate.head_metrics(preds, self.data.eval_labels.numpy(), self.scored_head)
         metrics["epoch"] = self.epoch
         metrics["num_classes"] = len(self.info.classes)

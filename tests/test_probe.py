@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from analysis import straightforward_linear_probe  # benchmarks/analysis.py: the probe as first written
 
 from sclib.probe import knn_probe, linear_probe
 
@@ -67,3 +68,40 @@ def test_knn_probe_matches_brute_force_votes():
     expected_top3 = float(np.mean([t in row for t, row in zip(eval_y.numpy(), top3)]))
     result = knn_probe(train_x, train_y, eval_x, eval_y, 4, k=7, temperature=0.5)
     assert result["top1"] == pytest.approx(expected_top1) and result["top3"] == pytest.approx(expected_top3)
+
+
+def noisy_problem(n, seed):
+    """Overlapping classes (a probe reaches about 60-80 %), so a wrong optimiser shows in the accuracy."""
+    centres = torch.randn(5, 16, generator=torch.Generator().manual_seed(0))  # one problem, many samples
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 5, (n,), generator=gen)
+    return centres[y] * 1.5 + torch.randn(n, 16, generator=gen) * 3 + 7, y  # off-centre, as real features are
+
+
+@pytest.mark.parametrize("n, batch_size, epochs", [(700, 64, 12), (1000, 512, 30), (333, 100, 7)])
+def test_fast_linear_probe_equals_the_straightforward_loop(n, batch_size, epochs, monkeypatch):
+    import sclib.probe as probe
+
+    train_x, train_y = noisy_problem(n, seed=n)
+    eval_x, eval_y = noisy_problem(400, seed=n + 1)
+    schedules = []
+    real = probe.cosine_lrs
+    monkeypatch.setattr(probe, "cosine_lrs", lambda total, lr: schedules.append(real(total, lr)) or schedules[-1])
+    # a higher lr than the seed's 4e-4, so that a few hundred steps get somewhere
+    fast = linear_probe(train_x, train_y, eval_x, eval_y, 5, epochs=epochs, batch_size=batch_size, lr=0.03, seed=3)
+    scores, lrs = straightforward_linear_probe(train_x, train_y, eval_x, eval_y, 5, epochs, batch_size, lr=0.03,
+                                                  seed=3)
+    # the same schedule, step for step
+    assert len(schedules) == 1
+    np.testing.assert_allclose(schedules[0], lrs, rtol=1e-12, atol=1e-15)
+    # the same accuracy: the fused AdamW rounds differently, so allow one eval sample of 400 to flip
+    top1 = (scores.argmax(1) == eval_y).float().mean().item()
+    assert 0.4 < top1 < 0.95
+    assert abs(fast["top1"] - top1) <= 1 / 400 + 1e-9
+
+
+def test_linear_probe_restores_the_thread_count():
+    before = torch.get_num_threads()
+    x, y = separable(50)
+    linear_probe(x, y, x, y, 4, epochs=1)
+    assert torch.get_num_threads() == before

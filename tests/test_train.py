@@ -81,29 +81,31 @@ def test_evaluate_and_probe_write_their_reports(finished_run):
     assert (run / "probe.csv").is_file()
 
 
-def test_probing_leaves_backbone_weights_and_bn_statistics_unchanged(finished_run):
-    _, run, _ = finished_run
-    before = checkpoint.load(run / "checkpoints" / "epoch_0003.pt")["model"]
-    from sclib import probe
+def test_probing_leaves_backbone_weights_and_bn_statistics_unchanged(finished_run, monkeypatch):
+    import shutil
+
+    from sclib import features, probe
     from sclib.runs import load_data, open_run
 
+    _, run, _ = finished_run
+    shutil.rmtree(run / "features", ignore_errors=True)  # computed afresh, not read from an earlier test's cache
+    before = checkpoint.load(run / "checkpoints" / "epoch_0003.pt")["model"]
     cfg, _ = open_run(run)
     data = load_data(cfg)
-    seen = {}
-    original = probe.predict
+    seen = []
+    original = features.predict
 
     def spy(model, *args, **kwargs):
-        seen["model"] = model
+        seen.append(model)
         return original(model, *args, **kwargs)
 
-    probe.predict = spy
-    try:
-        probe.probe_checkpoint(run, data, run / "checkpoints" / "epoch_0003.pt", epochs=2, device="cpu")
-    finally:
-        probe.predict = original
-    after = seen["model"].state_dict()
-    assert not seen["model"].training
-    assert all(torch.equal(before[k], after[k]) for k in before), "probe changed the backbone or BN buffers"
+    monkeypatch.setattr(features, "predict", spy)
+    probe.probe_checkpoint(run, data, run / "checkpoints" / "epoch_0003.pt", epochs=2, device="cpu")
+    assert len(seen) == 2  # the train and the eval split
+    for model in seen:
+        after = model.state_dict()
+        assert not model.training
+        assert all(torch.equal(before[k], after[k]) for k in before), "probe changed the backbone or BN buffers"
 
 
 class Interrupt(Exception):
