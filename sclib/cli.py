@@ -9,7 +9,18 @@ import sys
 import typing
 
 from sclib import __version__
-from sclib.config import HELP, PRESETS, RENAMED, Config, ConfigError, Recipe, coerce, to_yaml
+from sclib.config import (
+    HELP,
+    PRESETS,
+    REFINE_HELP,
+    RENAMED,
+    Config,
+    ConfigError,
+    Recipe,
+    RefineSettings,
+    coerce,
+    to_yaml,
+)
 from sclib.tables import pct
 
 DESCRIPTION = """\
@@ -139,6 +150,21 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     pr.add_argument("--epochs", type=int, default=100, help="linear probe epochs (default: 100, the seed's)")
     pr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
+    rf = sub.add_parser("refine", epilog=EPILOG,
+                        help="second stage: neighbour consistency (SCAN) on a finished run (refine/)",
+                        description="Train the run's projector and heads so that each image agrees with its nearest "
+                                    "neighbours in the frozen backbone's feature space (SCAN's clustering step), "
+                                    "starting from the run's newest checkpoint; writes RUN/refine/ and leaves the "
+                                    "first stage's files as they are. Rerun the same command to resume.")
+    rf.add_argument("--run", required=True, help="run folder, or a folder of seed runs")
+    defaults = RefineSettings()
+    for field in dataclasses.fields(RefineSettings):
+        rf.add_argument("--" + field.name.replace("_", "-"), type=type(getattr(defaults, field.name)),
+                        default=getattr(defaults, field.name),
+                        help=f"{REFINE_HELP[field.name]} (default: {getattr(defaults, field.name)})")
+    rf.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    rf.add_argument("--no-progress", action="store_true", help="no per-epoch lines")
+
     st = sub.add_parser("study", help="run notebooks 01-05 into an HTML report and summary.md", epilog=EPILOG,
                         description="Train (or resume) the seeds of a recipe and execute the study notebooks; "
                                     "with --runs, render runs trained elsewhere without training.")
@@ -219,6 +245,20 @@ def _probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refine(args: argparse.Namespace) -> int:
+    from sclib.refine import refine_run
+    from sclib.runs import run_folders
+
+    settings = RefineSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RefineSettings)})
+    rows = []
+    for run in run_folders(args.run):
+        record = refine_run(run, settings, args.device, progress=not args.no_progress)
+        for what, key in (("Self-Classifier", "first_stage"), ("+ neighbour consistency", "scored")):
+            rows.append({"run": str(run), "what": what, **record[key]})
+    print(_table(rows, ("run", "what", "acc", "nmi", "ami", "ari", "clusters_used")))
+    return 0
+
+
 def _study(args: argparse.Namespace) -> int:
     from sclib.study import render_study, run_study
 
@@ -273,8 +313,8 @@ def _study_out(args: argparse.Namespace) -> str:
     return f"results/{dataset}" if args.results else f"runs/study/{dataset}"
 
 
-COMMANDS = {"pretrain": _pretrain, "evaluate": _evaluate, "probe": _probe, "study": _study, "sweep": _sweep,
-            "front": _front}
+COMMANDS = {"pretrain": _pretrain, "evaluate": _evaluate, "probe": _probe, "refine": _refine, "study": _study,
+            "sweep": _sweep, "front": _front}
 
 
 def _table(rows: list[dict[str, typing.Any]], columns: tuple[str, ...]) -> str:

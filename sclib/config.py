@@ -415,3 +415,41 @@ def differences(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
     """The fields that would change what a resumed run computes."""
     a, b = old.to_dict(), new.to_dict()
     return {k: (a[k], b[k]) for k in a if k not in RESUME_INSENSITIVE and a[k] != b[k]}
+
+
+# ----------------------------------------------------------------------------------------------
+# The second stage (python -m sclib refine): its own small recipe, recorded in RUN/refine/config.json
+
+REFINE_HELP = {
+    "neighbours": "nearest neighbours mined per image in the backbone's feature space (SCAN: 20)",
+    "epochs": "passes over the train split's features",
+    "batch_size": "anchors per step, each paired with one of its neighbours",
+    "lr": "Adam learning rate of the projector and heads",
+    "weight_decay": "Adam weight decay",
+    "entropy_weight": "weight of the entropy of the mean prediction, which keeps every cluster in use (SCAN: 5)",
+}
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """The second stage's recipe (SCAN's CIFAR settings where they apply: 20 neighbours, entropy
+    weight 5, Adam lr 1e-4 and weight decay 1e-4)."""
+
+    neighbours: int = 20
+    epochs: int = 30
+    batch_size: int = 512
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    entropy_weight: float = 5.0
+
+    def validate(self) -> RefineSettings:
+        for name in ("neighbours", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"refine --{name.replace('_', '-')} must be a positive integer, "
+                                  f"got {getattr(self, name)}")
+        for name in ("lr", "entropy_weight"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"refine --{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"refine --weight-decay must not be negative, got {self.weight_decay}")
+        return self
