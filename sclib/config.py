@@ -427,6 +427,10 @@ REFINE_HELP = {
     "lr": "Adam learning rate of the projector and heads",
     "weight_decay": "Adam weight decay",
     "entropy_weight": "weight of the entropy of the mean prediction, which keeps every cluster in use (SCAN: 5)",
+    "self_label_epochs": "epochs of self-labelling after neighbour consistency (0: none): the whole network "
+                         "fine-tuned on its confident images, strong views, class-balanced cross-entropy",
+    "threshold": "self-labelling keeps the images whose scored-head softmax reaches this (SCAN: 0.99)",
+    "self_label_lr": "Adam learning rate of self-labelling (SCAN: 1e-4)",
 }
 
 
@@ -441,6 +445,9 @@ class RefineSettings:
     lr: float = 1e-4
     weight_decay: float = 1e-4
     entropy_weight: float = 5.0
+    self_label_epochs: int = 0
+    threshold: float = 0.99
+    self_label_lr: float = 1e-4
 
     def validate(self) -> RefineSettings:
         for name in ("neighbours", "epochs", "batch_size"):
@@ -452,4 +459,10 @@ class RefineSettings:
                 raise ConfigError(f"refine --{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.weight_decay < 0:
             raise ConfigError(f"refine --weight-decay must not be negative, got {self.weight_decay}")
+        if self.self_label_epochs < 0:
+            raise ConfigError(f"refine --self-label-epochs must not be negative, got {self.self_label_epochs}")
+        if not 0 < self.threshold < 1:
+            raise ConfigError(f"refine --threshold must lie strictly between 0 and 1, got {self.threshold}")
+        if not self.self_label_lr > 0:
+            raise ConfigError(f"refine --self-label-lr must be positive, got {self.self_label_lr}")
         return self

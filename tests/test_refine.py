@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from sclib.config import ConfigError, RefineSettings, make_config
-from sclib.refine import refine_run
+from sclib.refine import NEIGHBOUR_FIELDS, refine_run
 from sclib.train import pretrain
 
 SHORT = dict(image_size=8, mlp_hidden=64, mlp_out=32, batch_size=128, heads=[10, 20], device="cpu", epochs=3,
@@ -54,8 +54,9 @@ def test_refine_resumes_to_the_same_result(short_run, refined, tmp_path):
     shutil.copytree(short_run, copy)
     half = RefineSettings(**{**SETTINGS.__dict__, "epochs": 7})
     refine_run(copy, half, device="cpu", progress=False)
-    (copy / "refine" / "config.json").write_text(
-        json.dumps({**json.loads((copy / "refine" / "config.json").read_text()), "settings": SETTINGS.__dict__}))
+    (copy / "refine" / "config.json").write_text(json.dumps(  # as if it had been started with 15 epochs
+        {**json.loads((copy / "refine" / "config.json").read_text()),
+         "settings": {k: getattr(SETTINGS, k) for k in NEIGHBOUR_FIELDS}}))
     resumed = refine_run(copy, SETTINGS, device="cpu", progress=False)  # epochs 8-15 only
     assert resumed["scored"] == refined[2]["scored"]
 
@@ -90,3 +91,28 @@ def test_refine_command_prints_both_rows(short_run, tmp_path, cli):
     assert "Self-Classifier" in result.out and "+ neighbour consistency" in result.out
     bad = cli("refine", "--run", str(copy), "--neighbours", "0")
     assert bad.code == 2 and len(bad.err_lines) == 1 and "neighbours" in bad.err_lines[0]
+
+
+def test_self_labelling_trains_the_whole_network_and_reports_its_own_row(refined, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(refined[0], copy)
+    settings = RefineSettings(**{**SETTINGS.__dict__, "self_label_epochs": 2, "threshold": 0.5,
+                                 "self_label_lr": 1e-4})
+    record = refine_run(copy, settings, device="cpu", progress=False)
+    assert record["scored"] == refined[2]["scored"]  # the neighbour stage was resumed, not redone
+    labelled = record["self_label"]
+    assert labelled["epochs"] == 2 and "skipped" not in labelled
+    assert 256 <= labelled["confident"] <= 1797 - 360  # train split of digits' fast recipe
+    assert abs(labelled["acc"] - record["scored"]["acc"]) < 0.3 and labelled["clusters_used"] >= 5
+    rows = (copy / "refine" / "self_label_history.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[0].startswith("epoch,confident,classes,loss")
+
+
+def test_self_labelling_says_why_when_too_few_images_pass(refined, tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(refined[0], copy)
+    settings = RefineSettings(**{**SETTINGS.__dict__, "self_label_epochs": 2, "threshold": 0.999999})
+    record = refine_run(copy, settings, device="cpu", progress=False)
+    assert record["self_label"]["epochs"] == 0
+    assert "reach softmax >= 0.999999" in record["self_label"]["skipped"]
+    assert "lower --threshold" in capsys.readouterr().err
