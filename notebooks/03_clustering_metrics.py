@@ -26,7 +26,8 @@
 # The seed report's Table 1 gives, for a ResNet-18 after 800 epochs, e.g. MNIST 81.9 % ACC and
 # CIFAR-10 60.7 % ACC. `digits` and Fashion-MNIST have no row of their own; MNIST is shown as the
 # nearest stand-in. Evaluations already in a run folder (`python -m sclib evaluate`) are read as
-# they are.
+# they are. Where every seed was also refined (`python -m sclib refine`, a second stage after
+# Self-Classifier), its rows follow Self-Classifier's own, which is what the seed's row compares with.
 
 # %% tags=["parameters"]
 dataset = "digits"
@@ -37,7 +38,7 @@ device = "auto"
 # %matplotlib inline
 from IPython.display import Markdown, display
 
-from sclib import plots, report, tables
+from sclib import plots, report, summary, tables
 from sclib.metrics import confusion_after_matching
 
 report.check_parameters(dataset=dataset, run_dir=run_dir, device=device)
@@ -46,7 +47,7 @@ report.check_parameters(dataset=dataset, run_dir=run_dir, device=device)
 run_dir = run_dir or report.lab_folder(dataset)
 runs = report.open_runs(run_dir, dataset)
 evaluations = [report.ensure_evaluated(cfg, paths, device) for cfg, paths in runs]
-display(Markdown(tables.clustering_table(evaluations, dataset).markdown()))
+display(Markdown(tables.clustering_table(evaluations, dataset, summary.second_stage(runs)).markdown()))
 display(Markdown(report.warnings_markdown(runs)))
 
 # %% [markdown]

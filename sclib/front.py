@@ -28,11 +28,13 @@ from sclib.summary import (
     core_minutes,
     load_study,
     run_links,
+    second_stage,
+    second_stage_minutes,
     training_minutes,
     write_stylesheet,
 )
 from sclib.sweep import ablation_rows, ablation_table
-from sclib.tables import Link, Table, mean_std, pct
+from sclib.tables import SECOND_STAGE, Link, Table, mean_std, pct, second_stage_rows
 
 # Why a data set of the seed's Table 1 has no study folder yet (shown until one appears).
 NOT_RUN = {
@@ -134,6 +136,12 @@ def results_table(entries: list[Entry], prefix: str = "") -> Table:
                          str(entry.study.info.get("note") or ""),
                          _study_links(entry, prefix)])
             kinds.append("")
+            records = second_stage(entry.study.runs)
+            for (label, values, seeds), (key, _) in zip(second_stage_rows(records), SECOND_STAGE):
+                rows.append([_name(dataset), f"{_run(entry)} {label.removeprefix('Self-Classifier ')}",
+                             *(pct(*values[m]) for m in seed_report.METRICS), str(seeds),
+                             f"+ {second_stage_minutes(entry.study, key):.1f} core-min", "", ""])
+                kinds.append("")
         if dataset in seed_report.TABLE1:
             seed = seed_report.as_fractions(seed_report.TABLE1[dataset])
             studied = any(e.dataset == dataset for e in entries)

@@ -43,7 +43,16 @@ from sclib.features import checkpoint_predictions, predict
 from sclib.files import read_json, write_csv, write_json
 from sclib.metrics import cluster_metrics
 from sclib.model import SelfClassifier
-from sclib.runs import augment_config, load_data, model_from_state, open_run, precision, resolve_device, run_state
+from sclib.runs import (
+    RunPaths,
+    augment_config,
+    load_data,
+    model_from_state,
+    open_run,
+    precision,
+    resolve_device,
+    run_state,
+)
 from sclib.scan import balanced_weights, confident, mine_neighbours, neighbour_consistency_loss
 
 
@@ -60,7 +69,7 @@ class Refiner(nn.Module):
 
 
 def refine_folder(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "refine"
+    return RunPaths(Path(run_dir)).refine
 
 
 # The settings of each stage: a refine/ folder continues only with the same ones.
@@ -292,6 +301,6 @@ def _evaluate(refiner: Refiner, features: np.ndarray, labels: np.ndarray, scored
 
 def read_refine(run_dir: str | Path) -> dict[str, Any] | None:
     """A run's refine/eval.json, or None if it was not refined."""
-    path = refine_folder(run_dir) / "eval.json"
+    path = RunPaths(Path(run_dir)).refine_eval
     return read_json(path) if path.exists() else None
 

@@ -67,6 +67,15 @@ class RunPaths:
         return self.root / "checkpoints"
 
     @property
+    def refine(self) -> Path:
+        """The second stage's folder (``python -m sclib refine``)."""
+        return self.root / "refine"
+
+    @property
+    def refine_eval(self) -> Path:
+        return self.refine / "eval.json"
+
+    @property
     def last(self) -> Path:
         return self.checkpoints / checkpoint.LAST
 

@@ -117,6 +117,19 @@ def load_study(out: Path) -> Study | None:
     return Study(out, info, runs, reports)
 
 
+def second_stage(runs: list[tuple[Config, RunPaths]]) -> list[dict[str, Any]]:
+    """Every seed's refine/eval.json (python -m sclib refine), or nothing unless every seed has one."""
+    records = [read_json(p.refine_eval) for _, p in runs if p.refine_eval.exists()]
+    return records if len(records) == len(runs) else []
+
+
+def second_stage_minutes(study: Study, key: str) -> float:
+    """Mean CPU minutes per seed of a second-stage step (``scored``: neighbour consistency; ``self_label``)."""
+    records = second_stage(study.runs)
+    spent = [r["cpu_seconds"] if key == "scored" else r[key]["cpu_seconds"] for r in records]
+    return float(sum(spent)) / max(len(spent), 1) / 60
+
+
 def probe_table(study: Study) -> Table | None:
     import pandas as pd
 
@@ -239,7 +252,8 @@ def write_summary(out: Path, times: dict[str, float] | None = None) -> Path:
     if warnings:
         lines += ["", "## Warnings", "", *(f"- {w}" for w in warnings)]
     lines += ["", f"## Clustering on the {study.reports[0].split} split (percent)", "",
-              clustering_table(study.reports, study.dataset).markdown(), "## Every head (mean over seeds)", "",
+              clustering_table(study.reports, study.dataset, second_stage(study.runs)).markdown(),
+              "## Every head (mean over seeds)", "",
               heads_table(study.reports).markdown()]
     probes = probe_table(study)
     if probes is not None:
@@ -267,7 +281,8 @@ def write_index(out: Path, failed: str | None = None) -> Path:
         if warnings:
             parts.append('<p class="warn">' + "<br>".join(html.escape(w) for w in warnings) + "</p>")
         parts += [f"<h2>Clustering on the {html.escape(study.reports[0].split)} split (percent)</h2>",
-                  clustering_table(study.reports, study.dataset).html(), "<h2>Every head (mean over seeds)</h2>",
+                  clustering_table(study.reports, study.dataset, second_stage(study.runs)).html(),
+                  "<h2>Every head (mean over seeds)</h2>",
                   heads_table(study.reports).html()]
         probes = probe_table(study)
         if probes is not None:

@@ -157,8 +157,26 @@ def _html_cell(cell: Cell) -> str:
 CLUSTERING_COLUMNS = ["run", "NMI", "AMI", "ARI", "ACC"]
 
 
-def clustering_table(evaluations: Sequence[Evaluation], dataset: str) -> Table:
-    """Each seed's scored head, their mean ± std, the k-means baselines (mean over seeds) and the
+# The second stage's rows (python -m sclib refine), under Self-Classifier's: refine/eval.json key, label.
+SECOND_STAGE = (("scored", "Self-Classifier + neighbour consistency"), ("self_label", "+ self-labelling"))
+
+
+def second_stage_rows(records: Sequence[dict[str, Any]]) -> list[tuple[str, dict[str, tuple[float, float]], int]]:
+    """Per second-stage step that every seed ran (and did not skip): its label, each metric's mean and
+    std over seeds (fractions), and the seeds counted. ``records`` are the seeds' refine/eval.json."""
+    rows = []
+    for key, label in SECOND_STAGE:
+        steps = [r.get(key) for r in records]
+        if not records or any(s is None or s.get("skipped") for s in steps):
+            continue
+        rows.append((label, {m: mean_std([s[m] for s in steps]) for m in seed_report.METRICS}, len(steps)))
+    return rows
+
+
+def clustering_table(evaluations: Sequence[Evaluation], dataset: str,
+                     second_stage: Sequence[dict[str, Any]] = ()) -> Table:
+    """Each seed's scored head, their mean ± std, the second stage's rows where every seed has one
+    (``second_stage``: the seeds' refine/eval.json), the k-means baselines (mean over seeds) and the
     seed report's Table 1 row (or its stand-in), in percent."""
     metrics = seed_report.METRICS
     rows: list[list[Cell]] = [[f"seed {e.seed}", *(pct(e.scored[m]) for m in metrics)] for e in evaluations]
@@ -167,6 +185,10 @@ def clustering_table(evaluations: Sequence[Evaluation], dataset: str) -> Table:
         rows.append([f"mean ± std over {len(evaluations)} seeds",
                      *(pct(*mean_std([e.scored[m] for e in evaluations])) for m in metrics)])
         kinds.append("mean")
+    if len(second_stage) == len(evaluations):
+        for label, values, seeds in second_stage_rows(second_stage):
+            rows.append([f"{label} ({seeds} seeds)", *(pct(*values[m]) for m in metrics)])
+            kinds.append("mean")
     for key, label in BASELINES:
         values = [getattr(e, key) for e in evaluations]  # a skipped baseline's metrics are None
         rows.append([label + (" (mean over seeds)" if len(values) > 1 else ""),

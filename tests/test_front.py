@@ -243,3 +243,45 @@ def test_training_cost_is_in_core_minutes_where_cpu_time_was_recorded(tmp_path, 
     per_seed = ", ".join(f"{c.sum() / 60:.1f}" for c in truth["cpu_seconds"])
     assert line.startswith(per_seed + " core-minutes per seed (CPU time); ")
     assert "core-minutes" not in dict(summary.provenance(summary.load_study(results / "mnist")))["training time"]
+
+
+def _refined(study: Path, seeds: list[int], accs: list[float], self_label: list[float] | None = None) -> None:
+    """refine/eval.json per seed as ``python -m sclib refine`` writes it (scored ACC as given)."""
+    for s, acc in zip(seeds, accs):
+        record = {"scored": {m: acc for m in METRICS}, "cpu_seconds": 120.0 + s, "stage": "neighbour consistency"}
+        if self_label is not None:
+            record["self_label"] = {**{m: self_label[s] for m in METRICS}, "cpu_seconds": 600.0}
+        _write(study / "run" / f"seed{s}" / "refine" / "eval.json", record)
+
+
+@pytest.mark.parametrize("self_label", [None, [0.7, 0.72, 0.74]])
+def test_the_second_stage_is_its_own_row_under_self_classifier(tmp_path, self_label):
+    results = tmp_path / "results"
+    make_study(results, "cifar10", "cifar10", [0, 1, 2], cpu_seconds=True, rng_seed=5)
+    _refined(results / "cifar10", [0, 1, 2], [0.5, 0.52, 0.54], self_label)
+    front.write_front(results)
+    rows = _rows((results / "README.md").read_text())
+    ours = [r for r in rows if r[0] == "CIFAR-10" and r[1].startswith("fast")]
+    assert ours[1][1].endswith("+ neighbour consistency")
+    assert ours[1][2:6] == [_mean_std([0.5, 0.52, 0.54])] * 4
+    assert ours[1][7] == f"+ {np.mean([120.0, 121.0, 122.0]) / 60:.1f} core-min"
+    assert len(ours) == (3 if self_label else 2)
+    if self_label:
+        assert ours[2][1].endswith("+ self-labelling") and ours[2][5] == _mean_std(self_label)
+    # the seed's row still follows the first of ours; Self-Classifier alone comes first
+    assert rows[rows.index(ours[-1]) + 1][1] == front.SEED_RUN
+    summary.write_summary(results / "cifar10")
+    table = _rows((results / "cifar10" / "summary.md").read_text())
+    labels = [r[0] for r in table]
+    mean = labels.index("mean ± std over 3 seeds")
+    assert labels[mean + 1] == "Self-Classifier + neighbour consistency (3 seeds)"
+    assert table[mean + 1][1:5] == [_mean_std([0.5, 0.52, 0.54])] * 4
+
+
+def test_a_second_stage_run_by_some_seeds_only_gets_no_row(tmp_path):
+    results = tmp_path / "results"
+    make_study(results, "cifar10", "cifar10", [0, 1, 2], rng_seed=6)
+    _refined(results / "cifar10", [0, 1], [0.5, 0.52])
+    front.write_front(results)
+    rows = _rows((results / "README.md").read_text())
+    assert not any("neighbour consistency" in r[1] for r in rows)
