@@ -192,9 +192,22 @@ def provenance(device: torch.device, numerics: str = "") -> dict[str, Any]:
         "scikit_learn": sklearn.__version__,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "precision": numerics,
+        "cpu_model": cpu_model(),
+        "threads": torch.get_num_threads(),  # the result depends on it: reductions split differently
         "world_size": distributed.world_size(),
         "started": _now(),
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo; elsewhere what ``platform`` knows), for provenance."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 _PACKAGE = Path(__file__).resolve().parent  # this very package's folder

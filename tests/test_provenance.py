@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import torch
 
 from sclib.config import make_config
@@ -75,3 +76,20 @@ def test_dirty_means_the_package_changed_not_the_results(tmp_path):
     with (repo / "sclib" / "loss.py").open("a") as f:
         f.write("# an edit\n")
     assert git_state(repo / "sclib")[1] is True
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_provenance_records_the_thread_count_and_cpu_model(threads):
+    from sclib.runs import provenance
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        record = provenance(torch.device("cpu"))
+    finally:
+        torch.set_num_threads(before)
+    assert record["threads"] == threads
+    assert isinstance(record["cpu_model"], str) and record["cpu_model"]
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists() and "model name" in cpuinfo.read_text():
+        assert record["cpu_model"] in cpuinfo.read_text()
