@@ -24,6 +24,16 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message names the file and what to do."""
 
 
+class IncompleteCheckpointError(CheckpointError):
+    """A checkpoint whose state lacks what the caller needs (an older version's, say): intact, so
+    not a reason to fall back to an older file, which that version wrote alike."""
+
+
+# What each use of a checkpoint reads from its state.
+FOR_WEIGHTS = ("model", "epoch")  # evaluate, probe, features
+FOR_RESUME = ("model", "optimizer", "epoch", "history")  # training continues
+
+
 def milestone_name(epoch: int) -> str:
     return f"epoch_{epoch:04d}.pt"
 
@@ -47,9 +57,16 @@ def save(path: str | Path, state: dict[str, Any], fault_point: str | None = None
     return write_bytes(path, buffer.getvalue(), fault_point)
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load with ``weights_only=True``: a file carrying pickled code is refused, not executed."""
+def load(path: str | Path, map_location: str | torch.device = "cpu", require: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Load with ``weights_only=True``: a file carrying pickled code is refused, not executed.
+
+    ``require``: the state's keys the caller reads (:data:`FOR_WEIGHTS`, :data:`FOR_RESUME`); a
+    state without one raises IncompleteCheckpointError naming the file and the keys, instead of
+    a KeyError (or a wrong diagnosis) later.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder; name a .pt file inside it (e.g. {path / LAST})")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
@@ -67,6 +84,12 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     if expected is not None and expected != _digest(state):
         raise CheckpointError(f"checkpoint {path} is corrupted: its contents no longer match the checksum "
                               "written with it")
+    missing = [key for key in require if key not in state]
+    if missing:
+        raise IncompleteCheckpointError(
+            f"checkpoint {path} lacks {', '.join(missing)} (written by another version of sclib?), which "
+            f"{'resuming' if 'optimizer' in require else 'reading its weights'} needs; use a checkpoint this "
+            "version wrote, or train again into another --out")
     return state
 
 
@@ -126,11 +149,13 @@ def milestone_epoch(path: str | Path) -> int:
     return int(match.group(1))
 
 
-def load_latest(folder: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+def load_latest(folder: str | Path, map_location: str | torch.device = "cpu",
+                require: tuple[str, ...] = ()) -> dict[str, Any] | None:
     """The newest intact state of a run: ``last.pt``, else the newest intact milestone.
 
     A damaged file is reported on stderr and skipped rather than ending the run, since an
-    older milestone still saves most of the work.
+    older milestone still saves most of the work. An intact one that lacks a key of ``require``
+    ends it (IncompleteCheckpointError): the milestones beside it were written alike.
     """
     folder = Path(folder)
     candidates = [folder / LAST, *milestones(folder)[::-1]]
@@ -139,7 +164,9 @@ def load_latest(folder: str | Path, map_location: str | torch.device = "cpu") ->
         return None
     for path in existing:
         try:
-            state = load(path, map_location)
+            state = load(path, map_location, require)
+        except IncompleteCheckpointError:
+            raise
         except CheckpointError as err:
             print(f"warning: {err}; trying an older checkpoint", file=sys.stderr)
             continue

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
+import signal
 import sys
 import typing
 
@@ -14,6 +16,7 @@ from sclib.config import (
     PRESETS,
     REFINE_HELP,
     RENAMED,
+    SEED_LIMIT,
     Config,
     ConfigError,
     Recipe,
@@ -21,6 +24,7 @@ from sclib.config import (
     coerce,
     to_yaml,
 )
+from sclib.files import path_problem
 from sclib.tables import pct
 
 DESCRIPTION = """\
@@ -32,8 +36,9 @@ in the notebooks' parameters. Recipes are files, sclib/recipes/PRESET/DATASET.ya
 
 EPILOG = """\
 exit status: 0 done; 1 a run or notebook failed (its traceback is kept); 2 bad input (a
-parameter, a missing data set, a damaged checkpoint, an unwritable folder); 130 interrupted
-(rerun the same command to resume)."""
+parameter, a missing data set, a damaged checkpoint or run file, an unwritable folder, a run
+folder in use by another process); 130 interrupted by Ctrl-C, SIGTERM or SIGHUP (rerun the same
+command to resume)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -109,10 +114,16 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
 
 
 def _seeds(value: str) -> int:
+    """A seed from the command line: an integer in [0, 2**32) (see ``config.SEED_LIMIT``)."""
     try:
-        return int(value)
+        seed = int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"seeds are integers, got {value!r}") from None
+    if not 0 <= seed < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"seeds lie in [0, 2**32), got {seed}: PyTorch's CPU generator keeps 32 bits, so a larger seed "
+            "repeats a smaller one, and a negative one names a folder no command finds")
+    return seed
 
 
 # ----------------------------------------------------------------------------------------------
@@ -227,9 +238,23 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_run_for_checkpoint(args: argparse.Namespace) -> None:
+    """``--checkpoint`` is one run's file: with a folder of several seed runs it would score that
+    one run's weights into every seed's eval.json and probe.csv."""
+    from sclib.runs import run_folders
+
+    if args.checkpoint is None:
+        return
+    runs = run_folders(args.run)
+    if len(runs) > 1:
+        raise ConfigError(f"--checkpoint names one run's file but --run {args.run} holds {len(runs)} seed runs; "
+                          f"pass --run with the run folder the checkpoint belongs to (e.g. --run {runs[0]})")
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from sclib.evaluate import evaluate_runs
 
+    _one_run_for_checkpoint(args)
     rows = evaluate_runs(args.run, args.checkpoint, args.device)
     print(_table(rows, ("run", "epoch", "what", "acc", "nmi", "ami", "ari", "clusters_used")))
     return 0
@@ -240,6 +265,7 @@ def _probe(args: argparse.Namespace) -> int:
 
     if args.epochs <= 0:
         raise ConfigError(f"--epochs must be positive, got {args.epochs}")
+    _one_run_for_checkpoint(args)
     rows = probe_runs(args.run, args.checkpoint, args.all_milestones, args.epochs, args.device)
     print(_table(rows, ("run", "epoch", "probe", "top1", "top3")))
     return 0
@@ -340,11 +366,11 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     from sclib.checkpoint import CheckpointError
     from sclib.data import DataError
     from sclib.evaluate import EvaluationError
-    from sclib.files import RunFolderError
+    from sclib.files import RunFolderError, UnreadableFileError
     from sclib.train import NonFiniteLossError
 
     return (ConfigError, DataError, CheckpointError, RunFolderError, NonFiniteLossError, EvaluationError,
-            FileNotFoundError)
+            UnreadableFileError, FileNotFoundError)
 
 
 def _one_line(err: BaseException) -> str:
@@ -356,13 +382,52 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+# Every argument that names a file or folder, checked before any command reads or writes.
+PATH_ARGS = ("out", "run", "runs", "config", "checkpoint", "grid", "results", "readme", "notebooks", "data_root")
+
+# What SLURM, Kubernetes and systemd (SIGTERM) or a closed terminal (SIGHUP) send to stop a job:
+# each ends a command as Ctrl-C does, through KeyboardInterrupt, so the atomic writes clean up,
+# the same line is printed and the exit status is 130.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    for name in PATH_ARGS:
+        value = getattr(args, name, None)
+        problem = value and not isinstance(value, bool) and path_problem(value, f"--{name.replace('_', '-')}")
+        if problem:
+            raise ConfigError(problem)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt() -> typing.Iterator[None]:
+    """While a command runs, SIGTERM and SIGHUP raise KeyboardInterrupt (as SIGINT does); the
+    handlers before are restored after. Only the main thread can set handlers: elsewhere
+    (a test runner's worker thread) the signals keep theirs."""
+    try:
+        previous = {s: signal.signal(s, _interrupt) for s in STOP_SIGNALS}
+    except ValueError:
+        previous = {}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     from sclib.study import StudyError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        with _stop_signals_interrupt():
+            _check_paths(args)
+            return COMMANDS[args.command](args)
     except expected_errors() as err:
         print(f"sclib: error: {_one_line(err)}", file=sys.stderr)
         return 2

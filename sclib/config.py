@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields
@@ -27,6 +28,7 @@ from sclib.adapt import adapt
 from sclib.augment import STYLES
 from sclib.checkpoint import fit_keep_epochs
 from sclib.data import DATASETS
+from sclib.files import UnreadableFileError, path_problem, read_json, read_text
 from sclib.model import BACKBONES, CLS_GAINS
 from sclib.optim import OPTIMIZERS
 
@@ -38,6 +40,14 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 
 class ConfigError(ValueError):
     """A parameter value that cannot describe a run; the message says which and how to fix it."""
+
+
+# Seeds are refused outside [0, SEED_LIMIT): torch.manual_seed on a CPU keeps the low 32 bits
+# (seed 2**32 trains exactly as seed 0), and a negative seed names a folder ("seed-1") that no
+# command finds again.
+SEED_LIMIT = 2**32
+# The smallest side of a view the augmentations can crop and blur (sclib.augment checks it too).
+MIN_VIEW_SIZE = 2
 
 
 def _param(help: str, default: Any = MISSING) -> Any:
@@ -142,9 +152,17 @@ def _problems(cfg: Config):
             yield f"{name} {value!r} is unknown; choose one of {', '.join(known)}"
     if cfg.dataset == "imagefolder" and not cfg.data_root:
         yield "dataset 'imagefolder' needs data_root: a folder with train/<class>/* and test/<class>/*"
-    for name in ("epochs", "batch_size", "image_size", "mlp_hidden", "mlp_out", "small_width"):
+    for name in ("epochs", "batch_size", "mlp_hidden", "mlp_out", "small_width"):
         if getattr(cfg, name) <= 0:
             yield f"{name} must be a positive integer, got {getattr(cfg, name)}"
+    # a crop of one pixel has no content to augment (the view recipes need at least 2 x 2)
+    for name in ("image_size", "local_size"):
+        value = getattr(cfg, name)
+        if value is not None and value < MIN_VIEW_SIZE:
+            yield f"{name} must be at least {MIN_VIEW_SIZE} pixels, got {value}"
+    if not 0 <= cfg.seed < SEED_LIMIT:
+        yield (f"seed must lie in [0, 2**32) (PyTorch's CPU generator keeps 32 bits of a seed, so "
+               f"{cfg.seed} would repeat seed {cfg.seed % SEED_LIMIT}), got {cfg.seed}")
     if cfg.batch_size == 1:
         yield "batch_size must be at least 2: the loss normalises over the batch"
     for name in ("lr", "row_tau", "col_tau"):
@@ -166,8 +184,6 @@ def _problems(cfg: Config):
             yield f"{name} must be two numbers 0 < low <= high <= 1, got {lo_hi}"
     if any(m <= 0 for m in cfg.keep_epochs):
         yield f"keep_epochs are epochs >= 1, got {cfg.keep_epochs}"
-    if cfg.local_size is not None and cfg.local_size <= 0:
-        yield f"local_size must be positive, got {cfg.local_size}"
     if cfg.device == "cuda":
         import torch
 
@@ -175,6 +191,10 @@ def _problems(cfg: Config):
             yield "device 'cuda' was asked for but no CUDA GPU is visible; use --device cpu or auto"
     if not cfg.out:
         yield "out must name a run folder"
+    for name in ("out", "data_root"):
+        problem = getattr(cfg, name) and path_problem(getattr(cfg, name), name)
+        if problem:
+            yield problem
 
 
 # ----------------------------------------------------------------------------------------------
@@ -202,9 +222,9 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     try:
-        values = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"recipe file {path} does not exist") from None
+        values = yaml.safe_load(read_text(path, "recipe file", "pass a recipe YAML or a run's config.json"))
+    except (FileNotFoundError, UnreadableFileError) as err:
+        raise ConfigError(str(err)) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"recipe file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(values, dict):
@@ -383,19 +403,50 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
+# config.json marks that its relative paths are relative to its own folder (older records, from
+# before this mark, hold them relative to the folder the run was started from).
+RELATIVE_MARK = ("paths_relative_to", "this folder")
+
+
 def _read_config_json(path: Path) -> dict[str, Any]:
+    """A config.json's config values (a run's record or a bare mapping), its relative data_root
+    made usable from the current folder; ConfigError naming the file when it holds no config."""
+    fix = "copy the run folder again, or pass another --config"
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"config file {path} is not valid JSON: {err}") from None
-    return data.get("config", data) if isinstance(data, dict) else {}
+        data = read_json(path, fix)
+    except (FileNotFoundError, UnreadableFileError) as err:
+        raise ConfigError(f"config {err}") from None
+    values = data.get("config", data) if isinstance(data, dict) else None
+    if not isinstance(values, dict):
+        shown = "null" if values is None else f"a JSON {type(values).__name__}"
+        raise ConfigError(f"config file {path} is damaged: it holds {shown} where the config mapping belongs; {fix}")
+    root = values.get("data_root")
+    if data.get(RELATIVE_MARK[0]) == RELATIVE_MARK[1] and isinstance(root, str) and root \
+            and not os.path.isabs(os.path.expanduser(root)):
+        values = {**values, "data_root": os.path.realpath(path.parent / root)}
+    return values
 
 
 def load_config(path: str | Path) -> Config:
-    """Read a run's config.json (ignoring its provenance block)."""
+    """Read a run's config.json (ignoring its provenance block).
+
+    A relative ``data_root`` in it is relative to the file's own folder (see :func:`record`), so
+    ``evaluate --run R`` finds the data the run trained on from any working folder; it comes
+    back as an absolute path.
+    """
     return from_dict(_read_config_json(Path(path)))
+
+
+def record(cfg: Config, folder: str | Path) -> dict[str, Any]:
+    """The config as config.json records it in ``folder``: a relative ``data_root`` (relative to
+    the working folder now) rewritten relative to ``folder``, so that it means the same folder
+    to every command from wherever it runs. Returns the record's top-level keys.
+    """
+    values = cfg.to_dict()
+    root = values.get("data_root")
+    if root and not os.path.isabs(os.path.expanduser(root)):
+        values["data_root"] = os.path.relpath(os.path.realpath(root), os.path.realpath(folder))
+    return {"config": values, RELATIVE_MARK[0]: RELATIVE_MARK[1]}
 
 
 def to_yaml(cfg: Config) -> str:

@@ -573,6 +573,9 @@ def _open_image(path: Path, decode: bool = True):
         img = Image.open(path)
         if decode:
             img.load()
+    except Image.DecompressionBombError as exc:  # Pillow's guard: more than 2 x MAX_IMAGE_PIXELS pixels
+        raise DataError(f"Cannot read image {path}: Pillow refuses it as a possible decompression bomb ({exc}). "
+                        "Shrink it (this study resizes every image to --image-size anyway) or remove it.") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(f"Cannot read image {path}: {exc}. Remove or replace the file.") from exc
     return img

@@ -20,7 +20,7 @@ import pandas as pd
 
 from sclib import plots, seed_report
 from sclib.config import ConfigError
-from sclib.files import read_json, write_text
+from sclib.files import UnreadableFileError, display_text, read_json, read_text, write_text
 from sclib.plots import save_figure
 from sclib.summary import (
     STYLESHEET,
@@ -34,7 +34,19 @@ from sclib.summary import (
     write_stylesheet,
 )
 from sclib.sweep import ablation_rows, ablation_table
-from sclib.tables import SECOND_STAGE, Link, Table, mean_std, pct, second_stage_rows
+from sclib.tables import (
+    SECOND_STAGE,
+    Link,
+    Table,
+    html_link,
+    html_text,
+    markdown_code,
+    markdown_link,
+    markdown_text,
+    mean_std,
+    pct,
+    second_stage_rows,
+)
 
 # Why a data set of the seed's Table 1 has no study folder yet (shown until one appears).
 NOT_RUN = {
@@ -106,7 +118,7 @@ def _run(entry: Entry) -> str:
 
 
 def _device(entry: Entry) -> str:
-    prov = read_json(entry.study.runs[0][1].config).get("provenance", {})
+    prov = read_json(entry.study.runs[0][1].config, kind=dict).get("provenance", {})
     world = int(prov.get("world_size", 1))
     return str(prov.get("device", "unknown")) + (f" x {world}" if world > 1 else "")
 
@@ -195,7 +207,7 @@ def ablations(entries: list[Entry], prefix: str = "") -> list[Ablations]:
 def acc_frame(entries: list[Entry]) -> pd.DataFrame:
     """Long form, one row per seed: ``dataset`` (display name), ``seed``, ``acc`` (fraction)."""
     rows = [{"dataset": _name(e.dataset) + ("" if len([x for x in entries if x.dataset == e.dataset]) == 1
-                                            else f" ({e.folder})"), "seed": cfg.seed, "acc": acc}
+                                            else f" ({display_text(e.folder)})"), "seed": cfg.seed, "acc": acc}
             for e in entries for (cfg, _), acc in zip(e.study.runs, e.scored("acc"))]
     return pd.DataFrame(rows, columns=["dataset", "seed", "acc"])
 
@@ -230,13 +242,12 @@ def markdown_page(entries: list[Entry], skipped: list[tuple[str, str]]) -> str:
     lines = ["# Self-Classifier on small image data sets: the results", "", INTRO, "",
              results_table(entries).markdown(), f"![{ALT}]({FIGURE})", "", f"*{CAPTION}*", ""]
     lines += ["## Data sets not run", ""] + [f"- **{name}**: {why}" for name, why in not_run(entries)]
-    lines += [f"- `{folder}/`: {why}" for folder, why in skipped] + [""]
+    lines += [f"- {markdown_code(folder + '/')}: {why}" for folder, why in skipped] + [""]
     for ab in ablations(entries):
         lines += [f"## Ablations on {_name(ab.entry.dataset)} (the seed's Table 2 grid, {ab.epochs} epochs)", "",
-                  ABLATION_NOTE, "", ab.table.markdown(),
-                  ", ".join(f"[{link.text}]({link.href})" for link in ab.links), ""]
+                  ABLATION_NOTE, "", ab.table.markdown(), ", ".join(markdown_link(link) for link in ab.links), ""]
     lines += ["## Run files", ""]
-    lines += [f"- {what}: " + ", ".join(f"[{link.text}]({link.href})" for link in links)
+    lines += [f"- {markdown_text(what)}: " + ", ".join(markdown_link(link) for link in links)
               for what, links in _file_lines(entries, "")]
     lines += ["", REGENERATE, ""]
     return "\n".join(lines)
@@ -244,20 +255,20 @@ def markdown_page(entries: list[Entry], skipped: list[tuple[str, str]]) -> str:
 
 def html_page(entries: list[Entry], skipped: list[tuple[str, str]]) -> str:
     def links(items: list[Link]) -> str:
-        return ", ".join(f'<a href="{html.escape(x.href)}">{html.escape(x.text)}</a>' for x in items)
+        return ", ".join(html_link(x) for x in items)
 
     title = "Self-Classifier on small image data sets: the results"
     parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(INTRO)}</p>", results_table(entries).html(),
              f'<figure class="wide"><a href="{FIGURE}"><img src="{FIGURE}" alt="{ALT}"></a>'
              f"<figcaption>{html.escape(CAPTION)}</figcaption></figure>", "<h2>Data sets not run</h2>", "<ul>"]
     parts += [f"<li><strong>{html.escape(n)}</strong>: {html.escape(w)}</li>" for n, w in not_run(entries)]
-    parts += [f"<li><code>{html.escape(f)}/</code>: {html.escape(w)}</li>" for f, w in skipped] + ["</ul>"]
+    parts += [f"<li><code>{html_text(f)}/</code>: {html.escape(w)}</li>" for f, w in skipped] + ["</ul>"]
     for ab in ablations(entries):
         parts += [f"<h2>Ablations on {html.escape(_name(ab.entry.dataset))} (the seed's Table 2 grid, "
                   f"{ab.epochs} epochs)</h2>",
                   f"<p>{ABLATION_NOTE}</p>", ab.table.html(), f"<p>{links(ab.links)}</p>"]
     parts += ["<h2>Run files</h2>", "<ul>"]
-    parts += [f"<li>{html.escape(what)}: {links(items)}</li>" for what, items in _file_lines(entries, "")]
+    parts += [f"<li>{html_text(what)}: {links(items)}</li>" for what, items in _file_lines(entries, "")]
     regenerate = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(REGENERATE))
     parts += ["</ul>", f'<p>{regenerate} <a href="README.md">README.md</a> is this page as Markdown.</p>']
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>\n'
@@ -276,15 +287,22 @@ def readme_block(entries: list[Entry]) -> str:
     return f"{MARK_BEGIN}\n{results_table(entries, prefix='results/').markdown()}{MARK_END}"
 
 
+def _readme_text(readme: Path) -> str:
+    try:
+        return read_text(readme, "--readme", "name the README whose results table to rewrite")
+    except UnreadableFileError as err:
+        raise ConfigError(str(err)) from None
+
+
 def _has_markers(readme: Path) -> bool:
-    text = readme.read_text() if readme.exists() else ""
+    text = _readme_text(readme) if readme.exists() else ""
     return MARK_BEGIN in text and MARK_END in text
 
 
 def update_readme(readme: str | Path, entries: list[Entry]) -> Path:
     """Replace the table between the README's two markers (rewritten only when it changed)."""
     readme = Path(readme)
-    text = readme.read_text()
+    text = _readme_text(readme)
     head, rest = text.split(MARK_BEGIN, 1)
     _, tail = rest.split(MARK_END, 1)
     new = head + readme_block(entries) + tail
@@ -304,6 +322,8 @@ def write_front(results: str | Path = "results", readme: str | Path | None = Non
     if not entries:
         raise FileNotFoundError(f"{results} holds no evaluated study folder (<name>/study.json with run/seed<N>/"
                                 "eval.json); run one first: python -m sclib study --results")
+    if readme is not None and not Path(readme).exists():
+        raise FileNotFoundError(f"--readme {readme} does not exist; name the README whose results table to rewrite")
     if readme is not None and not _has_markers(Path(readme)):
         raise ConfigError(f"{readme} has no results table to update: put the lines {MARK_BEGIN!r} and "
                           f"{MARK_END!r} where it goes")

@@ -33,9 +33,10 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from sclib.files import write_bytes
+from sclib.files import display_text, write_bytes
 
 __all__ = [
     "ablation_bars",
@@ -67,6 +68,9 @@ _STYLE: dict[str, Any] = {
     "axes.axisbelow": True,
     "lines.linewidth": 1.6,
     "lines.markersize": 4,
+    # every string is drawn as the literal text it is: a class folder "price_$0_$10" is a name,
+    # not math text (mathtext would raise on it, or typeset it)
+    "text.parse_math": False,
 }
 _ACCENT = "#d62728"  # reference lines (uniform count, number of classes, seed values)
 _MAIN = "#1f77b4"
@@ -84,6 +88,13 @@ def _styled(func: F) -> F:
             return func(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _label(value: Any) -> str:
+    """A name as drawn: ``str`` of it, with what is not valid UTF-8 (a Latin-1 folder name read
+    as ``caf\\udce9``) shown as its escaped bytes (``caf\\xe9``): the font layer refuses lone
+    surrogates."""
+    return display_text(str(value))
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -390,14 +401,14 @@ def confusion_matrix_plot(
     if not np.issubdtype(cm.dtype, np.number) or not np.all(np.isfinite(cm)) or cm.min() < 0:
         raise ValueError("cm must hold finite non-negative counts (or fractions)")
     n_rows, n_cols = cm.shape
-    class_names = [str(c) for c in class_names]
+    class_names = [_label(c) for c in class_names]
     if len(class_names) != n_rows:
         raise ValueError(
             f"class_names has {len(class_names)} names but cm has {n_rows} rows (one per true class)"
         )
     if cluster_names is None:
         cluster_names = class_names if n_cols == n_rows else [str(i) for i in range(n_cols)]
-    cluster_names = [str(c) for c in cluster_names]
+    cluster_names = [_label(c) for c in cluster_names]
     if len(cluster_names) != n_cols:
         raise ValueError(f"cluster_names has {len(cluster_names)} names but cm has {n_cols} columns")
 
@@ -461,12 +472,12 @@ def embedding_scatter(
                     f"class_names has {len(class_names)} names but labels go up to {n_groups - 1}"
                 )
             n_groups = len(class_names)
-            names = [str(c) for c in class_names]
+            names = [_label(c) for c in class_names]
         else:
             names = [str(i) for i in range(n_groups)]
     else:
         uniq, codes = np.unique(labels_arr.astype(str), return_inverse=True)
-        names, n_groups = [str(u) for u in uniq], len(uniq)
+        names, n_groups = [_label(u) for u in uniq], len(uniq)
 
     colours = np.array(_palette(n_groups))
     size = float(np.clip(20000.0 / len(xy), 1.0, 16.0))
@@ -597,7 +608,7 @@ def cluster_grid(images: np.ndarray, rows: Sequence[Mapping[str, Any]]) -> Figur
 def _row_title(row: Mapping[str, Any]) -> str:
     title = f"cluster {row['cluster']}"
     if row.get("label") is not None:
-        title += f" -> '{row['label']}'"
+        title += f" -> '{_label(row['label'])}'"
     if row.get("purity") is not None:
         title += f" (purity {100.0 * float(row['purity']):.0f}%)"
     return title
@@ -624,10 +635,11 @@ def ablation_bars(
     _require_frame(table, "table", [metric])
     if len(table) == 0:
         raise ValueError("table is empty; nothing to plot")
-    names = [str(v) for v in (table[variant_column] if variant_column in table.columns
-                               else table.index)]
+    names = [_label(v) for v in (table[variant_column] if variant_column in table.columns
+                                 else table.index)]
     values = _check_fractions(table[metric].to_numpy(), f"table[{metric!r}]",
                               low=-1.0 if metric == "ari" else 0.0)
+    baseline = None if baseline is None else _label(baseline)
     if baseline is not None and baseline not in names:
         raise ValueError(f"baseline {baseline!r} is not one of the variants {names}")
     std_col = f"{metric}_std"
@@ -668,7 +680,8 @@ def ablation_heatmap(
     _require_frame(table, "table", list(metrics))
     if len(table) == 0:
         raise ValueError("table is empty; nothing to plot")
-    names = [str(v) for v in (table[variant_column] if variant_column in table.columns else table.index)]
+    names = [_label(v) for v in (table[variant_column] if variant_column in table.columns else table.index)]
+    baseline = None if baseline is None else _label(baseline)
     if baseline is not None and baseline not in names:
         raise ValueError(f"baseline {baseline!r} is not one of the variants {names}")
     values = np.column_stack([100.0 * _check_fractions(table[m].to_numpy(), f"table[{m!r}]",
@@ -782,11 +795,15 @@ def save_figure(
     if not stem or Path(stem).name != stem or stem in (".", ".."):
         raise ValueError(f"stem must be a plain file name without directories, got {stem!r}")
     written: list[Path] = []
+    for text in fig.findobj(Text):  # literal text also in figures drawn outside the house style
+        text.set_parse_math(False)
+        text.set_text(_label(text.get_text()))
     try:
         for fmt in formats:
             buffer = io.BytesIO()
             metadata = {"Date": None} if fmt == "svg" else None
-            with mpl.rc_context({"svg.hashsalt": "sclib"}):
+            # ticks made while drawing read rcParams then: they too are literal text
+            with mpl.rc_context({"svg.hashsalt": "sclib", "text.parse_math": False}):
                 fig.savefig(buffer, format=fmt, dpi=dpi, metadata=metadata)
             written.append(write_bytes(Path(directory) / f"{stem}.{fmt}", buffer.getvalue()))
     finally:

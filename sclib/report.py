@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 
 from sclib import checkpoint, plots, seed_report
-from sclib.config import Config, ConfigError, Recipe, load_config
+from sclib import runs as run_files
+from sclib.config import SEED_LIMIT, Config, ConfigError, Recipe, load_config
 from sclib.evaluate import evaluate_run, evaluation_warnings, l2_normalise, spread_problem
-from sclib.files import read_json
 from sclib.metrics import cluster_purity, hungarian_match
 from sclib.plots import save_figure
 from sclib.probe import probe_run
-from sclib.runs import RunPaths, check_finished, run_folders, seed_configs
+from sclib.runs import RunPaths, check_finished, finished_metrics, run_folders, seed_configs
 from sclib.tables import Evaluation, mean_std
 from sclib.train import pretrain
 
@@ -40,6 +40,10 @@ def _optional(test):
     return lambda v: v is None or test(v)
 
 
+def _is_seed(v: Any) -> bool:
+    return _is_int(v) and 0 <= v < SEED_LIMIT
+
+
 # name -> (what it must be, the check, how to pass it with papermill); one table for every notebook.
 # Papermill's -p parses a value as a scalar, so lists and mappings must come as YAML through -y.
 PARAMETERS: dict[str, tuple[str, Any, str]] = {
@@ -51,8 +55,8 @@ PARAMETERS: dict[str, tuple[str, Any, str]] = {
                     "-p config_file my_recipe.yaml"),
     "grid": ("a YAML grid file path or None", _optional(lambda v: isinstance(v, (str, Path))),
              "-p grid ../ablations.yaml"),
-    "seeds": ("a non-empty list of integers", lambda v: isinstance(v, list) and bool(v) and all(map(_is_int, v)),
-              '-y "seeds: [0, 1]"'),
+    "seeds": ("a non-empty list of integer seeds in [0, 2**32)",
+              lambda v: isinstance(v, list) and bool(v) and all(map(_is_seed, v)), '-y "seeds: [0, 1]"'),
     "config_overrides": ("a mapping of training parameters", lambda v: isinstance(v, dict),
                          '-y "config_overrides: {epochs: 1}"'),
     "train": ("True or False", lambda v: isinstance(v, bool), "-p train False"),
@@ -61,8 +65,8 @@ PARAMETERS: dict[str, tuple[str, Any, str]] = {
     "max_points": ("a positive integer", lambda v: _is_int(v) and v > 0, "-p max_points 2000"),
     "clusters_per_grid": ("a positive integer", lambda v: _is_int(v) and v > 0, "-p clusters_per_grid 3"),
     "images_per_cluster": ("a positive integer", lambda v: _is_int(v) and v > 0, "-p images_per_cluster 10"),
-    "show_seed": ("an integer seed or None", _optional(_is_int), "-p show_seed 1"),
-    "seed": ("an integer", _is_int, "-p seed 0"),
+    "show_seed": ("an integer seed in [0, 2**32) or None", _optional(_is_seed), "-p show_seed 1"),
+    "seed": ("an integer in [0, 2**32)", _is_seed, "-p seed 0"),
 }
 
 
@@ -70,13 +74,54 @@ def check_parameters(**values: Any) -> None:
     """Refuse a notebook parameter of the wrong kind in one line: what was expected, how to pass it.
 
     Papermill injects whatever it is given (``-p seeds 1`` is an int, ``-p seeds 01`` a string),
-    and a string iterated as a list of seeds would silently train seeds 0 and 1.
+    and a string iterated as a list of seeds would silently train seeds 0 and 1. Every notebook
+    passes all the parameters it declares, so a name papermill injected beyond them
+    (``-p epochs 1``, which papermill only warns about) is refused too: see :func:`injected_names`.
     """
+    unknown = sorted(injected_names() - set(values))
+    if unknown:
+        raise ConfigError(
+            f"parameter(s) {', '.join(unknown)} are not parameters of this notebook, which takes "
+            f"{', '.join(values)}; pass training parameters through config_overrides, e.g. "
+            "-y \"config_overrides: {epochs: 1}\"")
     for name, value in values.items():
         expected, ok, how = PARAMETERS[name]
         if not ok(value):
             raise ConfigError(f"parameter {name} must be {expected}, got {value!r} ({type(value).__name__}); "
                               f"pass it as {how}")
+
+
+# Papermill's Python translator heads the cell it injects with this comment (papermill 2.x).
+INJECTED_CELL_HEADER = "# Parameters"
+
+
+def injected_names(sources: list[str] | None = None) -> set[str]:
+    """The names papermill assigned in the cells it injected into this kernel's session.
+
+    ``sources``: the cells run so far (default: IPython's ``In`` history, empty outside a
+    kernel). Papermill injects one cell headed :data:`INJECTED_CELL_HEADER` holding one plain
+    assignment per parameter it was given; its names are read with ``ast``, never executed.
+    """
+    import ast
+
+    if sources is None:
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return set()
+        shell = get_ipython()
+        sources = list(shell.user_ns.get("In", [])) if shell is not None else []
+    names: set[str] = set()
+    for source in sources:
+        if not isinstance(source, str) or not source.lstrip().startswith(INJECTED_CELL_HEADER):
+            continue
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        names |= {target.id for node in tree.body if isinstance(node, ast.Assign)
+                  for target in node.targets if isinstance(target, ast.Name)}
+    return names
 
 
 # ----------------------------------------------------------------------------------------------
@@ -149,7 +194,7 @@ def final_metrics(runs: list[tuple[Config, RunPaths]]):
     """Each seed's metrics.json (the scored head after the last epoch), one row per seed."""
     import pandas as pd
 
-    rows = [{k: v for k, v in read_json(paths.metrics).items() if k != "warning"} for _, paths in runs]
+    rows = [{k: v for k, v in run_files.read_metrics(paths).items() if k != "warning"} for _, paths in runs]
     return pd.DataFrame([{"seed": cfg.seed, **row} for (cfg, _), row in zip(runs, rows)]).set_index("seed")
 
 
@@ -160,9 +205,9 @@ def run_warnings(runs: list[tuple[Config, RunPaths]]) -> list[str]:
     """
     lines = []
     for cfg, paths in runs:
-        found = [read_json(paths.metrics).get("warning")] if paths.metrics.exists() else []
+        found = [run_files.read_metrics(paths).get("warning")] if paths.metrics.exists() else []
         if paths.eval.exists():
-            found += evaluation_warnings(Evaluation.from_json(read_json(paths.eval), cfg.seed))
+            found += evaluation_warnings(run_files.read_evaluation(paths, cfg.seed))
         lines += [f"seed {cfg.seed}: {w}" for w in dict.fromkeys(found) if w]
     return lines
 
@@ -175,7 +220,11 @@ def warnings_markdown(runs: list[tuple[Config, RunPaths]]) -> str:
 
 def class_count(runs: list[tuple[Config, RunPaths]]) -> int:
     """The number of classes, as the first run recorded it (no data set needed)."""
-    return int(read_json(runs[0][1].metrics)["num_classes"])
+    metrics = run_files.read_metrics(runs[0][1])
+    if not _is_int(metrics.get("num_classes")):
+        raise run_files.UnreadableFileError(f"{runs[0][1].metrics} lacks num_classes (written by an older "
+                                            "version?); rerun evaluate or copy the run again")
+    return int(metrics["num_classes"])
 
 
 def pick_run(runs: list[tuple[Config, RunPaths]], seed: int | None = None) -> tuple[Config, RunPaths]:
@@ -201,7 +250,8 @@ def read_history(runs: list[tuple[Config, RunPaths]]):
     for cfg, paths in runs:
         if not paths.history.exists():
             raise FileNotFoundError(f"{paths.history} does not exist; pre-train the run first (notebook 01)")
-        frames.append(pd.read_csv(paths.history).assign(seed=cfg.seed))
+        epochs = cfg.epochs if finished_metrics(paths, cfg.epochs) is not None else None  # a finished run: all
+        frames.append(run_files.read_history(paths, epochs).assign(seed=cfg.seed))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -226,9 +276,9 @@ def save(fig, figures_dir: str | Path, stem: str):
 def ensure_evaluated(cfg: Config, paths: RunPaths, device: str = "auto") -> Evaluation:
     """The run's eval.json, evaluating first if it or arrays.npz is missing or stale."""
     if paths.eval.exists() and paths.arrays.exists():
-        record = read_json(paths.eval)
-        if record.get("epoch") == cfg.epochs:
-            return Evaluation.from_json(record, cfg.seed)
+        evaluation = run_files.read_evaluation(paths, cfg.seed)
+        if evaluation.epoch == cfg.epochs:
+            return evaluation
     return evaluate_run(paths.root, device=device)
 
 
@@ -241,7 +291,7 @@ def ensure_probed(cfg: Config, paths: RunPaths, probe_epochs: int, device: str =
 
     milestones = [checkpoint.milestone_epoch(p) for p in checkpoint.milestones(paths.checkpoints)]
     if paths.probe.exists():
-        rows = pd.read_csv(paths.probe)
+        rows = run_files.read_probe(paths)
         linear = rows[rows["probe"] == "linear"]
         done = set(linear["epoch"]) >= set(milestones) and bool(
             (linear.get("probe_epochs", pd.Series([probe_epochs])) == probe_epochs).all())
@@ -305,8 +355,7 @@ class RunView:
 def load_view(cfg: Config, paths: RunPaths, device: str = "auto") -> RunView:
     """A run's eval split as exported by ``evaluate`` (evaluated first when missing)."""
     evaluation = ensure_evaluated(cfg, paths, device)
-    with np.load(paths.arrays) as arrays:
-        data = {k: arrays[k] for k in arrays.files}
+    data = run_files.read_arrays(paths)
     return RunView(cfg=cfg, paths=paths, labels=data["labels"], class_names=evaluation.classes,
                    features=data["features"], heads=data["assigned"],
                    head_sizes=tuple(int(s) for s in data["head_sizes"]),

@@ -23,10 +23,20 @@ import torchvision
 
 from sclib import __version__, checkpoint, distributed
 from sclib.augment import AugmentConfig
-from sclib.config import Config, ConfigError, Recipe, differences, load_config
+from sclib.config import Config, ConfigError, Recipe, differences, from_dict, load_config
+from sclib.config import record as config_record
 from sclib.data import DatasetInfo, DataSplits, hold_out, load_dataset
-from sclib.files import read_json, write_json
+from sclib.files import (
+    LOCK_NAME,
+    FolderLock,
+    UnreadableFileError,
+    read_csv_rows,
+    read_json,
+    read_record,
+    write_json,
+)
 from sclib.model import SelfClassifier
+from sclib.tables import Evaluation
 
 
 @dataclass(frozen=True)
@@ -146,6 +156,8 @@ def check_finished(runs: list[tuple[Config, RunPaths]], then: str) -> None:
     """Refuse the first unfinished run in one line; ``then`` says what to do about it."""
     for cfg, paths in runs:
         if finished_metrics(paths, cfg.epochs) is None:
+            if paths.metrics.exists():
+                read_metrics(paths)  # a damaged metrics.json is named as such
             raise ConfigError(f"run {paths.root} has not finished (no metrics.json of epoch {cfg.epochs}); {then}")
 
 
@@ -161,8 +173,15 @@ def check_resumable(cfg: Config, paths: RunPaths) -> None:
                 f"run folder {paths.root} was made with a different config ({listed}); "
                 "rerun with the same parameters to resume, or choose another --out"
             )
-    elif paths.root.is_dir() and any(paths.root.iterdir()):
+    elif paths.root.is_dir() and any(p.name != LOCK_NAME for p in paths.root.iterdir()):
         raise ConfigError(f"out {paths.root} is a non-empty folder that is not a run folder; choose another --out")
+
+
+def lock_run(paths: RunPaths) -> FolderLock:
+    """The run folder's writer lock (a context manager): a second process that would write the same
+    run refuses in one line naming the holder, instead of both writing and one run's files
+    silently replacing the other's. A lock left by a killed process does not block."""
+    return FolderLock(paths.root, "run folder")
 
 
 def holds_results(paths: RunPaths) -> bool:
@@ -244,17 +263,17 @@ def record_start(paths: RunPaths, cfg: Config, started: dict[str, Any], counts: 
     checkpoints are gone); a resume at epoch ``resumed_at`` appends its own.
     """
     if resumed_at is not None and paths.config.exists():
-        record = read_json(paths.config)
+        record = read_json(paths.config, kind=dict)
         record.setdefault("provenance", {}).setdefault("resumed", []).append({**started, "epoch": resumed_at})
     else:
-        record = {"config": cfg.to_dict(), "provenance": started, "images": counts}
+        record = {**config_record(cfg, paths.root), "provenance": started, "images": counts}
     write_json(paths.config, record)
 
 
 def record_finish(paths: RunPaths) -> None:
     """Stamp config.json's provenance with the time the run finished."""
-    record = read_json(paths.config)
-    record["provenance"]["finished"] = _now()
+    record = read_json(paths.config, kind=dict)
+    record.setdefault("provenance", {})["finished"] = _now()
     write_json(paths.config, record)
 
 
@@ -391,13 +410,142 @@ def open_run(run_dir: str | Path) -> tuple[Config, RunPaths]:
 
 
 def run_state(paths: RunPaths, checkpoint_path: str | Path | None = None) -> dict[str, Any]:
-    """A checkpoint's training state: ``checkpoint_path``, or the run's newest intact one."""
+    """A checkpoint's training state: ``checkpoint_path``, or the run's newest intact one.
+
+    A ``checkpoint_path`` must have been written by this run (its recorded config the run's):
+    scores computed from another run's weights would land in this run's eval.json and probe.csv
+    under this run's seed. CheckpointError in one line otherwise.
+    """
     if checkpoint_path is not None:
-        return checkpoint.load(checkpoint_path)
-    state = checkpoint.load_latest(paths.checkpoints)
+        state = checkpoint.load(checkpoint_path, require=checkpoint.FOR_WEIGHTS)
+        check_checkpoint_of(paths, state, checkpoint_path)
+        return state
+    state = checkpoint.load_latest(paths.checkpoints, require=checkpoint.FOR_WEIGHTS)
     if state is None:
         raise checkpoint.CheckpointError(f"{paths.checkpoints} holds no checkpoint yet; pre-train first")
     return state
+
+
+# The fields that shape the network's weights.
+ARCHITECTURE = ("backbone", "heads", "mlp_hidden", "mlp_out", "small_width", "cls_gain", "image_size")
+
+
+def check_checkpoint_of(paths: RunPaths, state: dict[str, Any], path: str | Path) -> None:
+    """Refuse a checkpoint whose recorded config (seed included) differs from the run's config.json.
+
+    A state without a recorded config (an older version's) is taken as it is.
+    """
+    recorded = state.get("config")
+    if not isinstance(recorded, dict):
+        return
+    try:
+        theirs = from_dict(recorded)
+    except ConfigError:
+        return
+    ours = load_config(paths.config)
+    diffs = differences(ours, theirs)
+    if set(diffs) & set(ARCHITECTURE):
+        return  # loading its weights refuses it, saying it does not fit the architecture
+    if diffs:
+        listed = ", ".join(f"{k} {a!r} here, {b!r} there" for k, (a, b) in diffs.items())
+        raise checkpoint.CheckpointError(
+            f"checkpoint {path} was written by another run than {paths.root} ({listed}); its scores would be "
+            f"recorded as this run's: pass --run with the run folder that holds it")
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading a run's files: each checked when read, a damaged one named in one line
+
+def _fix(paths: RunPaths, command: str) -> str:
+    return (f"rerun `python -m sclib {command} --run {paths.root}` to write it again, or copy it again "
+            "from where the run was made")
+
+
+METRIC_KEYS = ("epoch", "nmi", "ami", "ari", "acc")
+
+
+def read_metrics(paths: RunPaths) -> dict[str, Any]:
+    """metrics.json: the scored head after the last epoch (fractions) and that epoch."""
+    return read_record(paths.metrics, METRIC_KEYS, "copy the run folder again from where it was trained, or "
+                                                   "delete metrics.json and rerun pretrain to evaluate again")
+
+
+def read_evaluation(paths: RunPaths, seed: int) -> Evaluation:
+    """eval.json as an :class:`Evaluation` (UnreadableFileError naming it when cut or incomplete)."""
+    fix = _fix(paths, "evaluate")
+    record = read_record(paths.eval, ("epoch", "evaluated_head", "heads", "kmeans_features", "kmeans_pixels"), fix)
+    try:
+        evaluation = Evaluation.from_json(record, seed)
+        scored = evaluation.scored  # an index past the heads is an IndexError
+        if not all(isinstance(head, dict) and set(METRIC_KEYS[1:]) <= set(head) for head in evaluation.heads) \
+                or not isinstance(scored, dict):
+            raise KeyError("a head without its metrics")
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        raise UnreadableFileError(f"{paths.eval} is damaged or from another version ({type(err).__name__}: "
+                                  f"{err}); {fix}") from None
+    return evaluation
+
+
+HISTORY_COLUMNS = ("epoch", "loss", "lr", "clusters_used", "images_per_s", "seconds")
+
+
+def _read_table(path: Path, columns: tuple[str, ...], numeric: tuple[str, ...], fix: str):
+    """A CSV file checked whole (``files.read_csv_rows``), then as pandas reads it, with every
+    ``numeric`` column holding numbers (blank cells are NaN)."""
+    import pandas as pd
+
+    read_csv_rows(path, columns, fix)
+    frame = pd.read_csv(path)
+    bad = [c for c in numeric if c in frame and len(frame) and not pd.api.types.is_numeric_dtype(frame[c])]
+    if bad:
+        raise UnreadableFileError(f"{path} is damaged (column {bad[0]} holds values that are not numbers); {fix}")
+    return frame
+
+
+def read_history(paths: RunPaths, epochs: int | None = None):
+    """history.csv as a DataFrame, one row per epoch 1..N (N = ``epochs`` when given, a finished run).
+
+    A file cut mid-line, a row missing fields, epochs out of order or too few of them raise
+    UnreadableFileError naming the file: a summary would otherwise report a wrong training time.
+    """
+    fix = "copy the run folder again from where it was trained (rerunning pretrain on an unfinished run rewrites it)"
+    frame = _read_table(paths.history, HISTORY_COLUMNS, HISTORY_COLUMNS, fix)
+    found = [int(e) for e in frame["epoch"]]
+    if found != list(range(1, len(found) + 1)) or (epochs is not None and len(found) != epochs):
+        want = f"epochs 1 to {epochs}" if epochs is not None else "epochs 1, 2, 3, ..."
+        raise UnreadableFileError(f"{paths.history} is damaged (it holds {len(found)} row(s), not {want}); {fix}")
+    return frame
+
+
+def read_probe(paths: RunPaths):
+    """probe.csv as a DataFrame (epoch, probe, top1, top3, ...), every row complete."""
+    fix = _fix(paths, "probe") + " (with --all-milestones)"
+    return _read_table(paths.probe, ("epoch", "probe", "top1", "top3"), ("epoch", "top1", "top3"), fix)
+
+
+ARRAY_KEYS = ("labels", "features", "assigned", "head_sizes", "sample_index", "sample_images")
+
+
+def read_arrays(paths: RunPaths) -> dict[str, Any]:
+    """arrays.npz, every array read whole (a cut file raises UnreadableFileError naming it)."""
+    import zipfile
+
+    import numpy as np
+
+    fix = _fix(paths, "evaluate")
+    if not paths.arrays.exists():
+        raise FileNotFoundError(f"{paths.arrays} does not exist; {fix}")
+    try:
+        with np.load(paths.arrays) as arrays:
+            data = {k: arrays[k] for k in arrays.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as err:
+        raise UnreadableFileError(f"{paths.arrays} is damaged ({type(err).__name__}: {checkpoint.first_line(err)}); "
+                                  f"{fix}") from None
+    missing = [k for k in ARRAY_KEYS if k not in data]
+    if missing:
+        raise UnreadableFileError(f"{paths.arrays} is damaged or from another version (it lacks "
+                                  f"{', '.join(missing)}); {fix}")
+    return data
 
 
 def model_from_state(cfg: Config, info: DatasetInfo, state: dict[str, Any], device: str | torch.device,

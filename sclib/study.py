@@ -20,14 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from sclib.checkpoint import first_line
-from sclib.config import Config, ConfigError, Recipe, load_config
-from sclib.files import read_json, write_json, write_text
+from sclib.config import Config, ConfigError, Recipe, differences, load_config
+from sclib.files import LOCK_NAME, make_folder, read_json, write_json, write_text
 from sclib.runs import (
     RUN_GROUP,
     STUDY_NOTEBOOKS,
     SWEEP_NOTEBOOK,
     RunPaths,
     check_finished,
+    check_resumable,
+    folder_seed,
+    read_arrays,
+    read_evaluation,
+    read_history,
+    read_metrics,
+    read_probe,
     run_folders,
     seed_configs,
     seed_folder,
@@ -270,6 +277,9 @@ def run_study(recipe: Recipe, seeds: list[int], out: str | Path, params: list[st
     # Validate every seed's config before anything runs or is written.
     configs = seed_configs(Recipe(recipe.dataset, recipe.preset, recipe.file,
                                   {**recipe.overrides, "out": str(out / RUN_GROUP)}), seeds)
+    check_group(out / RUN_GROUP, seeds, "pass every seed it holds to --seeds")
+    for c in configs:  # a seed folder of another recipe is refused here, not inside notebook 01
+        check_resumable(c, RunPaths(Path(c.out)))
     cfg = configs[0]
     # the notebooks run inside ``out``: a relative data folder is given relative to it
     overrides = _rebased({k: v for k, v in recipe.overrides.items() if k != "out"}, out)
@@ -293,10 +303,22 @@ def render_study(runs: str | Path, out: str | Path, params: list[str] | None = N
         raise ConfigError(f"{runs} mixes data sets ({sorted({c.dataset for c in configs})}); render one at a time")
     check_finished([(c, RunPaths(f)) for c, f in zip(configs, folders)], "finish it before rendering")
     check_rendered_files(folders, configs)
+    check_group(out / RUN_GROUP, [c.seed for c in configs], "render them with the others, or remove them")
+    for folder, cfg in zip(folders, configs):
+        target = seed_folder(out / RUN_GROUP, cfg.seed)
+        if folder.resolve() == target.resolve():
+            continue
+        if (target / "config.json").exists():
+            diffs = differences(load_config(target / "config.json"), cfg)
+            if diffs:
+                listed = ", ".join(f"{k} {a!r} there, {b!r} in {folder}" for k, (a, b) in diffs.items())
+                raise ConfigError(f"{target} already holds another run ({listed}); render into another --out")
+    make_folder(out)
     for folder, cfg in zip(folders, configs):
         target = seed_folder(out / RUN_GROUP, cfg.seed)
         if folder.resolve() != target.resolve():
-            shutil.copytree(folder, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoints"))
+            shutil.copytree(folder, target, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("checkpoints", LOCK_NAME))
     sources = _sources(STUDY_NOTEBOOKS, notebooks)
     user = parse_params(params, _declared(sources))
     cfg = configs[0]
@@ -304,6 +326,21 @@ def render_study(runs: str | Path, out: str | Path, params: list[str] | None = N
               "train": False, "note": note, **RUNNER_DEFAULTS, **user}
     return _run(sources, values, out, kernel, log, f"{cfg.dataset}, recipe {cfg.preset}, {len(configs)} finished "
                                                      f"run(s) from {runs}")
+
+
+def check_group(group: Path, seeds: list[int], fix: str) -> None:
+    """Refuse a study folder whose run group holds seed runs that this study does not list.
+
+    The report reads every seed of its group, so a seed left from an earlier study (``--seeds 0 1``
+    then ``--seeds 0``, or ``--runs`` of another recipe) would join this study's mean ± std.
+    ``fix`` says what to do besides choosing another ``--out``.
+    """
+    held = sorted(s for p in group.glob("seed*") if (s := folder_seed(p)) is not None and (p / "config.json").exists())
+    stale = [s for s in held if s not in seeds]
+    if stale:
+        raise ConfigError(f"{group} already holds the run(s) of seed(s) {', '.join(map(str, stale))}, which this "
+                          f"study (seeds {', '.join(map(str, seeds))}) does not list, and the report would mix them "
+                          f"in: {fix}, or choose another --out")
 
 
 def check_rendered_files(folders: list[Path], configs: list[Config]) -> None:
@@ -316,7 +353,7 @@ def check_rendered_files(folders: list[Path], configs: list[Config]) -> None:
     for folder, cfg in zip(folders, configs):
         paths = RunPaths(folder)
         lacks = [p.name for p in (paths.eval, paths.arrays) if not p.exists()]
-        if paths.eval.exists() and read_json(paths.eval).get("epoch") != cfg.epochs:
+        if paths.eval.exists() and read_json(paths.eval, kind=dict).get("epoch") != cfg.epochs:
             lacks.append(f"eval.json of epoch {cfg.epochs}")
         if lacks:
             commands.append(f"python -m sclib evaluate --run {folder}")
@@ -328,10 +365,18 @@ def check_rendered_files(folders: list[Path], configs: list[Config]) -> None:
     if missing:
         raise ConfigError(f"{'; '.join(missing)}; the report reads them and its copy of a run has no checkpoints "
                           f"to make them, so make them first: {' && '.join(commands)}")
+    for folder, cfg in zip(folders, configs):  # present: now read whole, so a damaged one is named here
+        paths = RunPaths(folder)
+        read_metrics(paths)
+        read_evaluation(paths, cfg.seed)
+        read_arrays(paths)
+        read_probe(paths)
+        if paths.history.exists():
+            read_history(paths, cfg.epochs)
 
 
 def _run(sources: dict[str, Path], values: dict[str, Any], out: Path, kernel: str | None, log, what: str) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     write_json(out / "study.json", {k: v for k, v in values.items() if k != "train"})
     write_lock(out)
     kernel = kernel or ensure_kernel()
@@ -370,7 +415,7 @@ def train_sweep(recipe: Recipe, grid: str | Path | dict[str, Any] | None, seeds:
     recipe = Recipe(recipe.dataset, recipe.preset, str(Path(recipe.file).resolve()) if recipe.file else None,
                     _rebased(recipe.overrides, out))
     grid = Path(grid).resolve() if isinstance(grid, (str, Path)) else grid
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     with contextlib.chdir(out):
         run_sweep(recipe, grid, Path("sweep"), seeds, log=log)
     return out / "sweep"

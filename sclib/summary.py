@@ -15,13 +15,35 @@ from typing import Any
 
 from sclib import seed_report
 from sclib.config import Config, load_config
-from sclib.files import read_json, write_text
+from sclib.files import read_json, read_record, write_text
 from sclib.probe import KNN_K
 from sclib.report import caveat, probe_summary, run_warnings
-from sclib.runs import ALL_NOTEBOOKS, RUN_GROUP, RunPaths, run_folders
-from sclib.tables import Evaluation, Table, clustering_table, heads_table, pct
+from sclib.runs import (
+    ALL_NOTEBOOKS,
+    RUN_GROUP,
+    RunPaths,
+    folder_seed,
+    read_evaluation,
+    read_history,
+    read_probe,
+    run_folders,
+)
+from sclib.tables import (
+    Evaluation,
+    Link,
+    Table,
+    clustering_table,
+    heads_table,
+    html_link,
+    html_text,
+    markdown_link,
+    markdown_text,
+    pct,
+)
 
 STYLESHEET = "style.css"
+# Provenance entries that hold what a user typed (--note, the training flags): escaped in Markdown.
+USER_TEXT = ("note", "overrides")
 
 # What each figure shows, by its stable file name.
 CAPTIONS = {
@@ -106,14 +128,26 @@ class Study:
 
 
 def load_study(out: Path) -> Study | None:
+    """The study in ``out``: its study.json and the seed runs it lists (every seed run of its group
+    when study.json lists none), with their eval.json; None when it holds no runs.
+
+    Only the listed seeds: a seed folder left from an earlier study in the same folder must not
+    join this one's mean ± std. Damaged files raise UnreadableFileError naming them.
+    """
     out = Path(out)
-    info = read_json(out / "study.json") if (out / "study.json").exists() else {}
+    fix = "rerun the study (it resumes) to write it again"
+    info = read_record(out / "study.json", (), fix) if (out / "study.json").exists() else {}
     try:
-        folders = run_folders(out / info.get("run_dir", RUN_GROUP))
+        folders = run_folders(out / str(info.get("run_dir", RUN_GROUP)))
     except FileNotFoundError:
         return None
+    seeds = info.get("seeds")
+    if isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds):
+        folders = [f for f in folders if folder_seed(f) in seeds or folder_seed(f) is None]
+        if not folders:
+            return None
     runs = [(load_config(RunPaths(f).config), RunPaths(f)) for f in folders]
-    reports = [Evaluation.from_json(read_json(p.eval), cfg.seed) for cfg, p in runs if p.eval.exists()]
+    reports = [read_evaluation(p, cfg.seed) for cfg, p in runs if p.eval.exists()]
     return Study(out, info, runs, reports)
 
 
@@ -133,7 +167,7 @@ def second_stage_minutes(study: Study, key: str) -> float:
 def probe_table(study: Study) -> Table | None:
     import pandas as pd
 
-    frames = [pd.read_csv(p.probe).assign(seed=cfg.seed) for cfg, p in study.runs if p.probe.exists()]
+    frames = [read_probe(p).assign(seed=cfg.seed) for cfg, p in study.runs if p.probe.exists()]
     if not frames:
         return None
     rows = []
@@ -155,7 +189,7 @@ def table1() -> Table:
 def provenance(study: Study, times: dict[str, float] | None = None) -> list[tuple[str, str]]:
     """(label, value) pairs: what produced the numbers."""
     cfg = study.runs[0][0]
-    provs = [read_json(paths.config).get("provenance", {}) for _, paths in study.runs]
+    provs = [read_json(paths.config, kind=dict).get("provenance", {}) for _, paths in study.runs]
     prov = provs[0]
     resumed = [r for p in provs for r in p.get("resumed", [])]
     starts = provs + resumed  # every run and every resume of every seed
@@ -199,8 +233,9 @@ def training_minutes(study: Study, column: str = "seconds") -> list[float]:
     import pandas as pd
 
     minutes = []
-    for _, paths in study.runs:
-        history = pd.read_csv(paths.history) if paths.history.exists() else pd.DataFrame()
+    for cfg, paths in study.runs:
+        finished = paths.metrics.exists()  # a finished run's history holds every epoch, or it was cut
+        history = read_history(paths, cfg.epochs if finished else None) if paths.history.exists() else pd.DataFrame()
         minutes.append(float(history[column].sum()) / 60 if column in history else 0.0)
     return minutes
 
@@ -247,7 +282,8 @@ def write_summary(out: Path, times: dict[str, float] | None = None) -> Path:
     if study is None or not study.reports:
         raise FileNotFoundError(f"{out} holds no evaluated runs to summarise")
     lines = [f"# Self-Classifier study: {study.dataset}", ""]
-    lines += [f"- **{label}**: {value}" for label, value in provenance(study, times)]
+    lines += [f"- **{label}**: {markdown_text(value) if label in USER_TEXT else value}"
+              for label, value in provenance(study, times)]
     warnings = run_warnings(study.runs)
     if warnings:
         lines += ["", "## Warnings", "", *(f"- {w}" for w in warnings)]
@@ -259,7 +295,7 @@ def write_summary(out: Path, times: dict[str, float] | None = None) -> Path:
     if probes is not None:
         lines += ["## Probes on frozen backbone features (newest milestone)", "", probes.markdown()]
     lines += ["## Seed report, Table 1 (ResNet-18, 800 epochs, percent)", "", table1().markdown(), "## Run files", ""]
-    lines += [f"- [{label}]({path})" for label, path in run_links(study)]
+    lines += [f"- {markdown_link(Link(label, path))}" for label, path in run_links(study)]
     target = Path(out) / "summary.md"
     write_text(target, "\n".join(lines) + "\n")
     return target
@@ -275,7 +311,7 @@ def write_index(out: Path, failed: str | None = None) -> Path:
     if failed:
         parts.append(f'<p class="warn">Stopped at {html.escape(failed)}: its page keeps the traceback.</p>')
     if study and study.reports:
-        parts.append("<dl>" + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>"
+        parts.append("<dl>" + "".join(f"<dt>{html_text(k)}</dt><dd>{html_text(v)}</dd>"
                                       for k, v in provenance(study)) + "</dl>")
         warnings = run_warnings(study.runs)
         if warnings:
@@ -299,8 +335,8 @@ def write_index(out: Path, failed: str | None = None) -> Path:
     if study and study.reports:
         parts += ["<h2>Seed report, Table 1 (ResNet-18, 800 epochs, percent)</h2>", table1().html(),
                   "<h2>Run files</h2>",
-                  "<ul>" + "".join(f'<li><a href="{html.escape(p)}">{html.escape(label)}</a></li>'
-                                   for label, p in run_links(study)) + "</ul>",
+                  "<ul>" + "".join(f"<li>{html_link(Link(label, p))}</li>" for label, p in run_links(study))
+                  + "</ul>",
                   '<p><a href="summary.md">summary.md</a> holds the same tables as Markdown.</p>']
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>\n'
             f'<link rel="stylesheet" href="{STYLESHEET}"></head><body>\n' + "\n".join(parts) + "\n</body></html>\n")

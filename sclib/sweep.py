@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from sclib import seed_report, train
-from sclib.config import Config, ConfigError, Recipe
-from sclib.files import read_json, write_json
-from sclib.runs import RunPaths, finished_metrics, seed_folder
+from sclib.config import Config, ConfigError, Recipe, differences, from_dict, load_config
+from sclib.files import UnreadableFileError, read_record, read_text, write_json
+from sclib.runs import RunPaths, check_resumable, finished_metrics, read_metrics, seed_folder
 from sclib.tables import Link, Table, pct
 
 # The grid notebook 06 builds when it finds no sweep: three variants that finish in a minute.
@@ -51,7 +51,9 @@ def load_grid(grid: str | Path | dict[str, Any] | None) -> dict[str, Any]:
         if not path.exists():
             raise FileNotFoundError(f"ablation grid {path} does not exist; see ablations.yaml for an example")
         try:
-            data = yaml.safe_load(path.read_text())
+            data = yaml.safe_load(read_text(path, "ablation grid", "see ablations.yaml for an example"))
+        except UnreadableFileError as err:
+            raise ConfigError(str(err)) from None
         except yaml.YAMLError as err:
             raise ConfigError(f"ablation grid {path} is not valid YAML: {str(err).splitlines()[0]}") from None
         where = str(path)
@@ -101,6 +103,7 @@ def run_sweep(recipe: Recipe, grid: str | Path | dict[str, Any] | None, sweep_di
     """Pre-train every variant and seed in its own run folder, skipping finished ones (rerun to resume)."""
     sweep_dir = Path(sweep_dir)
     variants = sweep_variants(recipe, grid, sweep_dir, seeds)
+    check_variant_folders(variants)  # before sweep.json records the grid, and before "finished" is decided
     write_json(sweep_dir / "sweep.json", {
         "dataset": variants[0].configs[0].dataset, "preset": variants[0].configs[0].preset, "seeds": list(seeds),
         "variants": [{"name": v.name, "folder": v.folder, "config": v.configs[0].to_dict()} for v in variants],
@@ -119,6 +122,19 @@ def run_sweep(recipe: Recipe, grid: str | Path | dict[str, Any] | None, sweep_di
     return done
 
 
+def check_variant_folders(variants: list[Variant]) -> None:
+    """Refuse, in one line, a variant whose folder holds a run of other values (the grid changed a
+    variant's values but kept its name): "finished" would otherwise report the old run's numbers
+    under the new values."""
+    for v in variants:
+        for cfg in v.configs:
+            try:
+                check_resumable(cfg, RunPaths(Path(cfg.out)))
+            except ConfigError as err:
+                raise ConfigError(f"variant {v.name!r}: {err}; a grid that changes a variant's values must "
+                                  "also change its name (its folder)") from None
+
+
 def ablation_table(sweep_dir: str | Path):
     """One row per variant with finished seeds: its folder, the mean and std of each metric (fractions), the
     seeds' ACC values, and the seed report's ACC for the same variant."""
@@ -130,11 +146,10 @@ def ablation_table(sweep_dir: str | Path):
         raise FileNotFoundError(
             f"{index} does not exist; run the sweep first: python -m sclib sweep --grid ablations.yaml"
         )
-    spec = read_json(index)
+    spec = read_record(index, ("variants", "seeds"), "rerun the sweep (it resumes) to write it again")
     rows = []
     for v in spec["variants"]:
-        found = [read_json(RunPaths(seed_folder(sweep_dir / v["folder"], s)).metrics) for s in spec["seeds"]
-                 if RunPaths(seed_folder(sweep_dir / v["folder"], s)).metrics.exists()]
+        found = [read_metrics(paths) for paths in variant_runs(sweep_dir, v, spec["seeds"])]
         if not found:
             continue
         seed_row = seed_report.TABLE2.get(v["name"], {})
@@ -150,6 +165,27 @@ def ablation_table(sweep_dir: str | Path):
     if not rows:
         raise FileNotFoundError(f"no variant in {sweep_dir} has finished (no metrics.json); run the sweep first")
     return pd.DataFrame(rows)
+
+
+def variant_runs(sweep_dir: Path, variant: dict[str, Any], seeds: list[int]) -> list[RunPaths]:
+    """A variant's finished seed runs, each checked against the values sweep.json records for the
+    variant (ConfigError when a folder holds a run of other values)."""
+    runs = [RunPaths(seed_folder(sweep_dir / variant["folder"], s)) for s in seeds]
+    runs = [paths for paths in runs if paths.metrics.exists()]
+    recorded = variant.get("config")
+    if not isinstance(recorded, dict) or not recorded:
+        return runs  # a sweep.json that records no values (hand-made) is taken as it is
+    expected = from_dict(recorded)
+    for paths in runs:
+        if not paths.config.exists():
+            continue
+        diffs = {k: v for k, v in differences(load_config(paths.config), expected).items() if k != "seed"}
+        if diffs:
+            listed = ", ".join(f"{k} {a!r} in the run, {b!r} in the grid" for k, (a, b) in diffs.items())
+            raise ConfigError(f"{paths.root} holds a run of other values than sweep.json records for variant "
+                              f"{variant['name']!r} ({listed}); rerun the sweep, which refuses it, and rename "
+                              "the variant")
+    return runs
 
 
 def ablation_rows(table, link=None) -> Table:

@@ -9,6 +9,8 @@ same number ``numpy.std(values, ddof=1)`` and seaborn's ``errorbar="sd"`` give.
 from __future__ import annotations
 
 import html
+import re
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +18,43 @@ from typing import Any
 import numpy as np
 
 from sclib import seed_report
+from sclib.files import display_text
+
+# What makes Markdown (CommonMark/GFM, GitHub's math) do something in running text or a table
+# cell; user text gets a backslash before each. An underscore inside a word ("OMP_NUM_THREADS")
+# never emphasises in GFM, and "&" only starts an entity before "name;", so those stay as typed.
+_MARKDOWN_SPECIAL = re.compile(r"[\\`*\[\]<>|$~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])|&(?=#?\w+;)")
+
+
+def markdown_text(text: Any) -> str:
+    """User text (a ``--note``, a class or variant name, a folder) as literal Markdown on one line.
+
+    Newlines would end a table row or a list item, ``|`` a cell, ``<b>`` passes through as raw
+    HTML, ``*`` and ``_`` emphasise, ``$`` starts GitHub math: each special character gets a
+    backslash and every run of white space containing a line break becomes one space. Not valid
+    UTF-8 is shown escaped (``files.display_text``).
+    """
+    one_line = re.sub(r"\s*[\r\n]+\s*", " ", display_text(str(text)))
+    return _MARKDOWN_SPECIAL.sub(lambda m: "\\" + m.group(0), one_line)
+
+
+def markdown_code(text: Any) -> str:
+    """User text (a folder name) as a Markdown code span on one line: literal inside, fenced with
+    more backticks than it holds in a row, so a backtick in it cannot close the span."""
+    one_line = re.sub(r"\s*[\r\n]+\s*", " ", display_text(str(text)))
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", one_line)), default=0) + 1)
+    pad = " " if one_line.startswith("`") or one_line.endswith("`") else ""
+    return f"{fence}{pad}{one_line}{pad}{fence}"
+
+
+def html_text(text: Any) -> str:
+    """User text as literal HTML: escaped (``<``, ``&``, quotes), not valid UTF-8 shown escaped."""
+    return html.escape(display_text(str(text)))
+
+
+def url(href: str) -> str:
+    """A relative link as a URL: spaces, ``#``, ``?`` and non-ASCII in folder names percent-encoded."""
+    return urllib.parse.quote(display_text(href), safe="/:")
 
 NOT_AVAILABLE = "n/a"
 # eval.json's k-means baselines, by key, as tables label them.
@@ -52,7 +91,8 @@ class Evaluation:
         return cls(seed=seed, epoch=int(record["epoch"]), scored_head=int(record["evaluated_head"]),
                    heads=list(record["heads"]), kmeans_features=record["kmeans_features"],
                    kmeans_pixels=record["kmeans_pixels"], split=record.get("split", "test"),
-                   classes=tuple(record.get("classes", ())), eval_images=record.get("eval_images"),
+                   classes=tuple(display_text(str(c)) for c in record.get("classes", ())),
+                   eval_images=record.get("eval_images"),
                    warnings=tuple(record.get("warnings", ())))
 
 
@@ -115,7 +155,7 @@ class Table:
 
     def markdown(self) -> str:
         rule = "|" + "|".join("---" if a == "l" else "---:" for a in self.align) + "|"
-        lines = ["| " + " | ".join(self.columns) + " |", rule]
+        lines = ["| " + " | ".join(markdown_text(c) for c in self.columns) + " |", rule]
         for row, kind in zip(self.rows, self.kinds):
             cells = [_markdown_cell(c) for c in row]
             cells = [f"**{c}**" if kind == "mean" and c else c for c in cells]
@@ -123,7 +163,7 @@ class Table:
         return "\n".join(lines) + "\n"
 
     def html(self) -> str:
-        head = "".join(f"<th{self._cls(i)}>{html.escape(c)}</th>" for i, c in enumerate(self.columns))
+        head = "".join(f"<th{self._cls(i)}>{html_text(c)}</th>" for i, c in enumerate(self.columns))
         body = "".join(f'<tr class="{k}">' + "".join(f"<td{self._cls(i)}>{_html_cell(c)}</td>"
                                                      for i, c in enumerate(row)) + "</tr>"
                        for row, k in zip(self.rows, self.kinds))
@@ -141,14 +181,24 @@ def _links(cell: Cell) -> tuple[Link, ...]:
 
 def _markdown_cell(cell: Cell) -> str:
     if isinstance(cell, str):
-        return cell.replace("|", "\\|")
-    return ", ".join(f"[{link.text}]({link.href})" for link in _links(cell))
+        return markdown_text(cell)
+    return ", ".join(markdown_link(link) for link in _links(cell))
 
 
 def _html_cell(cell: Cell) -> str:
     if isinstance(cell, str):
-        return html.escape(cell)
-    return ", ".join(f'<a href="{html.escape(link.href)}">{html.escape(link.text)}</a>' for link in _links(cell))
+        return html_text(cell)
+    return ", ".join(html_link(link) for link in _links(cell))
+
+
+def markdown_link(link: Link) -> str:
+    """``[text](href)`` with the text literal and the href a URL."""
+    return f"[{markdown_text(link.text)}]({url(link.href)})"
+
+
+def html_link(link: Link) -> str:
+    """``<a href>`` with the text literal and the href a URL."""
+    return f'<a href="{html.escape(url(link.href))}">{html_text(link.text)}</a>'
 
 
 # ----------------------------------------------------------------------------------------------

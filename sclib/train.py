@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +35,7 @@ from sclib.runs import (
     check_resumable,
     finished_metrics,
     load_data,
+    lock_run,
     misfit,
     precision,
     provenance,
@@ -108,6 +110,9 @@ class Trainer:
         self.phase_hook: Callable[[str], None] | None = None
         self.estimated = False  # whether the time the run will take was estimated (after a few steps)
         self.compile_seconds: float | None = None
+        # the clock that times steps and epochs (seconds); tests put in a scripted one, so what
+        # they assert about the estimates never depends on how busy the machine is
+        self.clock: Callable[[], float] = time.perf_counter
         self.data = data if data is not None else load_data(cfg, download=cfg.download)
         self.info = self.data.info
         self.counts = split_counts(self.data)
@@ -193,7 +198,7 @@ class Trainer:
         }
 
     def restore(self) -> bool:
-        state = checkpoint.load_latest(self.paths.checkpoints, map_location=self.device)
+        state = checkpoint.load_latest(self.paths.checkpoints, map_location=self.device, require=checkpoint.FOR_RESUME)
         if state is None:
             return False
         try:
@@ -254,7 +259,7 @@ class Trainer:
         gen = torch.Generator(device=self.device).manual_seed(epoch_seed(self.cfg.seed, self.epoch, rank + 1))
         batch, local = self.global_batch, self.global_batch // world
         losses, scored_logits = [], []
-        start, cpu_start, compile_seconds = time.perf_counter(), time.process_time(), 0.0
+        start, cpu_start, compile_seconds = self.clock(), time.process_time(), 0.0
         for step in range(self.steps_per_epoch):
             with self._phase("data"):
                 idx = order[step * batch + rank * local: step * batch + (rank + 1) * local]
@@ -262,7 +267,7 @@ class Trainer:
                 set_lr(self.optimizer, lr)
                 images = self.images[idx]
             timing = self.cfg.compile and self.compile_seconds is None
-            began = time.perf_counter()
+            began = self.clock()
             loss, logits = self.train_step(images, gen, idx)
             if timing:
                 compile_seconds = self._report_compile(began)
@@ -272,13 +277,13 @@ class Trainer:
             if step == ESTIMATE_AFTER_STEPS and not self.estimated:
                 # the compiling step says nothing about the others: leave it out of the estimate
                 steps = step + 1 - (compile_seconds > 0)
-                self._estimate((time.perf_counter() - start - compile_seconds) / steps)
+                self._estimate((self.clock() - start - compile_seconds) / steps)
             if self.device.type == "cpu" or step % 20 == 19:  # on a GPU a sync every 20 steps, not each
                 with self._phase("sync"):
                     self._check_finite(torch.stack(losses[-20:]))
         losses_t = torch.stack(losses)
         self._check_finite(losses_t)
-        elapsed = time.perf_counter() - start
+        elapsed = self.clock() - start
         return {
             "epoch": self.epoch + 1,
             "loss": float(losses_t.mean()),
@@ -343,7 +348,7 @@ class Trainer:
         """The first compiled step traces and compiles (model, loss, augmentation): say what it cost (s)."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        self.compile_seconds = seconds = time.perf_counter() - began
+        self.compile_seconds = seconds = self.clock() - began
         self._log(f"torch.compile ({self.cfg.compile_mode}): the first step took {seconds:.1f} s, "
                   "compilation included")
         return seconds
@@ -396,7 +401,12 @@ class Trainer:
 
 
 def pretrain(cfg: Config, progress: bool | str = True) -> dict[str, float]:
-    """Pre-train (or resume) the run in ``cfg.out`` and return its eval-split metrics."""
+    """Pre-train (or resume) the run in ``cfg.out`` and return its eval-split metrics.
+
+    The run folder is locked while it trains (``runs.lock_run``): a second process started on
+    the same folder raises FolderBusyError naming the first, whatever its parameters. Under
+    torchrun only rank 0 (by ``RANK``) takes the lock, before the process group exists.
+    """
     paths = RunPaths(Path(cfg.validate().out))
     check_resumable(cfg, paths)  # a run trained elsewhere and copied home without checkpoints still counts
     done = finished_metrics(paths, cfg.epochs)
@@ -404,15 +414,25 @@ def pretrain(cfg: Config, progress: bool | str = True) -> dict[str, float]:
         if distributed.is_main_process() and progress not in (False, "off"):
             print(f"run {cfg.out} is already complete ({cfg.epochs} epochs)", file=sys.stderr)
         return done
-    try:
-        return Trainer(cfg, progress=progress).fit()
-    finally:
-        distributed.cleanup()
+    main = os.environ.get("RANK", "0") == "0"
+    with lock_run(paths) if main else contextlib.nullcontext():
+        check_resumable(cfg, paths)  # again under the lock: a writer that just finished may have changed it
+        try:
+            return Trainer(cfg, progress=progress).fit()
+        finally:
+            distributed.cleanup()
 
 
 def pretrain_seeds(recipe: Recipe, seeds: list[int] | None = None, progress: bool | str = True) -> list[dict[str, Any]]:
-    """Pre-train every seed of a recipe (each resumable on its own); one row of metrics per run."""
-    return [{"run": cfg.out, **pretrain(cfg, progress)} for cfg in seed_configs(recipe, seeds)]
+    """Pre-train every seed of a recipe (each resumable on its own); one row of metrics per run.
+
+    Every seed's folder is checked before the first trains, so a refused seed 2 does not wait
+    behind hours of seeds 0 and 1.
+    """
+    configs = seed_configs(recipe, seeds)
+    for cfg in configs:
+        check_resumable(cfg, RunPaths(Path(cfg.out)))
+    return [{"run": cfg.out, **pretrain(cfg, progress)} for cfg in configs]
 
 
 def _unwrap(model: nn.Module) -> SelfClassifier:

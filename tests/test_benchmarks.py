@@ -99,7 +99,9 @@ def test_profile_splits_a_step_into_its_phases_and_finds_the_syncs(tmp_path):
     eager, tuned = results[False], results[True]
     for phase in ("augment", "forward", "loss", "backward", "optimizer"):
         assert eager.timeline_ms[phase] > 0 and eager.host_ms[phase] > 0, phase
-    assert 0 < sum(eager.timeline_ms.values()) < 3 * eager.step_ms
+    # the profiled phases and the unprofiled step are timed in different runs: how they compare depends on
+    # what else the machine does meanwhile, so only that both were measured is asserted (issue 29)
+    assert sum(eager.timeline_ms.values()) > 0 and eager.step_ms > 0
     table = profile_step.format_table(eager, "title")
     assert all(f"| {phase} |" in table for phase in PHASES) and "host syncs: " in table
     # the eager jitter syncs 4 times a view on a GPU (bincount, then tolist); the tuned step not at all

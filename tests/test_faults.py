@@ -42,6 +42,7 @@ import torch
 
 from sclib import checkpoint
 from sclib.checkpoint import CheckpointError
+from sclib.files import LOCK_NAME
 
 EPOCHS = 3
 STEPS_PER_EPOCH = 9  # 1257 digits train images // batch 128
@@ -82,8 +83,10 @@ def temp_files(run: Path) -> list[Path]:
 
 
 def assert_every_file_whole(run: Path) -> None:
-    """Each json/csv/pt a reader would open parses completely (temp files are not such files)."""
-    for path in sorted(p for p in run.rglob("*") if p.is_file() and not p.name.endswith(".tmp")):
+    """Each json/csv/pt a reader would open parses completely (temp files and the writer lock,
+    which records only who holds the folder, are not such files)."""
+    for path in sorted(p for p in run.rglob("*") if p.is_file() and not p.name.endswith(".tmp")
+                       and p.name != LOCK_NAME):
         if path.suffix == ".json":
             json.loads(path.read_text())
         elif path.suffix == ".csv":
@@ -103,7 +106,9 @@ def history_epochs(run: Path) -> list[int]:
 
 
 def snapshot(run: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    """Every file's bytes but the writer lock's (it names the last process that took it)."""
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()
+            and p.name != LOCK_NAME}
 
 
 def last_state(run: Path) -> dict:

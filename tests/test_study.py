@@ -235,6 +235,7 @@ def test_run_sweep_skips_finished_runs_and_tabulates_mean_and_std(tmp_path, monk
     def fake_pretrain(cfg, progress=True):
         calls.append((Path(cfg.out).parent.name, cfg.seed))
         acc = (0.5 if cfg.batch_size == 128 else 0.4) + 0.1 * cfg.seed
+        write_json(Path(cfg.out) / "config.json", {"config": cfg.to_dict()})  # as a real run records it
         write_json(Path(cfg.out) / "metrics.json",
                    {"nmi": 0.3, "ami": 0.29, "ari": 0.2, "acc": acc, "epoch": cfg.epochs})
         return {}
