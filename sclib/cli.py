@@ -279,8 +279,10 @@ def _refine(args: argparse.Namespace) -> int:
     rows = []
     for run in run_folders(args.run):
         record = refine_run(run, settings, args.device, progress=not args.no_progress)
-        for what, key in (("Self-Classifier", "first_stage"), ("+ neighbour consistency", "scored")):
-            rows.append({"run": str(run), "what": what, **record[key]})
+        for what, key in (("Self-Classifier", "first_stage"), ("+ neighbour consistency", "scored"),
+                          ("+ self-labelling", "self_label")):
+            if key in record and not record[key].get("skipped"):
+                rows.append({"run": str(run), "what": what, **record[key]})
     print(_table(rows, ("run", "what", "acc", "nmi", "ami", "ari", "clusters_used")))
     return 0
 

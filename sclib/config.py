@@ -473,7 +473,8 @@ def differences(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
 
 REFINE_HELP = {
     "neighbours": "nearest neighbours mined per image in the backbone's feature space (SCAN: 20)",
-    "epochs": "passes over the train split's features",
+    "epochs": "passes over the train split's features (0: no neighbour consistency, e.g. to self-label the "
+              "first stage's network directly)",
     "batch_size": "anchors per step, each paired with one of its neighbours",
     "lr": "Adam learning rate of the projector and heads",
     "weight_decay": "Adam weight decay",
@@ -501,7 +502,11 @@ class RefineSettings:
     self_label_lr: float = 1e-4
 
     def validate(self) -> RefineSettings:
-        for name in ("neighbours", "epochs", "batch_size"):
+        if self.epochs < 0:
+            raise ConfigError(f"refine --epochs must not be negative, got {self.epochs}")
+        if self.epochs == 0 and self.self_label_epochs == 0:
+            raise ConfigError("refine with --epochs 0 and no --self-label-epochs has nothing to do; give one of them")
+        for name in ("neighbours", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"refine --{name.replace('_', '-')} must be a positive integer, "
                                   f"got {getattr(self, name)}")

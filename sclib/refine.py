@@ -104,6 +104,8 @@ def refine_run(run_dir: str | Path, settings: RefineSettings | None = None, devi
     labels = data.eval_labels.numpy()
     result = {**_evaluate(refiner, evaluated.features, labels, scored), **stage, **record,
               "split": "validation" if cfg.val_fraction else "test", "stage": "neighbour consistency"}
+    if settings.epochs == 0:  # nothing trained: the first stage's heads, not a row of its own
+        result["scored"] = {**result["scored"], "skipped": "neighbour consistency off (--epochs 0)"}
     first = evaluated.assignments(scored)
     result["first_stage"] = {**cluster_metrics(labels, first), "clusters_used": int(np.unique(first).size)}
     if settings.self_label_epochs:
