@@ -157,7 +157,29 @@ def parse_params(items: list[str] | None, known: set[str]) -> dict[str, Any]:
             out[key] = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             out[key] = raw
+        _check_param(key, raw, out[key])
     return out
+
+
+def _check_param(key: str, raw: str, value: Any) -> None:
+    """The notebooks' own type check (``report.PARAMETERS``), before anything runs: a bad value
+    found in notebook 02 would come after every seed has trained in notebook 01."""
+    from sclib.report import PARAMETERS
+
+    if key not in PARAMETERS:
+        return
+    expected, ok, how = PARAMETERS[key]
+    if not ok(value):
+        raise ConfigError(f"--param {key}={raw} must be {expected}, e.g. {param_syntax(how)}")
+
+
+def param_syntax(papermill_hint: str) -> str:
+    """A papermill hint (``-p probe_epochs 20``, ``-y "seeds: [0, 1]"``) as ``--param KEY=VALUE``."""
+    if papermill_hint.startswith("-p "):
+        _, key, value = papermill_hint.split(" ", 2)
+    else:
+        key, _, value = papermill_hint.removeprefix("-y ").strip('"').partition(": ")
+    return f"--param {key}={value}"
 
 
 @dataclass

@@ -76,7 +76,8 @@ def test_refine_refuses_a_folder_made_otherwise(short_run, refined, tmp_path, ch
         refine_run(copy, settings, device="cpu", progress=False)
 
 
-@pytest.mark.parametrize("field, value", [("neighbours", 0), ("epochs", -1), ("self_label_epochs", -1), ("threshold", 1.0), ("batch_size", 0), ("lr", 0.0),
+@pytest.mark.parametrize("field, value", [("neighbours", 0), ("epochs", -1), ("self_label_epochs", -1),
+                                          ("threshold", 1.0), ("batch_size", 0), ("lr", 0.0),
                                           ("entropy_weight", -1.0), ("weight_decay", -0.1)])
 def test_bad_settings_are_one_line_errors(field, value):
     with pytest.raises(ConfigError, match=field.replace("_", "-")):

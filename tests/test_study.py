@@ -144,6 +144,35 @@ def test_parse_params_takes_notebook_parameters_and_sends_training_ones_to_their
         study.parse_params(["probe_epochs"], known={"probe_epochs"})
 
 
+# every notebook parameter a user may pass with --param, a value of the wrong kind for it
+PARAM_MISTAKES = [("probe_epochs", "abc"), ("probe_epochs", "0"), ("max_points", "2.5"), ("show_seed", "-1"),
+                  ("clusters_per_grid", "[3]"), ("images_per_cluster", "yes"), ("show_seed", "1.5"),
+                  ("max_points", "0")]
+
+
+@pytest.mark.parametrize("key, raw", PARAM_MISTAKES)
+def test_a_study_refuses_a_wrong_param_value_before_training_in_param_syntax(tmp_path, key, raw):
+    """Found in notebook 02, a bad value would come after every seed trained in notebook 01."""
+    with pytest.raises(ConfigError) as err:
+        study.run_study(Recipe("digits"), [0], tmp_path / "out", params=[f"{key}={raw}"])
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"--param {key}={raw} must be ")
+    assert re.search(rf"e\.g\. --param {key}=\S+$", message), message
+    assert not (tmp_path / "out").exists()
+    # the suggested value is accepted
+    suggested = message.rsplit("--param ", 1)[1]
+    assert study.parse_params([suggested], known={key}) != {}
+
+
+def test_every_user_param_has_a_mistake_case():
+    import typing
+
+    from sclib.config import Config
+
+    user = set(report.PARAMETERS) - set(study.RUNNER_PARAMS) - set(typing.get_type_hints(Config))  # --param's
+    assert user and user <= {key for key, _ in PARAM_MISTAKES}
+
+
 def test_runner_refuses_bad_parameters_before_writing_anything(tmp_path):
     with pytest.raises(ConfigError, match="run_dir"):
         study.run_study(Recipe("digits"), [0], tmp_path / "out", params=["run_dir=elsewhere"])
