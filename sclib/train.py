@@ -234,6 +234,8 @@ class Trainer:
         self._write_config(resumed)
         if self.progress != "off":  # with --no-progress a run prints errors and warnings only
             self._log(f"precision: {self.precision}")
+            if resumed:
+                self._log(f"resuming {self.paths.root} from epoch {self.epoch} of {self.cfg.epochs}")
         progress = _Progress(self.progress, self.cfg.epochs, self.epoch, str(self.paths.root))
         while self.epoch < self.cfg.epochs:
             row = self.train_epoch()
@@ -274,7 +276,8 @@ class Trainer:
             losses.append(loss)
             scored_logits.append(logits)
             faults.maybe_kill("step")
-            if step == ESTIMATE_AFTER_STEPS and not self.estimated:
+            # after a few steps, or at the end of an epoch shorter than that (a small data set)
+            if step == min(ESTIMATE_AFTER_STEPS, self.steps_per_epoch - 1) and not self.estimated:
                 # the compiling step says nothing about the others: leave it out of the estimate
                 steps = step + 1 - (compile_seconds > 0)
                 self._estimate((self.clock() - start - compile_seconds) / steps)

@@ -252,3 +252,35 @@ def test_a_long_run_says_how_long_after_its_first_steps_and_how_to_shorten_it(tm
         assert ("note: the" in err) is said, err
     Trainer(tiny(tmp_path, "short", epochs=2), progress=False).train_epoch()
     assert "still to do" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("batch_size, steps", [(1024, 1), (512, 2), (256, 4)])
+def test_an_epoch_shorter_than_the_estimate_still_estimates(tmp_path, batch_size, steps):
+    """digits' 1257 train images at batch 256 make 4 steps an epoch: the estimate came after step 6,
+    so a 1000-epoch run never heard how long it would take."""
+    trainer = Trainer(tiny(tmp_path, epochs=1000, batch_size=batch_size), progress=False)
+    assert trainer.steps_per_epoch == steps
+    trainer.clock = clock = ScriptedClock(lambda step: 2.0)
+    trainer.train_step = clock.wrap(trainer.train_step)
+    seen = []
+    trainer._estimate = seen.append
+    trainer.train_epoch()
+    assert seen == [pytest.approx(2.0)]
+
+
+def test_a_resume_says_from_which_epoch(tmp_path, capsys, monkeypatch):
+    cfg = tiny(tmp_path, epochs=2, keep_epochs=[])
+    calls = {"n": 0}
+
+    def interrupt_in_epoch_2(point):
+        calls["n"] += point == "step"
+        if calls["n"] == 12:  # 9 steps an epoch
+            raise Interrupt
+
+    monkeypatch.setattr(faults, "maybe_kill", interrupt_in_epoch_2)
+    with pytest.raises(Interrupt):
+        pretrain(cfg, progress="log")
+    assert "resuming" not in capsys.readouterr().err  # a fresh start says nothing of the kind
+    monkeypatch.undo()
+    pretrain(cfg, progress="log")
+    assert f"resuming {cfg.out} from epoch 1 of 2" in capsys.readouterr().err
