@@ -452,7 +452,9 @@ class _Progress:
 
         self.mode, self.total, self.name = mode, total, name
         self.every = max(1, total // 10)
-        self.bar = tqdm(total=total, initial=initial, desc="pre-training", unit="epoch", dynamic_ncols=True,
+        # the run folder's name (seed0, seed1, ...) says which seed of a study is training
+        self.bar = tqdm(total=total, initial=initial, desc=f"pre-training {Path(name).name}", unit="epoch",
+                        dynamic_ncols=True,
                         disable=mode != "bar")
 
     def update(self, row: dict[str, Any]) -> None:

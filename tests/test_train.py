@@ -284,3 +284,14 @@ def test_a_resume_says_from_which_epoch(tmp_path, capsys, monkeypatch):
     monkeypatch.undo()
     pretrain(cfg, progress="log")
     assert f"resuming {cfg.out} from epoch 1 of 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("folder, shown", [("runs/study/run/seed2", "seed2"), ("runs/mine", "mine")])
+def test_the_progress_bar_names_the_run_it_trains(folder, shown):
+    from sclib.train import _Progress
+
+    progress = _Progress("bar", 3, 0, folder)
+    try:
+        assert progress.bar.desc == f"pre-training {shown}"
+    finally:
+        progress.close()
