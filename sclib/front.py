@@ -15,12 +15,13 @@ import html
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from sclib import plots, seed_report
 from sclib.config import ConfigError
-from sclib.files import UnreadableFileError, display_text, read_json, read_text, write_text
+from sclib.files import UnreadableFileError, display_text, read_json, read_text, write_csv, write_text
 from sclib.plots import save_figure
 from sclib.summary import (
     STYLESHEET,
@@ -35,6 +36,7 @@ from sclib.summary import (
 )
 from sclib.sweep import ablation_rows, ablation_table
 from sclib.tables import (
+    BASELINES,
     SECOND_STAGE,
     Link,
     Table,
@@ -309,6 +311,33 @@ def update_readme(readme: str | Path, entries: list[Entry]) -> Path:
     return write_text(readme, new) if new != text else readme
 
 
+# Every committed number in one long table: pandas.read_csv("results/results.csv") in one line.
+TIDY = "results.csv"
+
+
+def tidy_rows(entries: list[Entry]) -> list[dict[str, Any]]:
+    """One row per study, seed, stage, head and metric (value a fraction): the scored and every
+    other head of Self-Classifier, the k-means baselines, and the second stage where it ran."""
+    rows = []
+    for entry in entries:
+        cfg = entry.study.runs[0][0]
+        base = {"dataset": entry.dataset, "study": entry.folder, "recipe": _run(entry), "preset": cfg.preset,
+                "backbone": cfg.backbone, "epochs": cfg.epochs}
+        refined = {c.seed: read_json(p.refine_eval) for c, p in entry.study.runs if p.refine_eval.exists()}
+        for report in entry.study.reports:
+            stages = [("Self-Classifier", f"head {h['head']} ({h['head_size']} clusters)"
+                       + (" scored" if h["head"] == report.scored_head else ""), h) for h in report.heads]
+            stages += [(label, "", getattr(report, key)) for key, label in BASELINES]
+            record = refined.get(report.seed, {})
+            stages += [(label, "scored", record[key]) for key, label in SECOND_STAGE
+                       if isinstance(record.get(key), dict) and not record[key].get("skipped")]
+            for stage, head, metrics in stages:
+                rows += [{**base, "seed": report.seed, "split": report.split, "stage": stage, "head": head,
+                          "metric": m, "value": metrics[m]} for m in seed_report.METRICS
+                         if metrics.get(m) is not None]
+    return rows
+
+
 def write_front(results: str | Path = "results", readme: str | Path | None = None) -> list[Path]:
     """Write ``index.html``, ``README.md``, the figure and ``style.css`` into ``results``, and the
     results table of ``readme`` (default: the README beside ``results``, if it has the markers).
@@ -330,7 +359,8 @@ def write_front(results: str | Path = "results", readme: str | Path | None = Non
     readme = Path(readme) if readme is not None else results.resolve().parent / "README.md"
     written = save_figure(acc_figure(entries), results / Path(FIGURE).parent, Path(FIGURE).stem)
     written += [write_stylesheet(results), write_text(results / "index.html", html_page(entries, skipped)),
-                write_text(results / "README.md", markdown_page(entries, skipped))]
+                write_text(results / "README.md", markdown_page(entries, skipped)),
+                write_csv(results / TIDY, tidy_rows(entries))]
     if _has_markers(readme):
         written.append(update_readme(readme, entries))
     return written

@@ -285,3 +285,26 @@ def test_a_second_stage_run_by_some_seeds_only_gets_no_row(tmp_path):
     front.write_front(results)
     rows = _rows((results / "README.md").read_text())
     assert not any("neighbour consistency" in r[1] for r in rows)
+
+
+def test_every_committed_number_is_one_tidy_csv_row(tmp_path):
+    import pandas as pd
+
+    results = tmp_path / "results"
+    cifar = make_study(results, "cifar10", "cifar10", [0, 1], rng_seed=7)
+    _refined(results / "cifar10", [0, 1], [0.5, 0.52])
+    mnist = make_study(results, "mnist", "mnist", [0, 1, 2], rng_seed=8)
+    front.write_front(results)
+    table = pd.read_csv(results / "results.csv")
+    assert set(table.columns) >= {"dataset", "study", "recipe", "seed", "split", "stage", "head", "metric", "value"}
+    for dataset, truth, seeds in (("cifar10", cifar, [0, 1]), ("mnist", mnist, [0, 1, 2])):
+        scored = table[(table.dataset == dataset) & table["head"].str.endswith("scored", na=False)
+                       & (table.stage == "Self-Classifier")]
+        for seed, head in zip(seeds, truth["heads"]):
+            got = scored[scored.seed == seed].set_index("metric")["value"].to_dict()
+            assert got == pytest.approx(head)
+    second = table[table.stage == "Self-Classifier + neighbour consistency"]
+    assert sorted(second.dataset.unique()) == ["cifar10"]
+    assert second[second.metric == "acc"].sort_values("seed")["value"].tolist() == pytest.approx([0.5, 0.52])
+    baselines = table[table.stage == "k-means on pixels"]
+    assert len(baselines) == 4 * 5  # 4 metrics x 5 seeds in all
