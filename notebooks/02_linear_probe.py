@@ -46,7 +46,8 @@ report.check_parameters(dataset=dataset, run_dir=run_dir, probe_epochs=probe_epo
 run_dir = run_dir or report.lab_folder(dataset)
 runs = report.open_runs(run_dir, dataset)
 probes = pd.concat([report.ensure_probed(cfg, paths, probe_epochs, device) for cfg, paths in runs], ignore_index=True)
-probes.pivot_table(index="epoch", columns="probe", values=["top1", "top3"], aggfunc="mean").round(4)
+# top-1 and top-3 in percent (mean over seeds), as the summary pages show them
+(100 * probes.pivot_table(index="epoch", columns="probe", values=["top1", "top3"], aggfunc="mean")).round(2)
 
 # %% [markdown]
 # ## Probe accuracy against pre-training epochs (Fig. 2)
