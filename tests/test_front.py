@@ -106,7 +106,8 @@ def test_front_page_numbers_equal_the_run_files(results):
         assert ours[2:6] == [_mean_std([h[m] for h in truth["heads"]]) for m in METRICS]
         minutes = np.mean([s.sum() / 60 for s in truth["seconds"]])
         assert ours[6:9] == [str(seeds), f"{minutes:.1f} min on {device}", note]
-        assert ours[1] == f"fast: small CNN, {Recipe(name.lower().replace('-', '')).resolve().image_size} px, " \
+        recipe = Recipe(name.lower().replace('-', '')).resolve()
+        assert ours[1] == f"fast: {front.NETWORKS[recipe.backbone]}, {recipe.image_size} px, " \
                           f"{Recipe(name.lower().replace('-', '')).resolve().epochs} epochs"
         # the seed's Table 1 row right below ours
         key = name.lower().replace("-", "")
