@@ -28,7 +28,7 @@
 dataset = "digits"
 run_dir = None  # None: ../runs/lab/<dataset>, where notebook 01 trains
 clusters_per_grid = 3
-images_per_cluster = 10  # at most 16 (what evaluate exports per cluster)
+images_per_cluster = 10  # at most 10 (what evaluate exports per cluster)
 show_seed = None  # None: the first seed
 device = "auto"
 seed = 0

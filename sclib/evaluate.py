@@ -1,9 +1,12 @@
 """Clustering evaluation of a run: every head, k-means baselines, and the arrays the reports draw.
 
-``evaluate`` is the last step that needs the model. It writes ``eval.json`` (the numbers) and
-``arrays.npz`` (eval-split features in float16, every head's assignments, the labels and a few
-images per cluster), so notebooks 03-05 render from files: a run trained on a GPU machine can be
-copied home without checkpoints or data set and reported on a CPU.
+``evaluate`` is the last step that needs the model. It writes ``eval.json`` (the numbers),
+``arrays.npz`` (every head's assignments, the labels and a few images per cluster: small, and
+committed with a study) and ``eval_features.npz`` (the eval split's features in float16, what
+notebook 04's 2-D embeddings are made from: too large to commit, and ignored by git). So
+notebooks 03-05 render from files: a run trained on a GPU machine can be copied home without
+checkpoints or data set and reported on a CPU, and a committed study re-renders from a clone
+(notebook 04 then reads the embeddings it drew, ``embeddings.npz``, instead of the features).
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from sclib.metrics import cluster_metrics
 from sclib.runs import augment_config, load_data, open_run, resolve_device, run_folders
 from sclib.tables import BASELINES, Evaluation
 
-# Images kept per cluster of the scored head, for the cluster grids of notebook 05.
-IMAGES_PER_CLUSTER = 16
+# Images kept per cluster of the scored head, for the cluster grids of notebook 05 (it shows 10):
+# they are most of arrays.npz (CIFAR-20: 20 clusters x 10 x 3 KB a seed).
+IMAGES_PER_CLUSTER = 10
 # A scored head using fewer than this fraction of the clusters it could use has collapsed.
 COLLAPSE_FRACTION = 0.5
 # k-means on raw pixels (CIFAR: 10,000 x 3,072) was most of notebook 03's time at scikit-learn's
@@ -143,27 +147,43 @@ def cluster_samples(assigned: np.ndarray, per_cluster: int = IMAGES_PER_CLUSTER,
 
 def export_arrays(path: str | Path, preds: Predictions, labels: np.ndarray, images: torch.Tensor,
                   head: int, seed: int = 0) -> Path:
-    """``arrays.npz``: float16 features, int16 assignments of every head, labels, sample images.
+    """``arrays.npz``: int16 assignments of every head [H, N], int64 labels [N], sample images.
 
-    Float16 halves the features (ample for t-SNE and k-means); a CIFAR-10 ResNet-18 run exports
-    about 10 MB. Features beyond float16's range (65504, e.g. after a far too high learning
-    rate) are kept in float32 instead of turning into inf.
+    The sample is :data:`IMAGES_PER_CLUSTER` eval images of each cluster of the scored head
+    (``sample_index`` [K] into the eval split, ``sample_images`` uint8 [K, C, h, w]). About 0.3 MB a
+    CIFAR-10 seed, so a study commits it.
     """
     assigned = np.stack([preds.assignments(h) for h in range(len(preds.logits))]).astype(np.int16)
     sample = cluster_samples(assigned[head], seed=seed)
-    fits = np.abs(preds.features).max(initial=0.0) <= np.finfo(np.float16).max
-    features = preds.features.astype(np.float16 if fits else np.float32)
+    return _write_npz(path, labels=labels.astype(np.int64), assigned=assigned,
+                      head_sizes=np.array([p.shape[1] for p in preds.logits]),
+                      sample_index=sample, sample_images=images[torch.from_numpy(sample)].numpy())
+
+
+def export_features(path: str | Path, features: np.ndarray) -> Path:
+    """``eval_features.npz``: the eval split's features [N, D] in float16.
+
+    Float16 halves them (ample for t-SNE and UMAP); a CIFAR-10 seed of width 256 is about 5 MB.
+    Features beyond float16's range (65504, e.g. after a far too high learning rate) are kept in
+    float32 instead of turning into inf.
+    """
+    fits = np.abs(features).max(initial=0.0) <= np.finfo(np.float16).max
+    return _write_npz(path, features=features.astype(np.float16 if fits else np.float32))
+
+
+def _write_npz(path: str | Path, **arrays: np.ndarray) -> Path:
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, features=features, labels=labels.astype(np.int64),
-                        assigned=assigned, head_sizes=np.array([p.shape[1] for p in preds.logits]),
-                        sample_index=sample, sample_images=images[torch.from_numpy(sample)].numpy())
+    np.savez_compressed(buffer, **arrays)
     return write_bytes(path, buffer.getvalue())
 
 
 def evaluate_run(
     run_dir: str | Path, checkpoint_path: str | Path | None = None, device: str = "auto"
 ) -> Evaluation:
-    """Evaluate a run folder's model on its eval split; write ``eval.json`` and ``arrays.npz``."""
+    """Evaluate a run folder's model on its eval split; write eval.json, arrays.npz, eval_features.npz.
+
+    The embeddings notebook 04 drew from the previous features are deleted: they are stale.
+    """
     cfg, paths = open_run(run_dir)
     data = load_data(cfg)
     preds, epoch = checkpoint_predictions(cfg, paths, data.info, augment_config(cfg, data.info), "eval",
@@ -182,6 +202,8 @@ def evaluate_run(
         **every_head_and_baseline(preds, labels, data.eval_images, classes, cfg.seed),
     }
     record["warnings"] = evaluation_warnings(Evaluation.from_json(record, cfg.seed))
+    paths.embeddings.unlink(missing_ok=True)
+    export_features(paths.eval_features, preds.features)
     export_arrays(paths.arrays, preds, labels, data.eval_images, head, cfg.seed)
     write_json(paths.eval, record)
     return Evaluation.from_json(record, cfg.seed)

@@ -331,17 +331,24 @@ class RunView:
     paths: RunPaths
     labels: np.ndarray          # int [N]
     class_names: tuple[str, ...]
-    features: np.ndarray        # float16 backbone features [N, D]
     heads: np.ndarray           # int [H, N]: every head's cluster of every image
     head_sizes: tuple[int, ...]
     scored_head: int            # index into heads
     epoch: int
     sample_index: np.ndarray    # eval indices of the exported sample images
     sample_images: np.ndarray   # uint8 [K, C, h, w]
+    _features: np.ndarray | None = None
 
     @property
     def assigned(self) -> np.ndarray:
         return self.heads[self.scored_head].astype(np.int64)
+
+    @property
+    def features(self) -> np.ndarray:
+        """float16 backbone features [N, D] (eval_features.npz, read when first asked for)."""
+        if self._features is None:
+            self._features = run_files.read_eval_features(self.paths)
+        return self._features
 
     @property
     def head_size(self) -> int:
@@ -357,7 +364,7 @@ def load_view(cfg: Config, paths: RunPaths, device: str = "auto") -> RunView:
     evaluation = ensure_evaluated(cfg, paths, device)
     data = run_files.read_arrays(paths)
     return RunView(cfg=cfg, paths=paths, labels=data["labels"], class_names=evaluation.classes,
-                   features=data["features"], heads=data["assigned"],
+                   heads=data["assigned"],
                    head_sizes=tuple(int(s) for s in data["head_sizes"]),
                    scored_head=evaluation.scored_head, epoch=evaluation.epoch,
                    sample_index=data["sample_index"], sample_images=data["sample_images"])
@@ -417,19 +424,77 @@ def embed_2d(features: np.ndarray, method: str = "tsne", seed: int = 0) -> tuple
 
 
 def embedding_figures(view: RunView, idx: np.ndarray, method: str, figures: str | Path, seed: int = 0) -> list:
-    """A 2-D embedding of the subsample ``idx``, coloured by true class and by cluster (fig4a_<method>*)."""
-    try:
-        xy, seconds = embed_2d(view.features[idx], method, seed)
-    except TooLittleData as skipped:
-        print(skipped)
-        return []
+    """A 2-D embedding of the subsample ``idx``, coloured by true class and by cluster (fig4a_<method>*).
+
+    The embedding is kept in the run's embeddings.npz and reused while it fits (same method, seed,
+    subsample, evaluated epoch and, where the features are at hand, the same features), so a
+    committed study re-renders from a clone that has no features.
+    """
     name = EMBEDDINGS[method]
-    print(f"{name}: import {seconds['import_s']:.1f} s, fit {seconds['fit_s']:.1f} s")
+    xy = cached_embedding(view, idx, method, seed)
+    if xy is None:
+        try:
+            xy, seconds = embed_2d(view.features[idx], method, seed)
+        except TooLittleData as skipped:
+            print(skipped)
+            return []
+        store_embedding(view, idx, method, seed, xy)
+        print(f"{name}: import {seconds['import_s']:.1f} s, fit {seconds['fit_s']:.1f} s")
+    else:
+        print(f"{name}: read from {view.paths.embeddings.name} (made from the same features)")
     clusters = [f"cluster {c}" for c in range(view.head_size)]
     return [save(plots.embedding_scatter(xy, view.labels[idx], view.class_names, title=f"{name}, true class"),
                  figures, f"fig4a_{method}"),
             save(plots.embedding_scatter(xy, view.assigned[idx], clusters, title=f"{name}, predicted cluster"),
                  figures, f"fig4a_{method}_clusters")]
+
+
+def _embedding_key(view: RunView, idx: np.ndarray, method: str, seed: int) -> dict[str, np.ndarray]:
+    """What an embedding was made from: the evaluated epoch, the subsample and its features' digest."""
+    import hashlib
+
+    key = {"epoch": np.array(view.epoch), "idx": np.asarray(idx, dtype=np.int64)}
+    if view.paths.eval_features.exists():
+        digest = hashlib.sha256(np.ascontiguousarray(view.features[idx]).tobytes()).hexdigest()
+        key["features_sha256"] = np.array(digest)
+    return {f"{method}_seed{seed}_{k}": v for k, v in key.items()}
+
+
+def _read_embeddings(paths: RunPaths) -> dict[str, np.ndarray]:
+    if not paths.embeddings.exists():
+        return {}
+    try:
+        return run_files.read_npz(paths.embeddings, (), "")
+    except run_files.UnreadableFileError:  # a cut cache is only a cache: it is made again
+        return {}
+
+
+def cached_embedding(view: RunView, idx: np.ndarray, method: str, seed: int) -> np.ndarray | None:
+    """The stored 2-D embedding [n, 2] of ``idx`` if it was made from what the run holds now, else None."""
+    stored = _read_embeddings(view.paths)
+    prefix = f"{method}_seed{seed}_"
+    xy = stored.get(prefix + "xy")
+    if xy is None:
+        return None
+    for name, value in _embedding_key(view, idx, method, seed).items():
+        if name not in stored or not np.array_equal(stored[name], value):
+            return None
+    return xy
+
+
+def store_embedding(view: RunView, idx: np.ndarray, method: str, seed: int, xy: np.ndarray) -> Path:
+    """Add (or replace) one embedding in the run's embeddings.npz, written atomically."""
+    import io
+
+    from sclib.files import write_bytes
+
+    prefix = f"{method}_seed{seed}_"
+    kept = {k: v for k, v in _read_embeddings(view.paths).items() if not k.startswith(prefix)}
+    kept.update(_embedding_key(view, idx, method, seed))
+    kept[prefix + "xy"] = np.asarray(xy, dtype=np.float32)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **kept)
+    return write_bytes(view.paths.embeddings, buffer.getvalue())
 
 
 def cluster_table(

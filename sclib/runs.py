@@ -69,8 +69,18 @@ class RunPaths:
 
     @property
     def arrays(self) -> Path:
-        """What the reports draw: eval features, every head's assignments, sample images."""
+        """What the reports draw: every head's assignments, the labels, sample images (committed)."""
         return self.root / "arrays.npz"
+
+    @property
+    def eval_features(self) -> Path:
+        """The eval split's backbone features (float16), what the 2-D embeddings are made from."""
+        return self.root / "eval_features.npz"
+
+    @property
+    def embeddings(self) -> Path:
+        """The 2-D embeddings notebook 04 drew (committed, so a clone re-renders without features)."""
+        return self.root / "embeddings.npz"
 
     @property
     def checkpoints(self) -> Path:
@@ -523,27 +533,44 @@ def read_probe(paths: RunPaths):
     return _read_table(paths.probe, ("epoch", "probe", "top1", "top3"), ("epoch", "top1", "top3"), fix)
 
 
-ARRAY_KEYS = ("labels", "features", "assigned", "head_sizes", "sample_index", "sample_images")
+ARRAY_KEYS = ("labels", "assigned", "head_sizes", "sample_index", "sample_images")
+FEATURE_KEYS = ("features",)
 
 
 def read_arrays(paths: RunPaths) -> dict[str, Any]:
     """arrays.npz, every array read whole (a cut file raises UnreadableFileError naming it)."""
+    return read_npz(paths.arrays, ARRAY_KEYS, _fix(paths, "evaluate"))
+
+
+def read_eval_features(paths: RunPaths) -> Any:
+    """eval_features.npz's float16 (or float32) features [N, D] of the eval split.
+
+    Runs evaluated before the features had a file of their own hold them in arrays.npz.
+    """
+    if not paths.eval_features.exists() and paths.arrays.exists():
+        older = read_arrays(paths)
+        if "features" in older:
+            return older["features"]
+    return read_npz(paths.eval_features, FEATURE_KEYS, _fix(paths, "evaluate"))["features"]
+
+
+def read_npz(path: Path, keys: tuple[str, ...], fix: str) -> dict[str, Any]:
+    """An .npz file read whole, refused in one line when missing, cut or lacking one of ``keys``."""
     import zipfile
 
     import numpy as np
 
-    fix = _fix(paths, "evaluate")
-    if not paths.arrays.exists():
-        raise FileNotFoundError(f"{paths.arrays} does not exist; {fix}")
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; {fix}")
     try:
-        with np.load(paths.arrays) as arrays:
+        with np.load(path) as arrays:
             data = {k: arrays[k] for k in arrays.files}
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as err:
-        raise UnreadableFileError(f"{paths.arrays} is damaged ({type(err).__name__}: {checkpoint.first_line(err)}); "
+        raise UnreadableFileError(f"{path} is damaged ({type(err).__name__}: {checkpoint.first_line(err)}); "
                                   f"{fix}") from None
-    missing = [k for k in ARRAY_KEYS if k not in data]
+    missing = [k for k in keys if k not in data]
     if missing:
-        raise UnreadableFileError(f"{paths.arrays} is damaged or from another version (it lacks "
+        raise UnreadableFileError(f"{path} is damaged or from another version (it lacks "
                                   f"{', '.join(missing)}); {fix}")
     return data
 

@@ -377,6 +377,8 @@ def check_rendered_files(folders: list[Path], configs: list[Config]) -> None:
         lacks = [p.name for p in (paths.eval, paths.arrays) if not p.exists()]
         if paths.eval.exists() and read_json(paths.eval, kind=dict).get("epoch") != cfg.epochs:
             lacks.append(f"eval.json of epoch {cfg.epochs}")
+        if folder == folders[0] and paths.arrays.exists() and not has_embedding_source(paths):  # notebook 04's seed
+            lacks.append(f"{paths.eval_features.name} (or the {paths.embeddings.name} notebook 04 drew from it)")
         if lacks:
             commands.append(f"python -m sclib evaluate --run {folder}")
         if not paths.probe.exists():
@@ -395,6 +397,21 @@ def check_rendered_files(folders: list[Path], configs: list[Config]) -> None:
         read_probe(paths)
         if paths.history.exists():
             read_history(paths, cfg.epochs)
+
+
+def has_embedding_source(paths: RunPaths) -> bool:
+    """Whether notebook 04 can draw this run: its features, or the embeddings it drew before."""
+    if paths.eval_features.exists() or paths.embeddings.exists():
+        return True
+    import zipfile
+
+    import numpy as np
+
+    try:  # evaluated before the features had a file of their own (a damaged file is named further on)
+        with np.load(paths.arrays) as arrays:
+            return "features" in arrays.files
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return True
 
 
 def _run(sources: dict[str, Path], values: dict[str, Any], out: Path, kernel: str | None, log, what: str) -> Path:

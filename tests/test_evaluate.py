@@ -7,6 +7,7 @@ computes what it can and says what it skipped, or refuses up front in one line.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ from sclib.config import ConfigError, make_config
 from sclib.evaluate import EvaluationError, Predictions, collapse_warning, kmeans_metrics, spread_problem
 from sclib.files import read_json
 from sclib.probe import knn_probe, linear_probe
-from sclib.runs import size_notes
+from sclib.runs import RunPaths, size_notes
 
 
 @pytest.fixture(autouse=True)
@@ -89,12 +90,77 @@ def test_tsne_of_constant_features_is_refused_not_a_segfault():
 
 
 def test_embedding_figures_say_what_they_skipped(tmp_path, capsys):
-    view = report.RunView(cfg=None, paths=None, labels=np.zeros(3, int), class_names=("a",),
-                          features=np.ones((3, 4), np.float16), heads=np.zeros((1, 3), int), head_sizes=(2,),
+    view = report.RunView(cfg=None, paths=RunPaths(tmp_path), labels=np.zeros(3, int), class_names=("a",),
+                          _features=np.ones((3, 4), np.float16), heads=np.zeros((1, 3), int), head_sizes=(2,),
                           scored_head=0, epoch=1, sample_index=np.arange(3),
                           sample_images=np.zeros((3, 1, 2, 2), np.uint8))
     assert report.embedding_figures(view, np.arange(3), "tsne", tmp_path) == []
     assert "t-SNE skipped: it needs at least 5 samples, the split has 3" in capsys.readouterr().out
+
+
+def _view_with_features(folder: Path, features: np.ndarray, epoch: int = 3) -> report.RunView:
+    folder.mkdir(parents=True, exist_ok=True)
+    evaluate.export_features(folder / "eval_features.npz", features)
+    n = len(features)
+    return report.RunView(cfg=None, paths=RunPaths(folder), labels=np.arange(n) % 3, class_names=("a", "b", "c"),
+                          heads=(np.arange(n) % 2)[None], head_sizes=(2,), scored_head=0, epoch=epoch,
+                          sample_index=np.arange(2), sample_images=np.zeros((2, 1, 2, 2), np.uint8))
+
+
+EMBEDDING_CHANGES = {  # what differs from the stored embedding's making -> the call that asks for it
+    "subsample": lambda view, features: (view, np.arange(1, 21), "tsne", 0),
+    "seed": lambda view, features: (view, np.arange(20), "tsne", 1),
+    "method": lambda view, features: (view, np.arange(20), "umap", 0),
+    "evaluated epoch": lambda view, features: (_view_with_features(view.paths.root, features, epoch=4),
+                                               np.arange(20), "tsne", 0),
+    "features": lambda view, features: (_view_with_features(view.paths.root, features + 1), np.arange(20), "tsne", 0),
+}
+
+
+@pytest.mark.parametrize("change", EMBEDDING_CHANGES)
+def test_a_stored_embedding_is_used_only_for_what_it_was_made_from(tmp_path, change):
+    features = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
+    view = _view_with_features(tmp_path / "run", features)
+    xy = np.random.default_rng(1).normal(size=(20, 2))
+    report.store_embedding(view, np.arange(20), "tsne", 0, xy)
+    np.testing.assert_array_equal(report.cached_embedding(view, np.arange(20), "tsne", 0), xy.astype(np.float32))
+    assert report.cached_embedding(*EMBEDDING_CHANGES[change](view, features)) is None
+
+
+def test_a_clone_without_features_draws_the_committed_embedding_and_computes_nothing(tmp_path, monkeypatch, capsys):
+    features = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
+    view = _view_with_features(tmp_path / "run", features)
+    first = report.embedding_figures(view, np.arange(30), "tsne", tmp_path / "figures")
+    assert len(first) == 2 and "t-SNE: import" in capsys.readouterr().out
+    stored = report.cached_embedding(view, np.arange(30), "tsne", 0)
+    (tmp_path / "run" / "eval_features.npz").unlink()  # what a clone holds: no features
+    clone = _view_with_features(tmp_path / "other", features)
+    (tmp_path / "other" / "eval_features.npz").unlink()
+    shutil.copy(tmp_path / "run" / "embeddings.npz", tmp_path / "other" / "embeddings.npz")
+    monkeypatch.setattr(report, "embed_2d", lambda *a, **k: pytest.fail("recomputed a stored embedding"))
+    assert len(report.embedding_figures(clone, np.arange(30), "tsne", tmp_path / "figures2")) == 2
+    assert "read from embeddings.npz" in capsys.readouterr().out
+    np.testing.assert_array_equal(report.cached_embedding(clone, np.arange(30), "tsne", 0), stored)
+    gone = re.escape("eval_features.npz does not exist; rerun `python -m sclib evaluate")
+    with pytest.raises(FileNotFoundError, match=gone):
+        report.embedding_figures(clone, np.arange(29), "tsne", tmp_path / "figures3")  # another subsample
+
+
+def test_a_run_evaluated_again_forgets_its_embeddings(cli, tiny_args, tmp_path):
+    run = tmp_path / "r"
+    assert cli("pretrain", *tiny_args, "--epochs", "1", "--no-progress", "--out", run).code == 0
+    (run / "embeddings.npz").write_bytes(b"drawn from the previous weights")
+    assert cli("evaluate", "--run", run).code == 0
+    assert not (run / "embeddings.npz").exists()
+    with np.load(run / "arrays.npz") as arrays:
+        assert "features" not in arrays.files and arrays["sample_images"].shape[0] <= 10 * 10
+    with np.load(run / "eval_features.npz") as saved:
+        assert saved["features"].dtype == np.float16 and saved["features"].shape[0] == len(arrays_labels(run))
+
+
+def arrays_labels(run: Path) -> np.ndarray:
+    with np.load(run / "arrays.npz") as arrays:
+        return arrays["labels"]
 
 
 def test_knn_probe_with_fewer_training_samples_than_k_uses_and_records_them_all():
@@ -235,9 +301,7 @@ def test_exported_features_stay_finite_and_exact_enough(tmp_path, scale):
     """float16 overflows above 65504: --lr 30000 made every exported row inf."""
     rng = np.random.default_rng(0)
     features = (rng.normal(size=(20, 4)) * scale).astype(np.float32)
-    preds = Predictions(features, [rng.normal(size=(20, 3)).astype(np.float32)])
-    path = evaluate.export_arrays(tmp_path / "arrays.npz", preds, np.arange(20) % 3, torch.zeros(20, 1, 2, 2,
-                                                                                                  dtype=torch.uint8), 0)
+    path = evaluate.export_features(tmp_path / "eval_features.npz", features)
     with np.load(path) as arrays:
         saved = arrays["features"]
     assert np.isfinite(saved).all()

@@ -612,6 +612,7 @@ def _finished_run(folder: Path, epochs: int = 2) -> Path:
     write_json(folder / "metrics.json", {"epoch": epochs, "acc": 0.5})
     write_json(folder / "eval.json", {"epoch": epochs})
     (folder / "arrays.npz").write_bytes(b"stand-in")
+    (folder / "eval_features.npz").write_bytes(b"stand-in")
     (folder / "probe.csv").write_text("epoch,probe,top1,top3\n")
     return folder
 
@@ -642,6 +643,29 @@ def test_rendering_a_run_without_what_the_report_reads_is_refused_up_front(tmp_p
     if listed == "eval.json, arrays.npz, probe.csv":
         assert f"python -m sclib probe --run {runs / 'seed1'} --all-milestones" in message
     assert not (tmp_path / "out").exists()  # nothing copied, nothing run
+
+
+@pytest.mark.parametrize("kept", ["eval_features.npz", "embeddings.npz", "neither"])
+def test_notebook_04s_run_needs_its_features_or_the_embeddings_drawn_from_them(tmp_path, kept):
+    """A clone of a committed study has no features, only the embeddings notebook 04 drew: enough.
+    With neither, notebook 04 would fail after 01-03 ran; the study refuses up front instead."""
+    runs = tmp_path / "home"
+    for seed_ in (0, 1):
+        _finished_run(runs / f"seed{seed_}")
+    for seed_ in (0, 1):
+        (runs / f"seed{seed_}" / "eval_features.npz").unlink()
+    np.savez(runs / "seed0" / "arrays.npz", labels=np.zeros(3))  # readable, without features inside
+    if kept != "neither":
+        (runs / "seed0" / kept).write_bytes(b"stand-in")
+    if kept == "neither":
+        with pytest.raises(ConfigError, match=r"seed0 lacks eval_features.npz \(or the embeddings.npz notebook 04 "
+                                              r"drew from it\); .*python -m sclib evaluate --run .*seed0"):
+            study.render_study(runs, tmp_path / "out")
+    else:  # gets past the check (to reading the stand-in eval.json, which is not a whole record)
+        with pytest.raises(Exception) as err:
+            study.render_study(runs, tmp_path / "out")
+        assert "eval_features" not in str(err.value)
+    assert not (tmp_path / "out").exists()
 
 
 def test_study_runs_on_an_unevaluated_run_exits_2_in_one_line(tmp_path, cli):
