@@ -203,6 +203,7 @@ def provenance(study: Study, times: dict[str, float] | None = None) -> list[tupl
         ("seeds", ", ".join(str(c.seed) for c, _ in study.runs)),
         ("eval split", study.reports[0].split if study.reports else "not evaluated yet"),
         ("device", f"{prov.get('device', 'unknown')} (world size {prov.get('world_size', 1)})"),
+        ("machine", machine_line(starts)),
         ("training time", training_line(study)),
         ("code", f"sclib {prov.get('sclib', '?')}, commit {', '.join(sorted(c or 'unknown' for c in commits))}"
                  + (" with uncommitted changes" if dirty else "")),
@@ -220,6 +221,16 @@ def provenance(study: Study, times: dict[str, float] | None = None) -> list[tupl
     if times:
         pairs.append(("report steps", ", ".join(f"{k} {v:.0f} s" for k, v in times.items())))
     return pairs
+
+
+def machine_line(starts: list[dict[str, Any]]) -> str:
+    """The CPU models and thread counts the runs (and resumes) trained with: the numbers depend on both.
+
+    Runs made before provenance recorded them say "not recorded".
+    """
+    machines = sorted({f"{p['cpu_model']}, {p['threads']} thread{'s' if p['threads'] != 1 else ''}"
+                       for p in starts if p.get("cpu_model") and p.get("threads")})
+    return "; ".join(machines) if machines else "not recorded"
 
 
 def training_minutes(study: Study, column: str = "seconds") -> list[float]:

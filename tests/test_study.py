@@ -495,6 +495,20 @@ def test_provenance_spans_every_seed_and_every_resume(tmp_path):
     pairs = dict(provenance(load_study(tmp_path)))
     assert pairs["code"].endswith("commit aaa, bbb, ccc with uncommitted changes")
     assert pairs["trained"] == "2026-01-01T09:00 to 2026-01-01T11:00, resumed 1 time(s)"
+    assert pairs["machine"] == "not recorded"  # made before provenance recorded it
+
+
+def test_the_summary_names_every_cpu_and_thread_count_a_study_trained_with(tmp_path):
+    """Results depend on the thread count (reductions split differently): the report must say it."""
+    from sclib.config import make_config
+    from sclib.summary import load_study, provenance
+
+    runs = {0: {"cpu_model": "Xeon X", "threads": 1}, 1: {"cpu_model": "Xeon X", "threads": 2,
+                                                          "resumed": [{"cpu_model": "EPYC Y", "threads": 1}]}}
+    for s, prov in runs.items():
+        cfg = make_config("digits", "fast", seed=s, out=str(tmp_path / "run" / f"seed{s}"))
+        write_json(tmp_path / "run" / f"seed{s}" / "config.json", {"config": cfg.to_dict(), "provenance": prov})
+    assert dict(provenance(load_study(tmp_path)))["machine"] == "EPYC Y, 1 thread; Xeon X, 1 thread; Xeon X, 2 threads"
 
 
 def test_sweep_runs_record_paths_inside_the_study_not_this_machines(tmp_path, monkeypatch):
