@@ -45,7 +45,7 @@ from sclib.sweep import run_sweep, sweep_variants
 KERNEL_NAME = lab.KERNEL_NAME
 fallback_kernel_name = lab.fallback_kernel_name
 
-# Where the runner (the real job) departs from the notebooks' quick defaults: the seed's probe.
+# The study's probe: the seed's 100 epochs, set here too so that a notebook's default cannot move committed numbers.
 RUNNER_DEFAULTS: dict[str, Any] = {"probe_epochs": 100}
 
 # Parameters the runner sets itself; --param may not.
