@@ -26,12 +26,15 @@
 # epochs and finds it converging near epoch 500 of 800 (100 probe epochs each). Probes already in
 # a run folder (`python -m sclib probe --all-milestones`, e.g. on the GPU machine that trained
 # it) are read as they are; missing ones are computed from the milestone checkpoints. The
-# default `probe_epochs` is quick; the study uses the seed's 100.
+# default `probe_epochs` is the seed's 100, as in the study: the probe trains on cached features,
+# so its epochs cost little (a fraction of a second each milestone on digits). Fewer epochs warn
+# when the probe has not converged (twice as many would still add more than a point of top-1):
+# on digits, 20 epochs give about 77 % top-1 against 98 % at 100.
 
 # %% tags=["parameters"]
 dataset = "digits"
 run_dir = None  # None: ../runs/lab/<dataset>, where notebook 01 trains
-probe_epochs = 20  # the seed uses 100
+probe_epochs = 100  # the seed's; fewer warn if the probe has not converged
 device = "auto"
 
 # %%

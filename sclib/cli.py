@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import typing
+import warnings
 
 from sclib import __version__
 from sclib.config import (
@@ -261,12 +262,19 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from sclib.probe import probe_runs
+    from sclib.probe import ProbeNotConverged, probe_runs
 
     if args.epochs <= 0:
         raise ConfigError(f"--epochs must be positive, got {args.epochs}")
     _one_run_for_checkpoint(args)
-    rows = probe_runs(args.run, args.checkpoint, args.all_milestones, args.epochs, args.device)
+    with warnings.catch_warnings(record=True) as caught:  # one line each, not Python's file:line form
+        warnings.simplefilter("always", ProbeNotConverged)
+        rows = probe_runs(args.run, args.checkpoint, args.all_milestones, args.epochs, args.device)
+    for warning in caught:
+        if issubclass(warning.category, ProbeNotConverged):
+            print(f"probe: warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     print(_table(rows, ("run", "epoch", "probe", "top1", "top3")))
     return 0
 

@@ -9,7 +9,6 @@ on a GPU machine and copied home). ``python -m sclib sweep`` runs an ablation gr
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sclib import lab
 from sclib.checkpoint import first_line
 from sclib.config import Config, ConfigError, Recipe, differences, load_config
 from sclib.files import LOCK_NAME, make_folder, read_json, write_json, write_text
@@ -42,9 +42,10 @@ from sclib.runs import (
 from sclib.summary import STYLESHEET, write_index, write_stylesheet, write_summary
 from sclib.sweep import run_sweep, sweep_variants
 
-KERNEL_NAME = "sclib"
+KERNEL_NAME = lab.KERNEL_NAME
+fallback_kernel_name = lab.fallback_kernel_name
 
-# Where the runner (the real job) departs from the notebooks' quick defaults: the seed's probe.
+# The study's probe: the seed's 100 epochs, set here too so that a notebook's default cannot move committed numbers.
 RUNNER_DEFAULTS: dict[str, Any] = {"probe_epochs": 100}
 
 # Parameters the runner sets itself; --param may not.
@@ -62,51 +63,15 @@ class StudyError(RuntimeError):
 
 def notebooks_dir() -> Path:
     """The repository's notebooks/ (next to the package in a checkout or editable install)."""
-    return Path(__file__).resolve().parents[1] / "notebooks"
+    return lab.notebooks_dir()
 
 
 def ensure_kernel(name: str = KERNEL_NAME) -> str:
-    """A kernelspec that starts this very interpreter, installed into ``sys.prefix`` if missing.
-
-    Papermill would otherwise start whatever "python3" the Jupyter paths name first, which may
-    be another environment without sclib. If ``name`` is taken by another interpreter (e.g. in
-    the user's Jupyter folder, which wins over ``sys.prefix``), a name unique to this
-    interpreter is used instead.
-    """
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
-    def ours(kernel: str) -> bool | None:
-        try:
-            spec = KernelSpecManager().get_kernel_spec(kernel)
-        except NoSuchKernel:
-            return None
-        return bool(spec.argv) and os.path.abspath(spec.argv[0]) == os.path.abspath(sys.executable)
-
-    candidates = [name, fallback_kernel_name(name, sys.executable)]
-    for kernel in candidates:
-        state = ours(kernel)
-        if state:
-            return kernel
-        if state is None or kernel == candidates[-1]:
-            from ipykernel.kernelspec import install
-
-            try:
-                install(kernel_name=kernel, prefix=sys.prefix, display_name=f"Python (sclib, {Path(sys.prefix).name})")
-            except OSError as err:
-                raise StudyError(f"cannot install the Jupyter kernel {kernel!r} into {sys.prefix}: {err}") from None
-            if ours(kernel):
-                return kernel
-    raise StudyError(f"no Jupyter kernel for {sys.executable} could be set up; install one with "
-                     f"`{sys.executable} -m ipykernel install --sys-prefix --name {name}`")
-
-
-def fallback_kernel_name(name: str, executable: str) -> str:
-    """``name-XXXXXXXX``, the same for one interpreter in every process (a digest of its path).
-
-    Python's ``hash()`` of a string is salted per process, so a name made from it differed on
-    every study and installed one more kernelspec each time.
-    """
-    return f"{name}-{hashlib.sha256(os.path.abspath(executable).encode()).hexdigest()[:8]}"
+    """The kernel the study's notebooks run in: ``sclib.lab.ensure_kernel`` (the one JupyterLab lists too)."""
+    try:
+        return lab.ensure_kernel(name)
+    except lab.KernelError as err:
+        raise StudyError(str(err)) from None
 
 
 def pair_difference(script: Path, notebook: Path) -> str | None:

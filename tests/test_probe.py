@@ -7,7 +7,7 @@ import pytest
 import torch
 from analysis import straightforward_linear_probe  # benchmarks/analysis.py: the probe as first written
 
-from sclib.probe import knn_probe, linear_probe
+from sclib.probe import convergence_warning, knn_probe, linear_probe
 
 
 def separable(n, dim=6, classes=4, seed=0, scale=None):
@@ -105,3 +105,33 @@ def test_linear_probe_restores_the_thread_count():
     x, y = separable(50)
     linear_probe(x, y, x, y, 4, epochs=1)
     assert torch.get_num_threads() == before
+
+
+# -- convergence of a probe cut short --------------------------------------------------------------
+
+
+def _digits_sized(dim):
+    """Ten separable classes split like digits (1257 train / 543 eval): 3 steps an epoch at batch 512."""
+    x, y = separable(1800, dim=dim, classes=10)
+    return x[:1257], y[:1257], x[1257:], y[1257:]
+
+
+def test_a_probe_of_5_epochs_has_not_converged_and_one_of_100_has():
+    data = _digits_sized(128)
+    assert linear_probe(*data, 10, epochs=5)["top1"] < 0.5 < 0.99 < linear_probe(*data, 10, epochs=100)["top1"]
+    why = convergence_warning(*data, 10, epochs=5)
+    assert why is not None and "5 epochs (15 steps)" in why and "random start" in why
+    assert convergence_warning(*data, 10, epochs=100) is None
+
+
+def test_a_probe_that_twice_the_epochs_still_improves_has_not_converged():
+    data = _digits_sized(64)  # 100 epochs: 98.16 % top-1, 200 epochs: 100 %
+    why = convergence_warning(*data, 10, epochs=100)
+    assert why is not None and "100 epochs (300 steps) give 98.16 % top-1, 200 give 100.00 %" in why
+
+
+def test_the_check_leaves_the_probe_itself_unchanged():
+    data = _digits_sized(64)
+    before = linear_probe(*data, 10, epochs=20)
+    convergence_warning(*data, 10, epochs=20)
+    assert linear_probe(*data, 10, epochs=20) == before

@@ -295,3 +295,19 @@ def test_the_progress_bar_names_the_run_it_trains(folder, shown):
         assert progress.bar.desc == f"pre-training {shown}"
     finally:
         progress.close()
+
+
+def test_a_probe_cut_short_warns_and_the_protocol_is_not_checked(finished_run, monkeypatch, cli):
+    from sclib import probe
+    from sclib.runs import load_data, open_run
+
+    _, run, _ = finished_run
+    checked = []
+    monkeypatch.setattr(probe, "convergence_warning", lambda *args, **kwargs: checked.append(args[5]) or "not yet")
+    data = load_data(open_run(run)[0])
+    with pytest.warns(probe.ProbeNotConverged, match=r"^run, checkpoint of epoch 3: not yet$"):
+        probe.probe_checkpoint(run, data, epochs=5, device="cpu")
+    probe.probe_checkpoint(run, data, epochs=probe.PROBE_EPOCHS, device="cpu")
+    assert checked == [5]
+    result = cli("probe", "--run", run, "--epochs", 5, "--device", "cpu")
+    assert result.code == 0 and result.err_lines == ["probe: warning: run, checkpoint of epoch 3: not yet"]
