@@ -210,12 +210,13 @@ def execute(job: NotebookJob, out: Path, kernel: str, log=print) -> Path:
     start = time.perf_counter()
     log(f"study: {job.name} ...")
     try:
-        # Relative paths, so the executed notebooks record no folder of this machine.
-        papermill.execute_notebook(os.path.relpath(job.source), os.path.relpath(target), parameters=job.parameters,
-                                   kernel_name=kernel, cwd=str(out), progress_bar=False, log_output=False,
-                                   stdout_file=sys.stderr,
-                                   # the kernel's own start-up notices are not the study's output
-                                   extra_arguments=["--IPKernelApp.log_level=ERROR"])
+        with NotebookKernel() as quiet:
+            # Relative paths, so the executed notebooks record no folder of this machine.
+            papermill.execute_notebook(os.path.relpath(job.source), os.path.relpath(target),
+                                       parameters=job.parameters, kernel_name=kernel, cwd=str(out),
+                                       progress_bar=False, log_output=False, stdout_file=sys.stderr,
+                                       # the kernel's own start-up notices are not the study's output
+                                       extra_arguments=["--IPKernelApp.log_level=ERROR"], **quiet.options())
     except PapermillExecutionError as err:
         export_html(target)
         first = (err.source or "").strip().splitlines()
@@ -231,6 +232,64 @@ def execute(job: NotebookJob, out: Path, kernel: str, log=print) -> Path:
     export_html(target)
     log(f"study: {job.name} done in {time.perf_counter() - start:.0f} s")
     return target
+
+
+class NotebookKernel:
+    """How a notebook's kernel is started and stopped, so that a successful run prints no kernel notice.
+
+    jupyter_client interrupts (SIGINT) every kernel before asking it to shut down, in case a cell
+    still runs; a SIGINT that lands while ipykernel answers a message is logged as
+    ``[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel`` (one successful run in eight on
+    the 2-core reference machine). Here the kernel is interrupted only while a cell runs (the study
+    was stopped), which nbclient's cell hooks tell. The kernel talks over IPC sockets in a private
+    folder instead of TCP on localhost, which ipykernel warns about as unencrypted (``Kernel is
+    running over TCP without encryption``) and which other local users could connect to.
+    """
+
+    def __init__(self) -> None:
+        self.busy = False  # a cell was sent and its reply has not come back
+        self.folder: Path | None = None
+
+    def __enter__(self) -> NotebookKernel:
+        import tempfile
+
+        self._folder = tempfile.TemporaryDirectory(prefix="sclib-kernel-")
+        self.folder = Path(self._folder.name)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._folder.cleanup()
+
+    def options(self) -> dict[str, Any]:
+        """papermill.execute_notebook's keywords for nbclient: the kernel manager and the cell hooks."""
+        return {"kernel_manager_class": self.manager_class(), "on_cell_execute": self._sent,
+                "on_cell_executed": self._answered}
+
+    def _sent(self, **_: Any) -> None:
+        self.busy = True
+
+    def _answered(self, **_: Any) -> None:
+        self.busy = False
+
+    def manager_class(self) -> type:
+        from jupyter_client.manager import AsyncKernelManager
+        from traitlets import CaselessStrEnum, default
+
+        state, sockets = self, self.folder
+
+        class Manager(AsyncKernelManager):
+            transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+            @default("ip")
+            def _socket_prefix(self) -> str:  # absolute: the kernel runs in the study folder, this process elsewhere
+                return str(sockets / "kernel")
+
+            async def _async_interrupt_kernel(self) -> None:  # what shutdown_kernel calls first
+                if self.shutting_down and not state.busy:
+                    return
+                await super()._async_interrupt_kernel()
+
+        return Manager
 
 
 def export_html(notebook: Path) -> Path:

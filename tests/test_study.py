@@ -652,3 +652,60 @@ def test_study_runs_on_an_unevaluated_run_exits_2_in_one_line(tmp_path, cli):
     assert result.code == 2 and len(result.err_lines) == 1
     line = result.err_lines[0]
     assert "lacks eval.json, probe.csv" in line and "python -m sclib evaluate --run" in line
+
+
+@pytest.mark.parametrize("shutting_down, busy, interrupted", [
+    (True, False, False),   # a notebook that ran to its end: nothing to stop, no SIGINT for ipykernel to log
+    (True, True, True),     # the study was stopped while a cell ran: the cell is interrupted, as before
+    (False, False, True),   # an interrupt asked for outside a shutdown goes through
+])
+def test_the_notebook_kernel_is_interrupted_at_shutdown_only_while_a_cell_runs(monkeypatch, shutting_down, busy,
+                                                                              interrupted):
+    import asyncio
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    sent = []
+
+    async def record(self):
+        sent.append("interrupt")
+
+    monkeypatch.setattr(AsyncKernelManager, "_async_interrupt_kernel", record)
+    with study.NotebookKernel() as kernel:
+        kernel._sent() if busy else kernel._answered()
+        manager = kernel.manager_class()(kernel_name="python3")
+        manager.shutting_down = shutting_down
+        asyncio.run(manager._async_interrupt_kernel())
+        assert manager.transport == "ipc" and manager.ip.startswith(str(kernel.folder))
+    assert sent == (["interrupt"] if interrupted else [])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cells", [["x = 1\nprint(x)"], ["import sys\nprint('note', file=sys.stderr)", "y = 2"]],
+                         ids=["one cell", "two cells, stderr"])
+def test_a_successful_notebook_prints_no_kernel_notice_and_gets_no_sigint(tmp_path, monkeypatch, capfd, cells):
+    """A successful study printed ``KeyboardInterrupt caught in kernel`` (the SIGINT jupyter_client
+    sends before every shutdown) and ``Kernel is running over TCP without encryption``."""
+    import signal
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    signals, original = [], AsyncKernelManager._async_signal_kernel
+
+    async def record(self, signum):
+        signals.append(signum)
+        await original(self, signum)
+
+    monkeypatch.setattr(AsyncKernelManager, "_async_signal_kernel", record)
+    source = tmp_path / "t.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    nbformat.write(nb, source)
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.chdir(tmp_path)
+    study.execute(study.NotebookJob("t", source, {}), out, _kernel(), log=lambda m: None)
+    err = capfd.readouterr().err
+    assert signal.SIGINT not in signals
+    assert "KeyboardInterrupt" not in err and "without encryption" not in err and "IPKernelApp" not in err, err
+    assert nbformat.read(out / "t.ipynb", as_version=4).cells[0].outputs  # it did run
