@@ -21,7 +21,7 @@ from typing import Any
 
 from sclib.checkpoint import first_line
 from sclib.config import Config, ConfigError, Recipe, differences, load_config
-from sclib.files import LOCK_NAME, make_folder, read_json, write_json, write_text
+from sclib.files import LOCK_NAME, UnreadableFileError, make_folder, read_json, write_json, write_text
 from sclib.runs import (
     RUN_GROUP,
     STUDY_NOTEBOOKS,
@@ -198,17 +198,18 @@ def plan(sources: dict[str, Path], values: dict[str, Any]) -> list[NotebookJob]:
     return jobs
 
 
-def execute(job: NotebookJob, out: Path, kernel: str, log=print) -> Path:
+def execute(job: NotebookJob, out: Path, kernel: str, log=print, step: str = "") -> Path:
     """Run one notebook into ``out``; on failure keep it (with the traceback) and raise StudyError.
 
     What the notebook prints (training progress among it) is passed through to stderr as it runs.
+    ``step``: where it stands in the study ("[2/5] "), before its name.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     target = out / f"{job.name}.ipynb"
     start = time.perf_counter()
-    log(f"study: {job.name} ...")
+    log(f"study: {step}{job.name} ...")
     try:
         with NotebookKernel() as quiet:
             # Relative paths, so the executed notebooks record no folder of this machine.
@@ -230,7 +231,7 @@ def execute(job: NotebookJob, out: Path, kernel: str, log=print) -> Path:
             f"notebook {job.name} could not be executed: {type(err).__name__}: {first_line(str(err))}"
         ) from None
     export_html(target)
-    log(f"study: {job.name} done in {time.perf_counter() - start:.0f} s")
+    log(f"study: {step}{job.name} done in {time.perf_counter() - start:.0f} s")
     return target
 
 
@@ -462,18 +463,69 @@ def _run(sources: dict[str, Path], values: dict[str, Any], out: Path, kernel: st
     write_lock(out)
     kernel = kernel or ensure_kernel()
     log(f"study: {what}, into {out}")
-    times: dict[str, float] = {}
-    for job in plan(sources, values):
+    jobs = plan(sources, values)
+    steps = StepTimes(out / STEP_TIMES, [job.name for job in jobs])
+    for k, job in enumerate(jobs, start=1):
+        remaining = steps.remaining(job.name)
+        if remaining:
+            log(f"study: {remaining}")
         start = time.perf_counter()
         try:
-            execute(job, out, kernel, log)
+            execute(job, out, kernel, log, step=f"[{k}/{len(jobs)}] ")
         except StudyError:
             write_index(out, failed=job.name)
             raise
-        times[job.name] = time.perf_counter() - start
+        steps.record(job.name, time.perf_counter() - start)
+    times = steps.times
     write_summary(out, times)
     write_index(out)
     return out
+
+
+# What each step of the study took the last time it ran in this folder: the next run's estimate.
+STEP_TIMES = "step_times.json"
+# The step whose time depends on what is left to train (nothing, on a rerun): the trainer estimates it.
+TRAINING_STEP = "01_pretrain"
+
+
+class StepTimes:
+    """Each step's seconds, this run's and those the study folder recorded the last time.
+
+    A study cannot know how long its report steps (02-05) take before they have run once; a rerun
+    in the same folder (after an interruption, or with new parameters) can say what they took
+    then. Notebook 01's time is left out: it trains only what is left, and the trainer itself
+    says how long that will take after a few steps.
+    """
+
+    def __init__(self, path: Path, names: list[str]) -> None:
+        self.path, self.names, self.times = path, names, {}
+        self.last = self._read(path)
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, float]:
+        try:
+            raw = read_json(path, kind=dict) if path.exists() else {}
+        except (OSError, UnreadableFileError):
+            return {}  # a damaged record only costs the estimate
+        return {k: float(v) for k, v in raw.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+    def remaining(self, name: str) -> str | None:
+        """What the steps from ``name`` on took the last time, as a line; None if one was never timed."""
+        left = [n for n in self.names[self.names.index(name):] if n != TRAINING_STEP]
+        if not left or any(n not in self.last for n in left):
+            return None
+        seconds = sum(self.last[n] for n in left)
+        training = " after the training" if TRAINING_STEP in self.names[self.names.index(name):] else ""
+        return (f"the report steps left{training} ({', '.join(left)}) took {_duration(seconds)} "
+                "the last time this study ran here")
+
+    def record(self, name: str, seconds: float) -> None:
+        self.times[name] = seconds
+        write_json(self.path, {**self.last, **self.times})
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def write_lock(out: Path) -> Path:

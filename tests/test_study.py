@@ -709,3 +709,42 @@ def test_a_successful_notebook_prints_no_kernel_notice_and_gets_no_sigint(tmp_pa
     assert signal.SIGINT not in signals
     assert "KeyboardInterrupt" not in err and "without encryption" not in err and "IPKernelApp" not in err, err
     assert nbformat.read(out / "t.ipynb", as_version=4).cells[0].outputs  # it did run
+
+
+STEPS = ["01_pretrain", "02_linear_probe", "03_clustering_metrics"]
+
+
+@pytest.mark.parametrize("last, at, said", [
+    (None, "01_pretrain", None),  # a first run cannot know
+    ({"01_pretrain": 900, "02_linear_probe": 30, "03_clustering_metrics": 50}, "01_pretrain",
+     "the report steps left after the training (02_linear_probe, 03_clustering_metrics) took 80 s"),
+    ({"01_pretrain": 900, "02_linear_probe": 300, "03_clustering_metrics": 60}, "02_linear_probe",
+     "the report steps left (02_linear_probe, 03_clustering_metrics) took 6 min"),
+    ({"02_linear_probe": 30}, "02_linear_probe", None),  # 03 was never timed: no half estimate
+    ("not json", "02_linear_probe", None),  # a damaged record costs only the estimate
+], ids=["first run", "rerun before training", "rerun mid-report", "one step untimed", "damaged record"])
+def test_a_study_rerun_says_what_the_steps_left_took_the_last_time(tmp_path, last, at, said):
+    path = tmp_path / study.STEP_TIMES
+    if isinstance(last, dict):
+        write_json(path, last)
+    elif last is not None:
+        path.write_text(last)
+    steps = study.StepTimes(path, STEPS)
+    line = steps.remaining(at)
+    assert line == (None if said is None else f"{said} the last time this study ran here")
+    steps.record(at, 12.0)
+    assert json.loads(path.read_text())[at] == 12.0  # recorded for the next run
+
+
+def test_the_study_numbers_its_steps(tmp_path, monkeypatch):
+    lines, names = [], []
+    monkeypatch.setattr(study, "ensure_kernel", lambda: "k")
+    monkeypatch.setattr(study, "execute", lambda job, out, kernel, log, step="": (names.append(job.name),
+                                                                                   log(f"study: {step}{job.name}")))
+    monkeypatch.setattr(study, "write_summary", lambda out, times: None)
+    monkeypatch.setattr(study, "write_index", lambda out, **kw: None)
+    monkeypatch.setattr(study, "plan", lambda sources, values: [study.NotebookJob(n, Path(n), {}) for n in STEPS])
+    study._run({}, {}, tmp_path, None, lines.append, "a test")
+    assert [line for line in lines if "[" in line] == [f"study: [{k}/3] {n}" for k, n in enumerate(STEPS, start=1)]
+    study._run({}, {}, tmp_path, None, lines.append, "a test")  # the second run knows what the first took
+    assert any("report steps left after the training" in line for line in lines)
