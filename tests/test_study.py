@@ -91,7 +91,28 @@ PARAMETER_VALUES = [  # (name, value, accepted): the issue's three examples firs
     ("seed", "0", False), ("seed", 0, True), ("run_dir", None, True), ("run_dir", "runs/x", True),
     ("run_dir", 3, False), ("sweep_dir", ["a"], False), ("grid", None, True), ("config_file", 1, False),
     ("device", "gpu", False), ("device", "cpu", True), ("dataset", 1, False), ("preset", None, False),
+    ("dataset", "foo", False), ("dataset", "cifar10", True), ("dataset", "CIFAR10", False), ("preset", "gpu", True),
+    ("preset", "fastest", False),
 ]
+
+
+@pytest.mark.parametrize("name", [n for n in runs.ALL_NOTEBOOKS
+                                  if "dataset" in study.notebook_parameters(ROOT / "notebooks" / f"{n}.ipynb")])
+def test_an_unknown_data_set_is_named_as_such_not_as_a_missing_run_folder(name):
+    """``-p dataset foo`` reported a missing ../runs/lab/foo; each notebook's check names the data sets."""
+    with pytest.raises(ConfigError, match=r"^parameter dataset must be one of the data sets digits, .*got 'foo'"):
+        report.check_parameters(**(_notebook_defaults(name) | {"dataset": "foo"}))
+
+
+def _notebook_defaults(name: str) -> dict:
+    """A notebook's parameters cell, run: the values it declares."""
+    import jupytext
+
+    code = [c.source for c in jupytext.read(ROOT / "notebooks" / f"{name}.py").cells if c.cell_type == "code"]
+    at = next(i for i, src in enumerate(code) if "report.check_parameters(" in src)
+    defaults: dict = {}
+    exec(code[at - 1], {}, defaults)
+    return {k: defaults[k] for k, _ in _checked_parameters(name)}
 
 
 @pytest.mark.parametrize("name, value, accepted", PARAMETER_VALUES)
