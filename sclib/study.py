@@ -21,7 +21,15 @@ from typing import Any
 
 from sclib.checkpoint import first_line
 from sclib.config import Config, ConfigError, Recipe, differences, load_config
-from sclib.files import LOCK_NAME, UnreadableFileError, make_folder, read_json, write_json, write_text
+from sclib.files import (
+    LOCK_NAME,
+    UnreadableFileError,
+    make_folder,
+    read_json,
+    suggested_command,
+    write_json,
+    write_text,
+)
 from sclib.runs import (
     RUN_GROUP,
     STUDY_NOTEBOOKS,
@@ -438,10 +446,10 @@ def check_rendered_files(folders: list[Path], configs: list[Config]) -> None:
         if paths.eval.exists() and read_json(paths.eval, kind=dict).get("epoch") != cfg.epochs:
             lacks.append(f"eval.json of epoch {cfg.epochs}")
         if lacks:
-            commands.append(f"python -m sclib evaluate --run {folder}")
+            commands.append(suggested_command("python -m sclib evaluate --run {}", folder))
         if not paths.probe.exists():
             lacks.append(paths.probe.name)
-            commands.append(f"python -m sclib probe --run {folder} --all-milestones")
+            commands.append(suggested_command("python -m sclib probe --run {} --all-milestones", folder))
         if lacks:
             missing.append(f"{folder} lacks {', '.join(lacks)}")
     if missing:

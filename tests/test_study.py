@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import nbformat
@@ -769,3 +770,50 @@ def test_the_study_numbers_its_steps(tmp_path, monkeypatch):
     assert [line for line in lines if "[" in line] == [f"study: [{k}/3] {n}" for k, n in enumerate(STEPS, start=1)]
     study._run({}, {}, tmp_path, None, lines.append, "a test")  # the second run knows what the first took
     assert any("report steps left after the training" in line for line in lines)
+
+
+def _missing_run(path):
+    runs.run_folders(path)
+
+
+def _missing_config(path):
+    runs.open_run(path)
+
+
+def _damaged_eval(path):
+    path.mkdir(parents=True)
+    (path / "eval.json").write_text("{cut")
+    runs.read_evaluation(runs.RunPaths(path), 0)
+
+
+def _unevaluated(path):
+    path.mkdir(parents=True)
+    study.check_rendered_files([path], [types.SimpleNamespace(epochs=1)])
+
+
+HINTS = {"no run folder": _missing_run, "no config.json": _missing_config, "damaged eval.json": _damaged_eval,
+         "study --runs of an unevaluated run": _unevaluated}
+
+
+@pytest.mark.parametrize("where", ["notebooks", "root", "outside"])
+@pytest.mark.parametrize("kind", HINTS)
+def test_every_printed_hint_names_its_folder_as_seen_from_the_repository_root(tmp_path, monkeypatch, kind, where):
+    """A notebook (run in notebooks/) printed ``pretrain --out ../runs/lab/digits``: pasted at the
+    repository root, where the README's commands run, it wrote outside the repository."""
+    from sclib import files
+
+    repo = tmp_path / "repo"
+    (repo / "sclib").mkdir(parents=True)
+    (repo / "notebooks").mkdir()
+    (repo / "pyproject.toml").write_text("")
+    monkeypatch.setattr(files, "repository_root", lambda: repo.resolve())
+    cwd, given = {"notebooks": (repo / "notebooks", "../runs/lab/digits"), "root": (repo, "runs/lab/digits"),
+                  "outside": (tmp_path, "elsewhere/digits")}[where]
+    monkeypatch.chdir(cwd)
+    with pytest.raises((FileNotFoundError, ConfigError, runs.UnreadableFileError)) as err:
+        HINTS[kind](Path(given))
+    message = str(err.value)
+    shown = re.search(r"python -m sclib \w+ --(?:out|run) (\S+?)`?(?:\s|$)", message).group(1)
+    assert (Path(shown) if where == "outside" else repo / shown).resolve() == (cwd / given).resolve(), message
+    assert Path(shown).is_absolute() == (where == "outside")
+    assert ("(from the repository root)" in message) == (where == "notebooks"), message
