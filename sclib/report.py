@@ -449,11 +449,11 @@ def cluster_table(
         counts = np.bincount(members)
         majority = int(counts.argmax())
         cls = mapping.get(cluster, majority)
-        label = str(class_names[cls])
+        row = {"cluster": cluster, "size": int(members.size), "class": int(cls), "label": str(class_names[cls]),
+               "purity": float(p), "matched": cluster in mapping, "majority": majority}
         if majority != cls:  # the matching can hand a cluster a class it barely holds: say what it does hold
-            label += f", mostly {class_names[majority]} ({counts[majority] / members.size:.0%})"
-        rows.append({"cluster": cluster, "size": int(members.size), "class": int(cls), "label": label,
-                     "purity": float(p), "matched": cluster in mapping, "majority": majority})
+            row["mostly"] = (str(class_names[majority]), float(counts[majority] / members.size))
+        rows.append(row)
     rows.sort(key=lambda r: (-r["purity"], -r["size"], r["cluster"]))
     return rows
 
@@ -489,7 +489,8 @@ def grid_rows(clusters: list[dict[str, Any]], assigned: np.ndarray, available: n
     for r in clusters:
         members = np.flatnonzero(assigned[available] == r["cluster"])
         pick = np.sort(rng.choice(members, size=min(per_cluster, members.size), replace=False))
-        rows.append({"cluster": r["cluster"], "indices": pick.tolist(), "label": r["label"], "purity": r["purity"]})
+        rows.append({"cluster": r["cluster"], "indices": pick.tolist(), "label": r["label"], "purity": r["purity"],
+                     **({"mostly": r["mostly"]} if "mostly" in r else {})})
     return rows
 
 

@@ -392,7 +392,21 @@ def test_cluster_grid_rows_by_max_images_with_titles_and_pixels():
     row2_first = fig.subfigs[1].axes[0].get_images()[0]
     np.testing.assert_array_equal(row2_first.get_array(), images[5].transpose(1, 2, 0))
     titles = [sf.get_suptitle() for sf in fig.subfigs]
-    assert titles == ["cluster 3 -> 'cat' (purity 82%)", "cluster 7 -> 'dog' (purity 30%)"]
+    assert titles == ["cluster 3: cat (82 %)", "cluster 7: dog (30 %)"]
+
+
+@pytest.mark.parametrize("row, title", [
+    ({"cluster": 3, "label": "cat", "purity": 0.82}, "cluster 3: cat (82 %)"),
+    ({"cluster": 0, "label": "airplane", "purity": 0.2, "mostly": ("automobile", 0.34)},
+     "cluster 0: mostly automobile (34 %); matched to airplane (20 %)"),
+    ({"cluster": 5, "purity": 0.5}, "cluster 5 (purity 50 %)"),
+    ({"cluster": 5}, "cluster 5"),
+], ids=["matched is the majority", "matched is not the majority", "no label", "nothing else"])
+def test_a_cluster_title_says_what_the_cluster_mostly_holds_in_plain_words(row, title):
+    """It read "cluster 0 -> 'airplane, mostly automobile (34%)' (purity 20%)"."""
+    images, _ = _grid_inputs(3)
+    fig = plots.cluster_grid(images, [{**row, "indices": [0, 1]}])
+    assert fig.subfigs[0].get_suptitle() == title
 
 
 def test_cluster_grid_grayscale_uses_full_uint8_range():

@@ -239,7 +239,8 @@ def test_cluster_table_best_and_worst_match_brute_force():
 
     # Hungarian matching can give a cluster a class it barely holds; the label then says so.
     forced = report.cluster_table(np.array([0] * 10 + [0] * 6 + [1] * 4), np.array([0] * 10 + [1] * 10), ["a", "b"])
-    assert {r["cluster"]: r["label"] for r in forced} == {0: "a", 1: "b, mostly a (60%)"}
+    assert {r["cluster"]: (r["label"], r.get("mostly")) for r in forced} == {0: ("a", None), 1: ("b", ("a", 0.6))}
+    assert report.grid_rows(forced, np.array([0] * 10 + [1] * 10), per_cluster=2)[1]["mostly"] == ("a", 0.6)
 
     rows = report.grid_rows(best, assigned, per_cluster=5, seed=1)
     for r in rows:
