@@ -286,9 +286,19 @@ def training_curves(history: pd.DataFrame, num_classes: int | None = None) -> Fi
                 ax.axhline(num_classes, color=_ACCENT, ls="--", lw=1,
                            label=f"number of classes ({num_classes})")
             _count_limits(ax)
-        if ax.get_legend_handles_labels()[0] and (len(runs) > 1 or col == "clusters_used"):
-            ax.legend(loc="lower right")
+    _legend_below(fig, axes[:len(panels)])
     return fig
+
+
+def _legend_below(fig: Figure, axes: Any) -> None:
+    """One legend for every panel, below them: a legend inside a panel sat on the loss curve's
+    end (lower right, where a falling loss ends), and each panel repeated the seeds' entry."""
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if entries:
+        fig.legend(list(entries.values()), list(entries), loc="outside lower center", ncols=len(entries))
 
 
 def _mean_sd_line(ax: Any, frame: pd.DataFrame, y: str, colour: Any, marker: str | None, label: str | None) -> Any:

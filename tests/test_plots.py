@@ -103,7 +103,27 @@ def test_training_curves_over_seeds_mean_line_sd_band_and_each_seed_thin():
     thin = [ln for ln in ax.get_lines() if ln is not mean]
     assert sorted(tuple(ln.get_ydata()) for ln in thin) == sorted(
         tuple(g.sort_values("epoch")["loss"]) for _, g in history.groupby("seed"))
-    assert ax.get_legend() is not None
+    assert ax.figure.legends
+
+
+@pytest.mark.parametrize("seeds", [1, 3])
+@pytest.mark.parametrize("loss", ["falling", "rising"])
+def test_the_training_curves_legend_covers_no_panel(seeds, loss):
+    """Fig. 1's legend sat in the lower right of the panels, over the end of a falling loss."""
+    epochs = np.arange(1, 31)
+    curve = np.linspace(4.0, 1.0, 30) if loss == "falling" else np.linspace(1.0, 4.0, 30)
+    history = pd.DataFrame({"epoch": np.tile(epochs, seeds), "seed": np.repeat(np.arange(seeds), 30),
+                            "loss": np.tile(curve, seeds), "lr": np.tile(np.linspace(0.1, 0.001, 30), seeds),
+                            "clusters_used": np.tile(np.linspace(3, 10, 30).round(), seeds)})
+    fig = plots.training_curves(history, num_classes=10)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # lays the figure out
+    renderer = canvas.get_renderer()
+    (legend,) = fig.legends
+    box = legend.get_window_extent(renderer)
+    for ax in fig.axes:
+        assert not box.overlaps(ax.get_window_extent(renderer)), ax.get_title()
+    assert not any(ax.get_legend() for ax in fig.axes)
 
 
 def test_training_curves_skips_missing_columns_and_four_panels_fit_a_grid():
