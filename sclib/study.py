@@ -225,7 +225,9 @@ def execute(job: NotebookJob, out: Path, kernel: str, log=print, step: str = "")
                                        parameters=job.parameters, kernel_name=kernel, cwd=str(out),
                                        progress_bar=False, log_output=False, stdout_file=sys.stderr,
                                        # the kernel's own start-up notices are not the study's output
-                                       extra_arguments=["--IPKernelApp.log_level=ERROR"], **quiet.options())
+                                       extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                                       # a cell's consecutive prints as one output, not a box per epoch line
+                                       coalesce_streams=True, **quiet.options())
     except PapermillExecutionError as err:
         export_html(target)
         first = (err.source or "").strip().splitlines()

@@ -235,9 +235,9 @@ class Trainer:
             return done
         self._write_config(resumed)
         if self.progress != "off":  # with --no-progress a run prints errors and warnings only
-            self._log(f"precision: {self.precision}")
+            self._say(f"precision: {self.precision}")
             if resumed:
-                self._log(f"resuming {self.paths.root} from epoch {self.epoch} of {self.cfg.epochs}")
+                self._say(f"resuming {self.paths.root} from epoch {self.epoch} of {self.cfg.epochs}")
         progress = _Progress(self.progress, self.cfg.epochs, self.epoch, str(self.paths.root),
                              steps_per_epoch=self.steps_per_epoch, clock=self.clock)
         self.step_hook = progress.step
@@ -407,6 +407,15 @@ class Trainer:
     def _log(self, message: str) -> None:
         if distributed.is_main_process():
             print(message, file=sys.stderr)
+
+    def _say(self, message: str) -> None:
+        """A line of progress: on stdout with the epoch lines in "log" mode (a notebook showed the
+        precision line on stderr, styled as an error), on stderr beside the bar on a terminal."""
+        if self.progress == "log":
+            if distributed.is_main_process():
+                print(message, flush=True)
+        else:
+            self._log(message)
 
 
 def pretrain(cfg: Config, progress: bool | str = True) -> dict[str, float]:

@@ -704,8 +704,9 @@ def test_the_notebook_kernel_is_interrupted_at_shutdown_only_while_a_cell_runs(m
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cells", [["x = 1\nprint(x)"], ["import sys\nprint('note', file=sys.stderr)", "y = 2"]],
-                         ids=["one cell", "two cells, stderr"])
+@pytest.mark.parametrize("cells", [["for i in range(3):\n    print(i, flush=True)"],
+                                   ["import sys\nprint('note', file=sys.stderr)", "y = 2"]],
+                         ids=["one cell of flushed lines", "two cells, stderr"])
 def test_a_successful_notebook_prints_no_kernel_notice_and_gets_no_sigint(tmp_path, monkeypatch, capfd, cells):
     """A successful study printed ``KeyboardInterrupt caught in kernel`` (the SIGINT jupyter_client
     sends before every shutdown) and ``Kernel is running over TCP without encryption``."""
@@ -731,7 +732,8 @@ def test_a_successful_notebook_prints_no_kernel_notice_and_gets_no_sigint(tmp_pa
     err = capfd.readouterr().err
     assert signal.SIGINT not in signals
     assert "KeyboardInterrupt" not in err and "without encryption" not in err and "IPKernelApp" not in err, err
-    assert nbformat.read(out / "t.ipynb", as_version=4).cells[0].outputs  # it did run
+    outputs = nbformat.read(out / "t.ipynb", as_version=4).cells[0].outputs
+    assert len(outputs) == 1  # it ran, and its lines are one output (one box on the page), not one each
 
 
 STEPS = ["01_pretrain", "02_linear_probe", "03_clustering_metrics"]
@@ -818,3 +820,11 @@ def test_every_printed_hint_names_its_folder_as_seen_from_the_repository_root(tm
     assert (Path(shown) if where == "outside" else repo / shown).resolve() == (cwd / given).resolve(), message
     assert Path(shown).is_absolute() == (where == "outside")
     assert ("(from the repository root)" in message) == (where == "notebooks"), message
+
+
+def test_the_stylesheet_wraps_long_notes_and_output_lines():
+    """A long --note ran off the notebook page: output blocks, notes and warnings wrap."""
+    from sclib import summary
+
+    rule = re.search(r"([^{}\n]+)\{white-space:pre-wrap;overflow-wrap:anywhere\}", summary.CSS)
+    assert rule and {".output_area pre", ".note", ".warn"} <= set(rule.group(1).split(","))

@@ -280,10 +280,10 @@ def test_a_resume_says_from_which_epoch(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(faults, "maybe_kill", interrupt_in_epoch_2)
     with pytest.raises(Interrupt):
         pretrain(cfg, progress="log")
-    assert "resuming" not in capsys.readouterr().err  # a fresh start says nothing of the kind
+    assert "resuming" not in capsys.readouterr().out  # a fresh start says nothing of the kind
     monkeypatch.undo()
     pretrain(cfg, progress="log")
-    assert f"resuming {cfg.out} from epoch 1 of 2" in capsys.readouterr().err
+    assert f"resuming {cfg.out} from epoch 1 of 2" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("folder, shown", [("runs/study/run/seed2", "seed2"), ("runs/mine", "mine")])
@@ -338,3 +338,13 @@ def test_a_fit_counts_every_step_and_keeps_one_history_row_an_epoch(tmp_path):
     assert bar.n == bar.total == 2 * trainer.steps_per_epoch
     assert [row["epoch"] for row in trainer.history] == [1, 2]
     assert len(list(csv.DictReader((tmp_path / "run" / "history.csv").open()))) == 2
+
+
+@pytest.mark.parametrize("mode, stream", [("log", "out"), ("bar", "err")])
+def test_the_precision_line_goes_with_the_progress(tmp_path, capsys, mode, stream):
+    """In a notebook ("log") the precision line sat on stderr, styled like an error, beside the
+    epoch lines on stdout; on a terminal it stays on stderr with the bar."""
+    Trainer(tiny(tmp_path, epochs=1), progress=mode).fit()
+    captured = capsys.readouterr()
+    assert "precision: " in getattr(captured, stream)
+    assert "precision: " not in getattr(captured, "err" if stream == "out" else "out")
