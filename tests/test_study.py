@@ -336,8 +336,10 @@ def test_study_command_trains_the_seeds_and_writes_the_report(tmp_path):
     proc = _cli("study", "--dataset", "digits", "--out", str(out), *TINY_FLAGS, "--seeds", "0", "1",
                 "--param", "probe_epochs=2", "--param", "max_points=300", "--note", "a tiny check", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for name in runs.STUDY_NOTEBOOKS:  # each notebook announced, and training progress shown while it runs
-        assert f"study: {name} ..." in proc.stderr and f"study: {name} done" in proc.stderr
+    steps = len(runs.STUDY_NOTEBOOKS)
+    for k, name in enumerate(runs.STUDY_NOTEBOOKS, start=1):  # each notebook announced as step k of N
+        assert f"study: [{k}/{steps}] {name} ..." in proc.stderr and f"study: [{k}/{steps}] {name} done" in proc.stderr
+    assert "IPKernelApp" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr  # no kernel notices
     assert "seed1: epoch 2/2" in proc.stderr
     for name in runs.STUDY_NOTEBOOKS:
         assert (out / f"{name}.ipynb").exists() and not _error_outputs(out / f"{name}.ipynb"), name
