@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sclib.checkpoint import fit_keep_epochs
+from sclib.config import fit_keep_epochs
 from sclib.data import FolderSummary, summarize_image_folder
 
 # Training cost of the small CNN of width 16, per image, view and view pixel, one core.

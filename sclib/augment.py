@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from sclib.names import STYLES
+
 __all__ = [
     "AugmentConfig",
     "Augmenter",
@@ -38,7 +40,6 @@ __all__ = [
     "warp",
 ]
 
-STYLES = ("byol", "affine")
 # ITU-R 601 luma weights, the ones torchvision's rgb_to_grayscale uses.
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 # Candidates drawn per image for the resized-crop rejection sampler (torchvision tries 10).

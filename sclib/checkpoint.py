@@ -38,18 +38,6 @@ def milestone_name(epoch: int) -> str:
     return f"epoch_{epoch:04d}.pt"
 
 
-def fit_keep_epochs(keep_epochs: list[int], epochs: int, points: int = 4) -> list[int]:
-    """The recipe's kept epochs that fall inside a (shortened) run, or evenly spaced ones.
-
-    A probe curve needs a few points; a 4-epoch run with the 800-epoch recipe's kept epochs would
-    have only its last checkpoint.
-    """
-    inside = sorted({m for m in keep_epochs if 1 <= m <= epochs})
-    if len(inside) >= min(points, epochs) - 1 and inside:
-        return sorted(set(inside) | {epochs})
-    return sorted({max(1, round(epochs * k / points)) for k in range(1, points + 1)})
-
-
 def save(path: str | Path, state: dict[str, Any], fault_point: str | None = None) -> Path:
     """Save with a checksum of every value: the zip layer does not check tensor bytes on load."""
     buffer = io.BytesIO()

@@ -26,7 +26,6 @@ from sclib.config import (
     to_yaml,
 )
 from sclib.files import path_problem
-from sclib.tables import pct
 
 DESCRIPTION = """\
 Self-Classifier (Amrani, Karlinsky, Bronstein, ECCV 2022) on small image data sets.
@@ -366,6 +365,8 @@ def _table(rows: list[dict[str, typing.Any]], columns: tuple[str, ...]) -> str:
 def _cell(column: str, value: typing.Any) -> str:
     """Metrics in percent as every table shows them; None (a step the data was too small for, its
     warning says why) as "n/a", as in summary.md."""
+    from sclib.tables import pct
+
     if column in ("acc", "nmi", "ami", "ari", "top1", "top3") and (value is None or isinstance(value, float)):
         return pct(value)
     return str(value)
@@ -429,9 +430,15 @@ def _stop_signals_interrupt() -> typing.Iterator[None]:
             signal.signal(s, handler)
 
 
-def main(argv: list[str] | None = None) -> int:
+def study_errors() -> tuple[type[BaseException], ...]:
+    """A study or sweep that could not go on (exit 1); imported only once an error is raised,
+    since ``sclib.study`` imports torch and --help should not wait for it."""
     from sclib.study import StudyError
 
+    return (StudyError,)
+
+
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
     try:
@@ -441,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     except expected_errors() as err:
         print(f"sclib: error: {_one_line(err)}", file=sys.stderr)
         return 2
-    except StudyError as err:
+    except study_errors() as err:
         print(f"sclib: error: {_one_line(err)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -24,13 +24,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from sclib.adapt import adapt
-from sclib.augment import STYLES
-from sclib.checkpoint import fit_keep_epochs
-from sclib.data import DATASETS
 from sclib.files import UnreadableFileError, path_problem, read_json, read_text
-from sclib.model import BACKBONES, CLS_GAINS
-from sclib.optim import OPTIMIZERS
+from sclib.names import BACKBONES, CLS_GAINS, DATASETS, OPTIMIZERS, STYLES
 
 RECIPES = Path(__file__).with_name("recipes")
 PRESETS: tuple[str, ...] = tuple(sorted(p.name for p in RECIPES.iterdir() if p.is_dir()))
@@ -306,11 +301,25 @@ def _resolve(values: dict[str, Any], overrides: dict[str, Any], source: str) -> 
     return from_dict(values).validate()
 
 
+def fit_keep_epochs(keep_epochs: list[int], epochs: int, points: int = 4) -> list[int]:
+    """The recipe's kept epochs that fall inside a (shortened) run, or evenly spaced ones.
+
+    A probe curve needs a few points; a 4-epoch run with the 800-epoch recipe's kept epochs would
+    have only its last checkpoint.
+    """
+    inside = sorted({m for m in keep_epochs if 1 <= m <= epochs})
+    if len(inside) >= min(points, epochs) - 1 and inside:
+        return sorted(set(inside) | {epochs})
+    return sorted({max(1, round(epochs * k / points)) for k in range(1, points + 1)})
+
+
 def _adapt(rules: dict[str, Any], values: dict[str, Any], given: dict[str, Any], source: str) -> dict[str, Any]:
     """An adaptive recipe's choices for the data at hand (see sclib.adapt), recorded in ``adapted``."""
     root = given.get("data_root", values.get("data_root"))
     if not root:
         raise ConfigError(f"{source} adapts to the images in data_root: pass --data-root with train/ and test/ folders")
+    from sclib.adapt import adapt  # reads images with torch: imported only for an adaptive recipe
+
     typed = {k: coerce(k, v, typing.get_type_hints(Config)[k]) for k, v in given.items() if k in _FIELD_NAMES}
     try:
         chosen = adapt(rules, values, typed, root)

@@ -234,6 +234,39 @@ def make_folder(path: str | Path, what: str = "--out") -> Path:
 
 
 # Most file systems (ext4, XFS, btrfs, APFS, NTFS) cap one name at 255 bytes.
+def repository_root() -> Path | None:
+    """The checkout this package runs from (beside its pyproject.toml); None for an installed copy."""
+    root = Path(__file__).resolve().parents[1]
+    return root if (root / "pyproject.toml").is_file() and (root / "sclib").is_dir() else None
+
+
+def suggested_command(line: str, *paths: str | Path) -> str:
+    """A command a message suggests, its ``{}`` filled with ``paths`` as seen from the repository root.
+
+    Notebooks run in notebooks/ or in a study's folder, so a hint built from their relative
+    paths (``--out ../runs/lab/digits``), pasted at the root where the README's commands run,
+    named a folder outside the repository. A path inside the checkout is given relative to its
+    root (then, where the current folder is not the root, the message says where to run it), one
+    outside it absolute. An installed copy has no root: paths stay as given.
+    """
+    root = repository_root()
+    if root is None:
+        return line.format(*map(str, paths))
+    shown = [_from_root(Path(p), root) for p in paths]
+    relative = any(not Path(p).is_absolute() for p in shown)
+    where = "(from the repository root) " if relative and Path.cwd().resolve() != root else ""
+    return where + line.format(*shown)
+
+
+def _from_root(path: Path, root: Path) -> str:
+    full = Path(os.path.abspath(path.expanduser()))
+    resolved = full.resolve()
+    for candidate in (full, resolved):  # through a symlinked checkout as well as the real one
+        if candidate.is_relative_to(root):
+            return str(candidate.relative_to(root)) or "."
+    return str(full)
+
+
 NAME_MAX = 255
 
 

@@ -13,6 +13,8 @@ from torch import nn
 from torchvision.models import resnet18
 from torchvision.models.resnet import BasicBlock
 
+from sclib.names import CLS_GAINS
+
 EmbeddingHook = Callable[[list[torch.Tensor]], list[torch.Tensor]]
 
 
@@ -67,8 +69,6 @@ BACKBONES: dict[str, Callable[[int, int, int], tuple[nn.Module, int]]] = {
     "wide_late": _wide_late,
     "airbench": _airbench,
 }
-# The heads' gain: "fixed" at 1 (cosine logits), or "learned" from 1 as the official weight_norm heads.
-CLS_GAINS = ("fixed", "learned")
 
 
 def build_backbone(name: str, in_channels: int, image_size: int, small_width: int = 32) -> tuple[nn.Module, int]:

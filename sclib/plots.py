@@ -286,9 +286,19 @@ def training_curves(history: pd.DataFrame, num_classes: int | None = None) -> Fi
                 ax.axhline(num_classes, color=_ACCENT, ls="--", lw=1,
                            label=f"number of classes ({num_classes})")
             _count_limits(ax)
-        if ax.get_legend_handles_labels()[0] and (len(runs) > 1 or col == "clusters_used"):
-            ax.legend(loc="lower right")
+    _legend_below(fig, axes[:len(panels)])
     return fig
+
+
+def _legend_below(fig: Figure, axes: Any) -> None:
+    """One legend for every panel, below them: a legend inside a panel sat on the loss curve's
+    end (lower right, where a falling loss ends), and each panel repeated the seeds' entry."""
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if entries:
+        fig.legend(list(entries.values()), list(entries), loc="outside lower center", ncols=len(entries))
 
 
 def _mean_sd_line(ax: Any, frame: pd.DataFrame, y: str, colour: Any, marker: str | None, label: str | None) -> Any:
@@ -560,7 +570,8 @@ def cluster_grid(images: np.ndarray, rows: Sequence[Mapping[str, Any]]) -> Figur
     Lets a reader judge what a cluster means beyond its score (good and bad clusters side by
     side). ``images`` are uint8 [N, C, H, W] (C = 1 or 3); each row dict has ``cluster`` and
     ``indices`` (into ``images``) and optionally ``label`` (matched class) and ``purity``
-    (fraction), giving the title "cluster 3 -> 'cat' (purity 82%)".
+    (fraction), giving the title "cluster 3: cat (82 %)", and ``mostly`` (the majority class and
+    its share) where that is not the label.
     """
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[1] not in (1, 3):
@@ -606,12 +617,21 @@ def cluster_grid(images: np.ndarray, rows: Sequence[Mapping[str, Any]]) -> Figur
 
 
 def _row_title(row: Mapping[str, Any]) -> str:
+    """"cluster 3: cat (82 %)": the class and the share of the cluster that is it. Where the
+    matching gave the cluster a class it barely holds, what it mostly holds comes first:
+    "cluster 0: mostly automobile (34 %); matched to airplane (20 %)" (it read
+    "cluster 0 -> 'airplane, mostly automobile (34%)' (purity 20%)")."""
     title = f"cluster {row['cluster']}"
-    if row.get("label") is not None:
-        title += f" -> '{_label(row['label'])}'"
-    if row.get("purity") is not None:
-        title += f" (purity {100.0 * float(row['purity']):.0f}%)"
-    return title
+    purity = f"{100.0 * float(row['purity']):.0f} %" if row.get("purity") is not None else None
+    label = _label(row["label"]) if row.get("label") is not None else None
+    if label is None:
+        return title + (f" (purity {purity})" if purity else "")
+    if row.get("mostly") is not None:
+        name, fraction = row["mostly"]
+        title += f": mostly {_label(name)} ({100.0 * float(fraction):.0f} %); matched to {label}"
+    else:
+        title += f": {label}"
+    return title + (f" ({purity})" if purity else "")
 
 
 # --------------------------------------------------------------------------------------------

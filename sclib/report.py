@@ -19,9 +19,10 @@ import numpy as np
 
 from sclib import checkpoint, plots, seed_report
 from sclib import runs as run_files
-from sclib.config import SEED_LIMIT, Config, ConfigError, Recipe, load_config
+from sclib.config import PRESETS, SEED_LIMIT, Config, ConfigError, Recipe, load_config
 from sclib.evaluate import evaluate_run, evaluation_warnings, l2_normalise, spread_problem
 from sclib.metrics import cluster_purity, hungarian_match
+from sclib.names import DATASETS
 from sclib.plots import save_figure
 from sclib.probe import probe_run
 from sclib.runs import RunPaths, check_finished, finished_metrics, run_folders, seed_configs
@@ -47,8 +48,11 @@ def _is_seed(v: Any) -> bool:
 # name -> (what it must be, the check, how to pass it with papermill); one table for every notebook.
 # Papermill's -p parses a value as a scalar, so lists and mappings must come as YAML through -y.
 PARAMETERS: dict[str, tuple[str, Any, str]] = {
-    "dataset": ("a data set name", lambda v: isinstance(v, str), "-p dataset digits"),
-    "preset": ("a recipe preset name", lambda v: isinstance(v, str), "-p preset fast"),
+    # a name checked here, not later as a missing run folder ../runs/lab/NAME
+    "dataset": (f"one of the data sets {', '.join(DATASETS)}", lambda v: isinstance(v, str) and v in DATASETS,
+                "-p dataset digits"),
+    "preset": (f"one of the recipe presets {', '.join(PRESETS)}", lambda v: isinstance(v, str) and v in PRESETS,
+               "-p preset fast"),
     "run_dir": ("a folder path or None", _optional(lambda v: isinstance(v, (str, Path))), "-p run_dir runs/x"),
     "sweep_dir": ("a folder path or None", _optional(lambda v: isinstance(v, (str, Path))), "-p sweep_dir runs/x"),
     "config_file": ("a file path or None", _optional(lambda v: isinstance(v, (str, Path))),
@@ -510,11 +514,11 @@ def cluster_table(
         counts = np.bincount(members)
         majority = int(counts.argmax())
         cls = mapping.get(cluster, majority)
-        label = str(class_names[cls])
+        row = {"cluster": cluster, "size": int(members.size), "class": int(cls), "label": str(class_names[cls]),
+               "purity": float(p), "matched": cluster in mapping, "majority": majority}
         if majority != cls:  # the matching can hand a cluster a class it barely holds: say what it does hold
-            label += f", mostly {class_names[majority]} ({counts[majority] / members.size:.0%})"
-        rows.append({"cluster": cluster, "size": int(members.size), "class": int(cls), "label": label,
-                     "purity": float(p), "matched": cluster in mapping, "majority": majority})
+            row["mostly"] = (str(class_names[majority]), float(counts[majority] / members.size))
+        rows.append(row)
     rows.sort(key=lambda r: (-r["purity"], -r["size"], r["cluster"]))
     return rows
 
@@ -550,7 +554,8 @@ def grid_rows(clusters: list[dict[str, Any]], assigned: np.ndarray, available: n
     for r in clusters:
         members = np.flatnonzero(assigned[available] == r["cluster"])
         pick = np.sort(rng.choice(members, size=min(per_cluster, members.size), replace=False))
-        rows.append({"cluster": r["cluster"], "indices": pick.tolist(), "label": r["label"], "purity": r["purity"]})
+        rows.append({"cluster": r["cluster"], "indices": pick.tolist(), "label": r["label"], "purity": r["purity"],
+                     **({"mostly": r["mostly"]} if "mostly" in r else {})})
     return rows
 
 

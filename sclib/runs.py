@@ -33,6 +33,7 @@ from sclib.files import (
     read_csv_rows,
     read_json,
     read_record,
+    suggested_command,
     write_json,
 )
 from sclib.model import SelfClassifier
@@ -132,7 +133,7 @@ def run_folders(path: str | Path) -> list[Path]:
     runs = [p for p in path.glob(f"{_SEED_PREFIX}*") if (p / "config.json").exists() and folder_seed(p) is not None]
     if not runs:
         raise FileNotFoundError(f"{path} is neither a run folder nor a folder of seed runs (no config.json); "
-                                f"pre-train first: python -m sclib pretrain --out {path}")
+                                f"pre-train first: {suggested_command('python -m sclib pretrain --out {}', path)}")
     return sorted(runs, key=folder_seed)
 
 
@@ -414,7 +415,7 @@ def open_run(run_dir: str | Path) -> tuple[Config, RunPaths]:
     if not paths.config.exists():
         raise FileNotFoundError(
             f"{paths.root} is not a run folder (no config.json); "
-            f"pre-train first: python -m sclib pretrain --out {paths.root}"
+            f"pre-train first: {suggested_command('python -m sclib pretrain --out {}', paths.root)}"
         )
     return load_config(paths.config), paths
 
@@ -467,8 +468,8 @@ def check_checkpoint_of(paths: RunPaths, state: dict[str, Any], path: str | Path
 # Reading a run's files: each checked when read, a damaged one named in one line
 
 def _fix(paths: RunPaths, command: str) -> str:
-    return (f"rerun `python -m sclib {command} --run {paths.root}` to write it again, or copy it again "
-            "from where the run was made")
+    again = suggested_command(f"python -m sclib {command} --run {{}}", paths.root)
+    return f"rerun `{again}` to write it again, or copy it again from where the run was made"
 
 
 METRIC_KEYS = ("epoch", "nmi", "ami", "ari", "acc")

@@ -21,7 +21,15 @@ from typing import Any
 from sclib import lab
 from sclib.checkpoint import first_line
 from sclib.config import Config, ConfigError, Recipe, differences, load_config
-from sclib.files import LOCK_NAME, make_folder, read_json, write_json, write_text
+from sclib.files import (
+    LOCK_NAME,
+    UnreadableFileError,
+    make_folder,
+    read_json,
+    suggested_command,
+    write_json,
+    write_text,
+)
 from sclib.runs import (
     RUN_GROUP,
     STUDY_NOTEBOOKS,
@@ -163,24 +171,28 @@ def plan(sources: dict[str, Path], values: dict[str, Any]) -> list[NotebookJob]:
     return jobs
 
 
-def execute(job: NotebookJob, out: Path, kernel: str, log=print) -> Path:
+def execute(job: NotebookJob, out: Path, kernel: str, log=print, step: str = "") -> Path:
     """Run one notebook into ``out``; on failure keep it (with the traceback) and raise StudyError.
 
     What the notebook prints (training progress among it) is passed through to stderr as it runs.
+    ``step``: where it stands in the study ("[2/5] "), before its name.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     target = out / f"{job.name}.ipynb"
     start = time.perf_counter()
-    log(f"study: {job.name} ...")
+    log(f"study: {step}{job.name} ...")
     try:
-        # Relative paths, so the executed notebooks record no folder of this machine.
-        papermill.execute_notebook(os.path.relpath(job.source), os.path.relpath(target), parameters=job.parameters,
-                                   kernel_name=kernel, cwd=str(out), progress_bar=False, log_output=False,
-                                   stdout_file=sys.stderr,
-                                   # the kernel's own start-up notices are not the study's output
-                                   extra_arguments=["--IPKernelApp.log_level=ERROR"])
+        with NotebookKernel() as quiet:
+            # Relative paths, so the executed notebooks record no folder of this machine.
+            papermill.execute_notebook(os.path.relpath(job.source), os.path.relpath(target),
+                                       parameters=job.parameters, kernel_name=kernel, cwd=str(out),
+                                       progress_bar=False, log_output=False, stdout_file=sys.stderr,
+                                       # the kernel's own start-up notices are not the study's output
+                                       extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                                       # a cell's consecutive prints as one output, not a box per epoch line
+                                       coalesce_streams=True, **quiet.options())
     except PapermillExecutionError as err:
         export_html(target)
         first = (err.source or "").strip().splitlines()
@@ -194,8 +206,66 @@ def execute(job: NotebookJob, out: Path, kernel: str, log=print) -> Path:
             f"notebook {job.name} could not be executed: {type(err).__name__}: {first_line(str(err))}"
         ) from None
     export_html(target)
-    log(f"study: {job.name} done in {time.perf_counter() - start:.0f} s")
+    log(f"study: {step}{job.name} done in {time.perf_counter() - start:.0f} s")
     return target
+
+
+class NotebookKernel:
+    """How a notebook's kernel is started and stopped, so that a successful run prints no kernel notice.
+
+    jupyter_client interrupts (SIGINT) every kernel before asking it to shut down, in case a cell
+    still runs; a SIGINT that lands while ipykernel answers a message is logged as
+    ``[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel`` (one successful run in eight on
+    the 2-core reference machine). Here the kernel is interrupted only while a cell runs (the study
+    was stopped), which nbclient's cell hooks tell. The kernel talks over IPC sockets in a private
+    folder instead of TCP on localhost, which ipykernel warns about as unencrypted (``Kernel is
+    running over TCP without encryption``) and which other local users could connect to.
+    """
+
+    def __init__(self) -> None:
+        self.busy = False  # a cell was sent and its reply has not come back
+        self.folder: Path | None = None
+
+    def __enter__(self) -> NotebookKernel:
+        import tempfile
+
+        self._folder = tempfile.TemporaryDirectory(prefix="sclib-kernel-")
+        self.folder = Path(self._folder.name)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._folder.cleanup()
+
+    def options(self) -> dict[str, Any]:
+        """papermill.execute_notebook's keywords for nbclient: the kernel manager and the cell hooks."""
+        return {"kernel_manager_class": self.manager_class(), "on_cell_execute": self._sent,
+                "on_cell_executed": self._answered}
+
+    def _sent(self, **_: Any) -> None:
+        self.busy = True
+
+    def _answered(self, **_: Any) -> None:
+        self.busy = False
+
+    def manager_class(self) -> type:
+        from jupyter_client.manager import AsyncKernelManager
+        from traitlets import CaselessStrEnum, default
+
+        state, sockets = self, self.folder
+
+        class Manager(AsyncKernelManager):
+            transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+            @default("ip")
+            def _socket_prefix(self) -> str:  # absolute: the kernel runs in the study folder, this process elsewhere
+                return str(sockets / "kernel")
+
+            async def _async_interrupt_kernel(self) -> None:  # what shutdown_kernel calls first
+                if self.shutting_down and not state.busy:
+                    return
+                await super()._async_interrupt_kernel()
+
+        return Manager
 
 
 def export_html(notebook: Path) -> Path:
@@ -345,10 +415,10 @@ def check_rendered_files(folders: list[Path], configs: list[Config]) -> None:
         if folder == folders[0] and paths.arrays.exists() and not has_embedding_source(paths):  # notebook 04's seed
             lacks.append(f"{paths.eval_features.name} (or the {paths.embeddings.name} notebook 04 drew from it)")
         if lacks:
-            commands.append(f"python -m sclib evaluate --run {folder}")
+            commands.append(suggested_command("python -m sclib evaluate --run {}", folder))
         if not paths.probe.exists():
             lacks.append(paths.probe.name)
-            commands.append(f"python -m sclib probe --run {folder} --all-milestones")
+            commands.append(suggested_command("python -m sclib probe --run {} --all-milestones", folder))
         if lacks:
             missing.append(f"{folder} lacks {', '.join(lacks)}")
     if missing:
@@ -385,18 +455,69 @@ def _run(sources: dict[str, Path], values: dict[str, Any], out: Path, kernel: st
     write_lock(out)
     kernel = kernel or ensure_kernel()
     log(f"study: {what}, into {out}")
-    times: dict[str, float] = {}
-    for job in plan(sources, values):
+    jobs = plan(sources, values)
+    steps = StepTimes(out / STEP_TIMES, [job.name for job in jobs])
+    for k, job in enumerate(jobs, start=1):
+        remaining = steps.remaining(job.name)
+        if remaining:
+            log(f"study: {remaining}")
         start = time.perf_counter()
         try:
-            execute(job, out, kernel, log)
+            execute(job, out, kernel, log, step=f"[{k}/{len(jobs)}] ")
         except StudyError:
             write_index(out, failed=job.name)
             raise
-        times[job.name] = time.perf_counter() - start
+        steps.record(job.name, time.perf_counter() - start)
+    times = steps.times
     write_summary(out, times)
     write_index(out)
     return out
+
+
+# What each step of the study took the last time it ran in this folder: the next run's estimate.
+STEP_TIMES = "step_times.json"
+# The step whose time depends on what is left to train (nothing, on a rerun): the trainer estimates it.
+TRAINING_STEP = "01_pretrain"
+
+
+class StepTimes:
+    """Each step's seconds, this run's and those the study folder recorded the last time.
+
+    A study cannot know how long its report steps (02-05) take before they have run once; a rerun
+    in the same folder (after an interruption, or with new parameters) can say what they took
+    then. Notebook 01's time is left out: it trains only what is left, and the trainer itself
+    says how long that will take after a few steps.
+    """
+
+    def __init__(self, path: Path, names: list[str]) -> None:
+        self.path, self.names, self.times = path, names, {}
+        self.last = self._read(path)
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, float]:
+        try:
+            raw = read_json(path, kind=dict) if path.exists() else {}
+        except (OSError, UnreadableFileError):
+            return {}  # a damaged record only costs the estimate
+        return {k: float(v) for k, v in raw.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+    def remaining(self, name: str) -> str | None:
+        """What the steps from ``name`` on took the last time, as a line; None if one was never timed."""
+        left = [n for n in self.names[self.names.index(name):] if n != TRAINING_STEP]
+        if not left or any(n not in self.last for n in left):
+            return None
+        seconds = sum(self.last[n] for n in left)
+        training = " after the training" if TRAINING_STEP in self.names[self.names.index(name):] else ""
+        return (f"the report steps left{training} ({', '.join(left)}) took {_duration(seconds)} "
+                "the last time this study ran here")
+
+    def record(self, name: str, seconds: float) -> None:
+        self.times[name] = seconds
+        write_json(self.path, {**self.last, **self.times})
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def write_lock(out: Path) -> Path:

@@ -90,6 +90,7 @@ body.front td:nth-child(2){min-width:10em}
 figure.wide{display:block;width:44em}
 /* notebook pages (nbconvert's basic template) */
 .input_area pre,.output_area pre{background:#f6f8fa;padding:.6em;overflow-x:auto;font-size:.85em}
+.output_area pre,.note,.warn{white-space:pre-wrap;overflow-wrap:anywhere}
 .output_stderr pre{background:#fdf2f2}
 .output_area table{font-size:.85em}
 .anchor-link{display:none}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from sclib import __version__
 
 TINY = ("--dataset", "digits", "--batch-size", "128", "--image-size", "8", "--mlp-hidden", "32", "--mlp-out", "16",
@@ -56,3 +58,40 @@ def test_bad_input_is_exit_2_everywhere(cli, tmp_path):
         result = cli(*argv)
         assert result.code == 2 and len(result.err_lines) == 1 and result.err_lines[0].startswith("sclib: error:"), argv
     assert not (tmp_path / "s").exists() and not (tmp_path / "w").exists()
+
+
+HEAVY_MODULES = ("torch", "torchvision", "sklearn", "matplotlib", "scipy", "pandas", "papermill")
+
+
+@pytest.mark.parametrize("argv", [
+    ["--help"], ["pretrain", "--help"], ["pretrain", "--dataset", "cifar10", "--preset", "gpu", "--help"],
+    ["evaluate", "--help"], ["probe", "--help"], ["refine", "--help"], ["study", "--help"], ["sweep", "--help"],
+    ["front", "--help"], ["pretrain", "--dataset", "mnist", "--epochs", "3", "--print-config"],
+], ids=lambda argv: " ".join(argv))
+def test_help_and_parsing_import_no_heavy_library(argv):
+    """``python -m sclib --help`` took 7 s importing torch, torchvision and scikit-learn for a
+    list of names; help and argument parsing now import them only when a command needs them.
+    ``--print-config`` resolves a recipe (epochs given: keep_epochs refitted) without them too."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom sclib.cli import build_parser, recipe_from_args\n"
+            f"argv = {argv!r}\n"
+            "try:\n    args = build_parser(argv).parse_args(argv)\nexcept SystemExit:\n    pass\n"
+            "else:\n    print(recipe_from_args(args).resolve().keep_epochs)\n"
+            f"print(sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout[-500:]
+
+
+@pytest.mark.parametrize("kind, registry", [("DATASETS", "sclib.data:REGISTRY"), ("BACKBONES", "sclib.model:BACKBONES"),
+                                             ("OPTIMIZERS", "sclib.optim:OPTIMIZERS")])
+def test_the_torch_free_names_are_those_the_modules_implement(kind, registry):
+    """config validates against sclib.names (no torch); a name added to a registry and not there
+    would be refused by every command."""
+    import importlib
+
+    from sclib import names
+
+    module, attribute = registry.split(":")
+    assert tuple(getattr(importlib.import_module(module), attribute)) == getattr(names, kind)

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sclib.checkpoint import fit_keep_epochs
 from sclib.config import (
     PRESETS,
     RECIPE_FIELDS,
@@ -17,6 +16,7 @@ from sclib.config import (
     Recipe,
     config_from_file,
     differences,
+    fit_keep_epochs,
     from_dict,
     load_config,
     make_config,

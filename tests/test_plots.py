@@ -103,7 +103,27 @@ def test_training_curves_over_seeds_mean_line_sd_band_and_each_seed_thin():
     thin = [ln for ln in ax.get_lines() if ln is not mean]
     assert sorted(tuple(ln.get_ydata()) for ln in thin) == sorted(
         tuple(g.sort_values("epoch")["loss"]) for _, g in history.groupby("seed"))
-    assert ax.get_legend() is not None
+    assert ax.figure.legends
+
+
+@pytest.mark.parametrize("seeds", [1, 3])
+@pytest.mark.parametrize("loss", ["falling", "rising"])
+def test_the_training_curves_legend_covers_no_panel(seeds, loss):
+    """Fig. 1's legend sat in the lower right of the panels, over the end of a falling loss."""
+    epochs = np.arange(1, 31)
+    curve = np.linspace(4.0, 1.0, 30) if loss == "falling" else np.linspace(1.0, 4.0, 30)
+    history = pd.DataFrame({"epoch": np.tile(epochs, seeds), "seed": np.repeat(np.arange(seeds), 30),
+                            "loss": np.tile(curve, seeds), "lr": np.tile(np.linspace(0.1, 0.001, 30), seeds),
+                            "clusters_used": np.tile(np.linspace(3, 10, 30).round(), seeds)})
+    fig = plots.training_curves(history, num_classes=10)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # lays the figure out
+    renderer = canvas.get_renderer()
+    (legend,) = fig.legends
+    box = legend.get_window_extent(renderer)
+    for ax in fig.axes:
+        assert not box.overlaps(ax.get_window_extent(renderer)), ax.get_title()
+    assert not any(ax.get_legend() for ax in fig.axes)
 
 
 def test_training_curves_skips_missing_columns_and_four_panels_fit_a_grid():
@@ -392,7 +412,21 @@ def test_cluster_grid_rows_by_max_images_with_titles_and_pixels():
     row2_first = fig.subfigs[1].axes[0].get_images()[0]
     np.testing.assert_array_equal(row2_first.get_array(), images[5].transpose(1, 2, 0))
     titles = [sf.get_suptitle() for sf in fig.subfigs]
-    assert titles == ["cluster 3 -> 'cat' (purity 82%)", "cluster 7 -> 'dog' (purity 30%)"]
+    assert titles == ["cluster 3: cat (82 %)", "cluster 7: dog (30 %)"]
+
+
+@pytest.mark.parametrize("row, title", [
+    ({"cluster": 3, "label": "cat", "purity": 0.82}, "cluster 3: cat (82 %)"),
+    ({"cluster": 0, "label": "airplane", "purity": 0.2, "mostly": ("automobile", 0.34)},
+     "cluster 0: mostly automobile (34 %); matched to airplane (20 %)"),
+    ({"cluster": 5, "purity": 0.5}, "cluster 5 (purity 50 %)"),
+    ({"cluster": 5}, "cluster 5"),
+], ids=["matched is the majority", "matched is not the majority", "no label", "nothing else"])
+def test_a_cluster_title_says_what_the_cluster_mostly_holds_in_plain_words(row, title):
+    """It read "cluster 0 -> 'airplane, mostly automobile (34%)' (purity 20%)"."""
+    images, _ = _grid_inputs(3)
+    fig = plots.cluster_grid(images, [{**row, "indices": [0, 1]}])
+    assert fig.subfigs[0].get_suptitle() == title
 
 
 def test_cluster_grid_grayscale_uses_full_uint8_range():

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import nbformat
@@ -91,7 +92,28 @@ PARAMETER_VALUES = [  # (name, value, accepted): the issue's three examples firs
     ("seed", "0", False), ("seed", 0, True), ("run_dir", None, True), ("run_dir", "runs/x", True),
     ("run_dir", 3, False), ("sweep_dir", ["a"], False), ("grid", None, True), ("config_file", 1, False),
     ("device", "gpu", False), ("device", "cpu", True), ("dataset", 1, False), ("preset", None, False),
+    ("dataset", "foo", False), ("dataset", "cifar10", True), ("dataset", "CIFAR10", False), ("preset", "gpu", True),
+    ("preset", "fastest", False),
 ]
+
+
+@pytest.mark.parametrize("name", [n for n in runs.ALL_NOTEBOOKS
+                                  if "dataset" in study.notebook_parameters(ROOT / "notebooks" / f"{n}.ipynb")])
+def test_an_unknown_data_set_is_named_as_such_not_as_a_missing_run_folder(name):
+    """``-p dataset foo`` reported a missing ../runs/lab/foo; each notebook's check names the data sets."""
+    with pytest.raises(ConfigError, match=r"^parameter dataset must be one of the data sets digits, .*got 'foo'"):
+        report.check_parameters(**(_notebook_defaults(name) | {"dataset": "foo"}))
+
+
+def _notebook_defaults(name: str) -> dict:
+    """A notebook's parameters cell, run: the values it declares."""
+    import jupytext
+
+    code = [c.source for c in jupytext.read(ROOT / "notebooks" / f"{name}.py").cells if c.cell_type == "code"]
+    at = next(i for i, src in enumerate(code) if "report.check_parameters(" in src)
+    defaults: dict = {}
+    exec(code[at - 1], {}, defaults)
+    return {k: defaults[k] for k, _ in _checked_parameters(name)}
 
 
 @pytest.mark.parametrize("name, value, accepted", PARAMETER_VALUES)
@@ -217,7 +239,8 @@ def test_cluster_table_best_and_worst_match_brute_force():
 
     # Hungarian matching can give a cluster a class it barely holds; the label then says so.
     forced = report.cluster_table(np.array([0] * 10 + [0] * 6 + [1] * 4), np.array([0] * 10 + [1] * 10), ["a", "b"])
-    assert {r["cluster"]: r["label"] for r in forced} == {0: "a", 1: "b, mostly a (60%)"}
+    assert {r["cluster"]: (r["label"], r.get("mostly")) for r in forced} == {0: ("a", None), 1: ("b", ("a", 0.6))}
+    assert report.grid_rows(forced, np.array([0] * 10 + [1] * 10), per_cluster=2)[1]["mostly"] == ("a", 0.6)
 
     rows = report.grid_rows(best, assigned, per_cluster=5, seed=1)
     for r in rows:
@@ -313,8 +336,10 @@ def test_study_command_trains_the_seeds_and_writes_the_report(tmp_path):
     proc = _cli("study", "--dataset", "digits", "--out", str(out), *TINY_FLAGS, "--seeds", "0", "1",
                 "--param", "probe_epochs=2", "--param", "max_points=300", "--note", "a tiny check", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for name in runs.STUDY_NOTEBOOKS:  # each notebook announced, and training progress shown while it runs
-        assert f"study: {name} ..." in proc.stderr and f"study: {name} done" in proc.stderr
+    steps = len(runs.STUDY_NOTEBOOKS)
+    for k, name in enumerate(runs.STUDY_NOTEBOOKS, start=1):  # each notebook announced as step k of N
+        assert f"study: [{k}/{steps}] {name} ..." in proc.stderr and f"study: [{k}/{steps}] {name} done" in proc.stderr
+    assert "IPKernelApp" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr  # no kernel notices
     assert "seed1: epoch 2/2" in proc.stderr
     for name in runs.STUDY_NOTEBOOKS:
         assert (out / f"{name}.ipynb").exists() and not _error_outputs(out / f"{name}.ipynb"), name
@@ -690,3 +715,156 @@ def test_study_runs_on_an_unevaluated_run_exits_2_in_one_line(tmp_path, cli):
     assert result.code == 2 and len(result.err_lines) == 1
     line = result.err_lines[0]
     assert "lacks eval.json, probe.csv" in line and "python -m sclib evaluate --run" in line
+
+
+@pytest.mark.parametrize("shutting_down, busy, interrupted", [
+    (True, False, False),   # a notebook that ran to its end: nothing to stop, no SIGINT for ipykernel to log
+    (True, True, True),     # the study was stopped while a cell ran: the cell is interrupted, as before
+    (False, False, True),   # an interrupt asked for outside a shutdown goes through
+])
+def test_the_notebook_kernel_is_interrupted_at_shutdown_only_while_a_cell_runs(monkeypatch, shutting_down, busy,
+                                                                              interrupted):
+    import asyncio
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    sent = []
+
+    async def record(self):
+        sent.append("interrupt")
+
+    monkeypatch.setattr(AsyncKernelManager, "_async_interrupt_kernel", record)
+    with study.NotebookKernel() as kernel:
+        kernel._sent() if busy else kernel._answered()
+        manager = kernel.manager_class()(kernel_name="python3")
+        manager.shutting_down = shutting_down
+        asyncio.run(manager._async_interrupt_kernel())
+        assert manager.transport == "ipc" and manager.ip.startswith(str(kernel.folder))
+    assert sent == (["interrupt"] if interrupted else [])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cells", [["for i in range(3):\n    print(i, flush=True)"],
+                                   ["import sys\nprint('note', file=sys.stderr)", "y = 2"]],
+                         ids=["one cell of flushed lines", "two cells, stderr"])
+def test_a_successful_notebook_prints_no_kernel_notice_and_gets_no_sigint(tmp_path, monkeypatch, capfd, cells):
+    """A successful study printed ``KeyboardInterrupt caught in kernel`` (the SIGINT jupyter_client
+    sends before every shutdown) and ``Kernel is running over TCP without encryption``."""
+    import signal
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    signals, original = [], AsyncKernelManager._async_signal_kernel
+
+    async def record(self, signum):
+        signals.append(signum)
+        await original(self, signum)
+
+    monkeypatch.setattr(AsyncKernelManager, "_async_signal_kernel", record)
+    source = tmp_path / "t.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    nbformat.write(nb, source)
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.chdir(tmp_path)
+    study.execute(study.NotebookJob("t", source, {}), out, _kernel(), log=lambda m: None)
+    err = capfd.readouterr().err
+    assert signal.SIGINT not in signals
+    assert "KeyboardInterrupt" not in err and "without encryption" not in err and "IPKernelApp" not in err, err
+    outputs = nbformat.read(out / "t.ipynb", as_version=4).cells[0].outputs
+    assert len(outputs) == 1  # it ran, and its lines are one output (one box on the page), not one each
+
+
+STEPS = ["01_pretrain", "02_linear_probe", "03_clustering_metrics"]
+
+
+@pytest.mark.parametrize("last, at, said", [
+    (None, "01_pretrain", None),  # a first run cannot know
+    ({"01_pretrain": 900, "02_linear_probe": 30, "03_clustering_metrics": 50}, "01_pretrain",
+     "the report steps left after the training (02_linear_probe, 03_clustering_metrics) took 80 s"),
+    ({"01_pretrain": 900, "02_linear_probe": 300, "03_clustering_metrics": 60}, "02_linear_probe",
+     "the report steps left (02_linear_probe, 03_clustering_metrics) took 6 min"),
+    ({"02_linear_probe": 30}, "02_linear_probe", None),  # 03 was never timed: no half estimate
+    ("not json", "02_linear_probe", None),  # a damaged record costs only the estimate
+], ids=["first run", "rerun before training", "rerun mid-report", "one step untimed", "damaged record"])
+def test_a_study_rerun_says_what_the_steps_left_took_the_last_time(tmp_path, last, at, said):
+    path = tmp_path / study.STEP_TIMES
+    if isinstance(last, dict):
+        write_json(path, last)
+    elif last is not None:
+        path.write_text(last)
+    steps = study.StepTimes(path, STEPS)
+    line = steps.remaining(at)
+    assert line == (None if said is None else f"{said} the last time this study ran here")
+    steps.record(at, 12.0)
+    assert json.loads(path.read_text())[at] == 12.0  # recorded for the next run
+
+
+def test_the_study_numbers_its_steps(tmp_path, monkeypatch):
+    lines, names = [], []
+    monkeypatch.setattr(study, "ensure_kernel", lambda: "k")
+    monkeypatch.setattr(study, "execute", lambda job, out, kernel, log, step="": (names.append(job.name),
+                                                                                   log(f"study: {step}{job.name}")))
+    monkeypatch.setattr(study, "write_summary", lambda out, times: None)
+    monkeypatch.setattr(study, "write_index", lambda out, **kw: None)
+    monkeypatch.setattr(study, "plan", lambda sources, values: [study.NotebookJob(n, Path(n), {}) for n in STEPS])
+    study._run({}, {}, tmp_path, None, lines.append, "a test")
+    assert [line for line in lines if "[" in line] == [f"study: [{k}/3] {n}" for k, n in enumerate(STEPS, start=1)]
+    study._run({}, {}, tmp_path, None, lines.append, "a test")  # the second run knows what the first took
+    assert any("report steps left after the training" in line for line in lines)
+
+
+def _missing_run(path):
+    runs.run_folders(path)
+
+
+def _missing_config(path):
+    runs.open_run(path)
+
+
+def _damaged_eval(path):
+    path.mkdir(parents=True)
+    (path / "eval.json").write_text("{cut")
+    runs.read_evaluation(runs.RunPaths(path), 0)
+
+
+def _unevaluated(path):
+    path.mkdir(parents=True)
+    study.check_rendered_files([path], [types.SimpleNamespace(epochs=1)])
+
+
+HINTS = {"no run folder": _missing_run, "no config.json": _missing_config, "damaged eval.json": _damaged_eval,
+         "study --runs of an unevaluated run": _unevaluated}
+
+
+@pytest.mark.parametrize("where", ["notebooks", "root", "outside"])
+@pytest.mark.parametrize("kind", HINTS)
+def test_every_printed_hint_names_its_folder_as_seen_from_the_repository_root(tmp_path, monkeypatch, kind, where):
+    """A notebook (run in notebooks/) printed ``pretrain --out ../runs/lab/digits``: pasted at the
+    repository root, where the README's commands run, it wrote outside the repository."""
+    from sclib import files
+
+    repo = tmp_path / "repo"
+    (repo / "sclib").mkdir(parents=True)
+    (repo / "notebooks").mkdir()
+    (repo / "pyproject.toml").write_text("")
+    monkeypatch.setattr(files, "repository_root", lambda: repo.resolve())
+    cwd, given = {"notebooks": (repo / "notebooks", "../runs/lab/digits"), "root": (repo, "runs/lab/digits"),
+                  "outside": (tmp_path, "elsewhere/digits")}[where]
+    monkeypatch.chdir(cwd)
+    with pytest.raises((FileNotFoundError, ConfigError, runs.UnreadableFileError)) as err:
+        HINTS[kind](Path(given))
+    message = str(err.value)
+    shown = re.search(r"python -m sclib \w+ --(?:out|run) (\S+?)`?(?:\s|$)", message).group(1)
+    assert (Path(shown) if where == "outside" else repo / shown).resolve() == (cwd / given).resolve(), message
+    assert Path(shown).is_absolute() == (where == "outside")
+    assert ("(from the repository root)" in message) == (where == "notebooks"), message
+
+
+def test_the_stylesheet_wraps_long_notes_and_output_lines():
+    """A long --note ran off the notebook page: output blocks, notes and warnings wrap."""
+    from sclib import summary
+
+    rule = re.search(r"([^{}\n]+)\{white-space:pre-wrap;overflow-wrap:anywhere\}", summary.CSS)
+    assert rule and {".output_area pre", ".note", ".warn"} <= set(rule.group(1).split(","))

@@ -280,10 +280,10 @@ def test_a_resume_says_from_which_epoch(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(faults, "maybe_kill", interrupt_in_epoch_2)
     with pytest.raises(Interrupt):
         pretrain(cfg, progress="log")
-    assert "resuming" not in capsys.readouterr().err  # a fresh start says nothing of the kind
+    assert "resuming" not in capsys.readouterr().out  # a fresh start says nothing of the kind
     monkeypatch.undo()
     pretrain(cfg, progress="log")
-    assert f"resuming {cfg.out} from epoch 1 of 2" in capsys.readouterr().err
+    assert f"resuming {cfg.out} from epoch 1 of 2" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("folder, shown", [("runs/study/run/seed2", "seed2"), ("runs/mine", "mine")])
@@ -311,3 +311,56 @@ def test_a_probe_cut_short_warns_and_the_protocol_is_not_checked(finished_run, m
     assert checked == [5]
     result = cli("probe", "--run", run, "--epochs", 5, "--device", "cpu")
     assert result.code == 0 and result.err_lines == ["probe: warning: run, checkpoint of epoch 3: not yet"]
+
+
+class StepClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("step_s, steps, most_redraws", [(0.01, 200, 9), (0.5, 10, 10), (0.001, 1000, 5)],
+                         ids=["10 ms steps", "500 ms steps", "1 ms steps"])
+def test_the_bar_moves_within_an_epoch_at_most_four_times_a_second(step_s, steps, most_redraws):
+    """A 75 s CIFAR-10 epoch showed nothing moving: the bar counts steps, redrawn at most every
+    0.25 s of the trainer's clock, and an epoch's end shows the epoch whole."""
+    import io
+
+    from sclib.train import _Progress
+
+    clock, seen = StepClock(), []
+    progress = _Progress("bar", 3, 0, "runs/x/seed0", steps_per_epoch=steps, clock=clock, file=io.StringIO())
+    progress.bar.update = lambda n, update=progress.bar.update: (seen.append(n), update(n))
+    for _ in range(steps - 1):
+        clock.now += step_s
+        progress.step()
+    assert 0 < progress.bar.n < steps and len(seen) <= most_redraws  # moved inside the epoch, not at every step
+    clock.now += step_s
+    progress.step()
+    progress.update({"epoch": 1, "loss": 1.5, "lr": 0.1, "images_per_s": 100.0, "clusters_used": 3})
+    assert progress.bar.n == steps and progress.bar.total == 3 * steps
+    assert progress.bar.postfix.startswith("epoch=2/3")
+    progress.close()
+
+
+def test_a_fit_counts_every_step_and_keeps_one_history_row_an_epoch(tmp_path):
+    trainer = Trainer(tiny(tmp_path, epochs=2), progress="bar")
+    trainer.fit()
+    bar = trainer.step_hook.__self__.bar  # the bar fit built counts through the hook it installs
+    assert bar.n == bar.total == 2 * trainer.steps_per_epoch
+    assert [row["epoch"] for row in trainer.history] == [1, 2]
+    assert len(list(csv.DictReader((tmp_path / "run" / "history.csv").open()))) == 2
+
+
+@pytest.mark.parametrize("mode, stream", [("log", "out"), ("bar", "err")])
+def test_the_precision_line_goes_with_the_progress(tmp_path, capsys, mode, stream):
+    """In a notebook ("log") the precision line sat on stderr, styled like an error, beside the
+    epoch lines on stdout; on a terminal it stays on stderr with the bar."""
+    Trainer(tiny(tmp_path, epochs=1), progress=mode).fit()
+    captured = capsys.readouterr()
+    assert "precision: " in getattr(captured, stream)
+    assert "precision: " not in getattr(captured, "err" if stream == "out" else "out")
