@@ -51,7 +51,7 @@ cfg, paths = report.pick_run(report.open_runs(run_dir, dataset), show_seed)
 view = report.load_view(cfg, paths, device)
 idx = report.subsample(len(view.labels), max_points, seed)
 figures = report.figures_dir(run_dir)
-print(f"seed {cfg.seed}: {len(idx)} of {len(view.labels)} eval images, features of width {view.features.shape[1]}")
+print(f"seed {cfg.seed}: {len(idx)} of {len(view.labels)} eval images")
 
 # %% [markdown]
 # ## t-SNE (Fig. 4a)
