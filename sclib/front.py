@@ -136,6 +136,15 @@ def training_cell(entry: Entry) -> str:
     return f"{minutes:.1f} min on {device}"
 
 
+def data_cell(note: str) -> str:
+    """The study note's first clause (up to the first ";"): where the data came from.
+
+    A whole note (data, recipe, precision, threads, load) made every row several lines tall; the
+    study's summary.md and index.html keep it whole.
+    """
+    return note.split(";", 1)[0].strip()
+
+
 def results_table(entries: list[Entry], prefix: str = "") -> Table:
     """Table 1 beside ours: per data set our studies (mean ± std over seeds) and the seed's row (muted).
 
@@ -147,7 +156,7 @@ def results_table(entries: list[Entry], prefix: str = "") -> Table:
         for entry in (e for e in entries if e.dataset == dataset):
             rows.append([_name(dataset), _run(entry), *(pct(*mean_std(entry.scored(m))) for m in seed_report.METRICS),
                          str(len(entry.study.reports)), training_cell(entry),
-                         str(entry.study.info.get("note") or ""),
+                         data_cell(str(entry.study.info.get("note") or "")),
                          _study_links(entry, prefix)])
             kinds.append("")
             records = second_stage(entry.study.runs)
