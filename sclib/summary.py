@@ -194,7 +194,6 @@ def provenance(study: Study, times: dict[str, float] | None = None) -> list[tupl
     prov = provs[0]
     resumed = [r for p in provs for r in p.get("resumed", [])]
     starts = provs + resumed  # every run and every resume of every seed
-    commits = {p.get("git_commit", "unknown") for p in starts}
     dirty = any(p.get("git_dirty") for p in starts)
     started = min((p["started"] for p in provs if p.get("started")), default="?")
     finished = max((p["finished"] for p in provs if p.get("finished")), default="?")
@@ -206,7 +205,7 @@ def provenance(study: Study, times: dict[str, float] | None = None) -> list[tupl
         ("device", f"{prov.get('device', 'unknown')} (world size {prov.get('world_size', 1)})"),
         ("machine", machine_line(starts)),
         ("training time", training_line(study)),
-        ("code", f"sclib {prov.get('sclib', '?')}, commit {', '.join(sorted(c or 'unknown' for c in commits))}"
+        ("code", f"sclib {prov.get('sclib', '?')}, commit {commits_line(study, provs)}"
                  + (" with uncommitted changes" if dirty else "")),
         ("versions", f"python {prov.get('python')}, torch {prov.get('torch')}, torchvision {prov.get('torchvision')}, "
                      f"numpy {prov.get('numpy')}, scikit-learn {prov.get('scikit_learn')}"),
@@ -222,6 +221,18 @@ def provenance(study: Study, times: dict[str, float] | None = None) -> list[tupl
     if times:
         pairs.append(("report steps", ", ".join(f"{k} {v:.0f} s" for k, v in times.items())))
     return pairs
+
+
+def commits_line(study: Study, provs: list[dict[str, Any]]) -> str:
+    """The commits that trained the study; where there are several, which seed (or resume) each made."""
+    made: dict[str, list[str]] = {}
+    for (cfg, _), prov in zip(study.runs, provs):
+        made.setdefault(prov.get("git_commit") or "unknown", []).append(f"seed {cfg.seed}")
+        for resume in prov.get("resumed", []):
+            made.setdefault(resume.get("git_commit") or "unknown", []).append(f"seed {cfg.seed} resumed")
+    if len(made) == 1:
+        return next(iter(made))
+    return ", ".join(f"{commit} ({', '.join(what)})" for commit, what in sorted(made.items()))
 
 
 def machine_line(starts: list[dict[str, Any]]) -> str:

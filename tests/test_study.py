@@ -518,7 +518,7 @@ def test_provenance_spans_every_seed_and_every_resume(tmp_path):
         cfg = make_config("digits", "fast", seed=s, out=str(tmp_path / "run" / f"seed{s}"))
         write_json(tmp_path / "run" / f"seed{s}" / "config.json", {"config": cfg.to_dict(), "provenance": prov})
     pairs = dict(provenance(load_study(tmp_path)))
-    assert pairs["code"].endswith("commit aaa, bbb, ccc with uncommitted changes")
+    assert pairs["code"].endswith("commit aaa (seed 0), bbb (seed 1), ccc (seed 1 resumed) with uncommitted changes")
     assert pairs["trained"] == "2026-01-01T09:00 to 2026-01-01T11:00, resumed 1 time(s)"
     assert pairs["machine"] == "not recorded"  # made before provenance recorded it
 
