@@ -103,7 +103,7 @@ def test_a_committed_study_re_renders_from_its_tracked_files_alone(study, tmp_pa
 
 # Studies made before arrays.npz was committed; regenerating one (retraining: they have no checkpoints)
 # takes it off this list, and the test below insists on that.
-WITHOUT_ARRAYS = {"mnist", "fashion_mnist", "cifar10", "cifar20"}
+WITHOUT_ARRAYS = {"mnist", "fashion_mnist", "cifar20"}
 
 
 def test_every_committed_study_but_the_listed_older_ones_can_be_re_rendered_from_a_clone():
