@@ -167,7 +167,12 @@ def counts_line(counts: dict[str, dict[str, int]]) -> str:
 
 
 def resolve_data_root(data_root: str | Path | None = None) -> Path:
-    """The root actually used: the argument, else $SCLIB_DATA, else ./data (relative to cwd)."""
+    """The root actually used: the argument, else $SCLIB_DATA, else ./data (relative to cwd).
+
+    A relative result is relative to the working directory of the process that reads it: code
+    that hands the root to another working directory (the study's notebooks run inside the study
+    folder) resolves it first, as ``study`` does.
+    """
     if data_root is not None:
         return Path(data_root).expanduser()
     env = os.environ.get(DATA_ROOT_ENV)
@@ -752,10 +757,11 @@ class DatasetRecord:
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
     download: Callable[[Path], object] | None = None
+    bundled: bool = False  # shipped with a library (scikit-learn's digits): reads no data root
 
 
 REGISTRY: dict[str, DatasetRecord] = {r.name: r for r in (
-    DatasetRecord("digits", "digits", lambda r: _load_digits(), MNIST_CLASSES, 1, 8),
+    DatasetRecord("digits", "digits", lambda r: _load_digits(), MNIST_CLASSES, 1, 8, bundled=True),
     DatasetRecord("mnist", "MNIST", lambda r: _load_idx("mnist", r.root, r.download, "MNIST"),
                   MNIST_CLASSES, 1, 28, (0.1307,), (0.3081,), _torchvision("MNIST", train=False)),
     DatasetRecord("fashion_mnist", "Fashion-MNIST",

@@ -21,6 +21,7 @@ from typing import Any
 from sclib import lab
 from sclib.checkpoint import first_line
 from sclib.config import Config, ConfigError, Recipe, differences, load_config
+from sclib.data import REGISTRY, resolve_data_root
 from sclib.files import (
     LOCK_NAME,
     UnreadableFileError,
@@ -316,12 +317,23 @@ def _declared(sources: dict[str, Path]) -> set[str]:
 # Studies
 
 
-def _rebased(overrides: dict[str, Any], out: Path) -> dict[str, Any]:
-    """``overrides`` for work done inside ``out``: a relative ``data_root`` made relative to it."""
-    root = overrides.get("data_root")
-    if not root or Path(root).expanduser().is_absolute():
+def _rebased(overrides: dict[str, Any], out: Path, dataset: str | None) -> dict[str, Any]:
+    """``overrides`` for work done inside ``out``: the data root this process would read, made
+    relative to ``out``.
+
+    That root is the given ``data_root``, else $SCLIB_DATA, else ./data, each relative to where
+    the command was started (:func:`sclib.data.resolve_data_root`). Left unresolved, the
+    notebooks and sweep runs, which work inside ``out``, would look for ``out/data`` instead. A
+    bundled data set (digits) reads no folder and gets none, unless one was given.
+    """
+    given = overrides.get("data_root")
+    record = REGISTRY.get(str(dataset or "digits").strip().lower().replace("-", "_"))
+    if not given and (record is None or record.bundled):
         return dict(overrides)
-    return {**overrides, "data_root": os.path.relpath(Path(root).resolve(), out)}
+    root = resolve_data_root(given)
+    if root.is_absolute():
+        return {**overrides, "data_root": str(root)}
+    return {**overrides, "data_root": os.path.relpath(root.resolve(), out)}
 
 
 def run_study(recipe: Recipe, seeds: list[int], out: str | Path, params: list[str] | None = None,
@@ -339,7 +351,7 @@ def run_study(recipe: Recipe, seeds: list[int], out: str | Path, params: list[st
         check_resumable(c, RunPaths(Path(c.out)))
     cfg = configs[0]
     # the notebooks run inside ``out``: a relative data folder is given relative to it
-    overrides = _rebased({k: v for k, v in recipe.overrides.items() if k != "out"}, out)
+    overrides = _rebased({k: v for k, v in recipe.overrides.items() if k != "out"}, out, cfg.dataset)
     values = {"dataset": cfg.dataset, "preset": cfg.preset, "run_dir": RUN_GROUP, "seeds": list(seeds),
               "config_overrides": overrides,
               "config_file": os.path.relpath(Path(recipe.file).resolve(), out) if recipe.file else None,
@@ -538,7 +550,7 @@ def train_sweep(recipe: Recipe, grid: str | Path | dict[str, Any] | None, seeds:
 
     sweep_variants(recipe, grid, out / "sweep", seeds)  # every config checked before anything is written
     recipe = Recipe(recipe.dataset, recipe.preset, str(Path(recipe.file).resolve()) if recipe.file else None,
-                    _rebased(recipe.overrides, out))
+                    _rebased(recipe.overrides, out, recipe.dataset))
     grid = Path(grid).resolve() if isinstance(grid, (str, Path)) else grid
     make_folder(out)
     with contextlib.chdir(out):

@@ -472,13 +472,54 @@ def test_the_readme_papermill_commands_run_as_printed(tmp_path):
     assert (checkout / "runs" / "papermill" / "02_linear_probe.ipynb").exists()
 
 
-def test_a_relative_data_folder_is_handed_to_the_notebooks_relative_to_where_they_run(tmp_path, monkeypatch):
+DATA_ROOT_KINDS = {  # how the data folder was named when the command started -> (flag, $SCLIB_DATA)
+    "relative --data-root": ("data", None),
+    "absolute --data-root": ("{tmp}/data", None),
+    "relative $SCLIB_DATA": (None, "data"),
+    "absolute $SCLIB_DATA": (None, "{tmp}/data"),
+    "neither: ./data": (None, None),
+}
+
+
+def _launch(tmp_path, monkeypatch, kind) -> dict:
+    flag, env = (v.format(tmp=tmp_path) if v else v for v in DATA_ROOT_KINDS[kind])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SCLIB_DATA", raising=False)
+    if env:
+        monkeypatch.setenv("SCLIB_DATA", env)
+    return {"data_root": flag} if flag else {}
+
+
+@pytest.mark.parametrize("kind", DATA_ROOT_KINDS)
+def test_the_notebooks_read_the_data_folder_the_command_was_started_with(tmp_path, monkeypatch, kind):
+    """The notebooks run inside the study folder; ./data there is not the ./data the user meant."""
     seen = {}
     monkeypatch.setattr(study, "_run", lambda sources, values, out, *rest: seen.update(values, out=out) or out)
+    given = _launch(tmp_path, monkeypatch, kind)
+    study.run_study(Recipe("cifar10", overrides=given), [0], "results/cifar10")
+    root = seen["config_overrides"]["data_root"]
+    assert (seen["out"] / root).resolve() == (tmp_path / "data").resolve()
+    if not Path(root).is_absolute():
+        assert root == "../../data"
+
+
+@pytest.mark.parametrize("kind", DATA_ROOT_KINDS)
+def test_sweep_runs_read_the_data_folder_the_command_was_started_with(tmp_path, monkeypatch, kind):
+    seen = {}
+    monkeypatch.setattr(study, "run_sweep", lambda recipe, *rest, **kw: seen.update(
+        root=Path(recipe.overrides["data_root"]).resolve()))
+    given = _launch(tmp_path, monkeypatch, kind)
+    study.train_sweep(Recipe("cifar10", overrides=given), {"variants": {"short": {"epochs": 1}}}, [0],
+                      tmp_path / "results" / "ablations")
+    assert seen["root"] == (tmp_path / "data").resolve()  # resolved inside the sweep's folder, where it runs
+
+
+def test_a_bundled_data_set_gets_no_data_folder_unless_one_is_given(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(study, "_run", lambda sources, values, out, *rest: seen.update(values) or out)
     monkeypatch.chdir(tmp_path)
-    study.run_study(Recipe("digits", overrides={"data_root": "data"}), [0], "results/digits")
-    assert seen["config_overrides"]["data_root"] == "../../data"
-    assert (seen["out"] / seen["config_overrides"]["data_root"]).resolve() == (tmp_path / "data").resolve()
+    study.run_study(Recipe("digits"), [0], "results/digits")
+    assert "data_root" not in seen["config_overrides"]
 
 
 @pytest.mark.slow
