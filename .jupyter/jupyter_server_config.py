@@ -3,14 +3,14 @@
 # opens a notebook's .py as a notebook (jupytext's default viewer for "python").
 import warnings
 
-from sclib import lab
+from sclib.report import lab
 
 c = get_config()  # noqa: F821 (Jupyter's config loader provides it)
 
 # The file browser starts in notebooks/; its root is the repository, so runs/ and results/ are a click up.
 c.ContentsManager.preferred_dir = "notebooks"
 
-# One kernel in the launcher: the one papermill, nbval and the study runner use (sclib.lab.ensure_kernel).
+# One kernel in the launcher: the one papermill, nbval and the study runner use (sclib.report.lab.ensure_kernel).
 c.KernelSpecManager.allowed_kernelspecs = {lab.ensure_kernel()}
 
 # Saving a notebook of notebooks/ writes its .ipynb without outputs, as it is committed.

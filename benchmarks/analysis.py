@@ -31,12 +31,13 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans
 
-from sclib import report
-from sclib.evaluate import l2_normalise
-from sclib.features import predict
-from sclib.metrics import cluster_metrics, topk_accuracy
-from sclib.probe import knn_probe, linear_probe
-from sclib.runs import augment_config, load_data, load_model, open_run
+from sclib.core.metrics import cluster_metrics, topk_accuracy
+from sclib.eval.checks import l2_normalise
+from sclib.eval.features import predict
+from sclib.eval.probe import knn_probe, linear_probe
+from sclib.report import notebook as report
+from sclib.run.build import augment_config, load_data, load_model
+from sclib.run.paths import open_run
 
 # k-means (n_init, dtype): scikit-learn's float64 with 10 starts was the evaluation's setting
 KMEANS_VARIANTS = {False: [(10, np.float64), (10, np.float32), (3, np.float32), (1, np.float32)],

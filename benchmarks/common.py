@@ -17,8 +17,8 @@ from typing import Any, NamedTuple
 import torch
 from torch.overrides import TorchFunctionMode
 
-from sclib.config import make_config
 from sclib.data import REGISTRY, DatasetInfo, DataSplits
+from sclib.run.config import make_config
 from sclib.train import Trainer
 
 

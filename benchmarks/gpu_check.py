@@ -42,9 +42,9 @@ import common
 import profile_step
 import throughput
 
-from sclib.config import make_config
 from sclib.data import DatasetInfo, DataSplits, channel_stats, load_dataset
-from sclib.evaluate import kmeans_metrics
+from sclib.eval.evaluate import kmeans_metrics
+from sclib.run.config import make_config
 from sclib.train import Trainer
 
 # (label, tuned, compile mode or None): the variants of stage 1, "before" first

@@ -1,6 +1,6 @@
 """The backbone candidates for CIFAR on this CPU, side by side in one run (issue 25).
 
-For each candidate (a name of ``sclib.model.BACKBONES`` at a width) the fast CIFAR-10 recipe's
+For each candidate (a name of ``sclib.core.model.BACKBONES`` at a width) the fast CIFAR-10 recipe's
 whole training step, as a run takes it: augmentation of 2 BYOL views of 32 px, forward,
 loss, backward and SGD, under the run's precision (bf16 autocast + channels-last on a CPU with
 native bf16), batch 128 by default, on synthetic images. Prints per candidate:

@@ -41,7 +41,7 @@ from torchvision import transforms as T
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
-from sclib.augment import AugmentConfig, Augmenter, blur_kernel_size
+from sclib.core.augment import AugmentConfig, Augmenter, blur_kernel_size
 from sclib.train import Trainer
 
 BILINEAR = T.InterpolationMode.BILINEAR

@@ -45,14 +45,16 @@ train = True  # False: report finished runs without training
 # %matplotlib inline
 from IPython.display import Markdown, display
 
-from sclib import plots, report
+from sclib.report import notebook as report
+from sclib.report import plots
+from sclib.train import prepare_runs
 
 report.check_parameters(dataset=dataset, preset=preset, run_dir=run_dir, seeds=seeds, config_overrides=config_overrides,
                         config_file=config_file, train=train)
 
 # %%
 run_dir = run_dir or report.lab_folder(dataset)
-configs = report.prepare_runs(dataset, preset, run_dir, seeds, config_overrides, config_file, train)
+configs = prepare_runs(dataset, preset, run_dir, seeds, config_overrides, config_file, train)
 runs = report.open_runs(run_dir, dataset)
 display(Markdown(report.config_markdown(configs[0], [cfg.seed for cfg in configs])))
 display(Markdown(report.warnings_markdown(runs)))

@@ -41,14 +41,16 @@ device = "auto"
 # %matplotlib inline
 import pandas as pd
 
-from sclib import plots, report
+from sclib.eval.probe import ensure_probed
+from sclib.report import notebook as report
+from sclib.report import plots
 
 report.check_parameters(dataset=dataset, run_dir=run_dir, probe_epochs=probe_epochs, device=device)
 
 # %%
 run_dir = run_dir or report.lab_folder(dataset)
 runs = report.open_runs(run_dir, dataset)
-probes = pd.concat([report.ensure_probed(cfg, paths, probe_epochs, device) for cfg, paths in runs], ignore_index=True)
+probes = pd.concat([ensure_probed(cfg, paths, probe_epochs, device) for cfg, paths in runs], ignore_index=True)
 # top-1 and top-3 in percent (mean over seeds), as the summary pages show them
 (100 * probes.pivot_table(index="epoch", columns="probe", values=["top1", "top3"], aggfunc="mean")).round(2)
 

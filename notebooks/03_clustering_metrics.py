@@ -38,15 +38,17 @@ device = "auto"
 # %matplotlib inline
 from IPython.display import Markdown, display
 
-from sclib import plots, report, summary, tables
-from sclib.metrics import confusion_after_matching
+from sclib.core.metrics import confusion_after_matching
+from sclib.eval.evaluate import ensure_evaluated
+from sclib.report import notebook as report
+from sclib.report import plots, summary, tables
 
 report.check_parameters(dataset=dataset, run_dir=run_dir, device=device)
 
 # %%
 run_dir = run_dir or report.lab_folder(dataset)
 runs = report.open_runs(run_dir, dataset)
-evaluations = [report.ensure_evaluated(cfg, paths, device) for cfg, paths in runs]
+evaluations = [ensure_evaluated(cfg, paths, device) for cfg, paths in runs]
 display(Markdown(tables.clustering_table(evaluations, dataset, summary.second_stage(runs)).markdown()))
 display(Markdown(report.warnings_markdown(runs)))
 
@@ -70,7 +72,7 @@ display(Markdown(tables.heads_table(evaluations).markdown()))
 # First seed.
 
 # %%
-view = report.load_view(*runs[0], device)
+view = report.load_view(*runs[0], evaluations[0])
 cm = confusion_after_matching(view.labels, view.assigned)
 fig = plots.confusion_matrix_plot(cm, view.class_names)
 report.save(fig, report.figures_dir(run_dir), "confusion")

@@ -40,7 +40,9 @@ seed = 0  # of the subsample, t-SNE and UMAP
 # %matplotlib inline
 from IPython.display import display
 
-from sclib import plots, report
+from sclib.eval.evaluate import ensure_evaluated
+from sclib.report import notebook as report
+from sclib.report import plots
 
 report.check_parameters(dataset=dataset, run_dir=run_dir, max_points=max_points, show_seed=show_seed, device=device,
                         seed=seed)
@@ -48,7 +50,7 @@ report.check_parameters(dataset=dataset, run_dir=run_dir, max_points=max_points,
 # %%
 run_dir = run_dir or report.lab_folder(dataset)
 cfg, paths = report.pick_run(report.open_runs(run_dir, dataset), show_seed)
-view = report.load_view(cfg, paths, device)
+view = report.load_view(cfg, paths, ensure_evaluated(cfg, paths, device))
 idx = report.subsample(len(view.labels), max_points, seed)
 figures = report.figures_dir(run_dir)
 print(f"seed {cfg.seed}: {len(idx)} of {len(view.labels)} eval images")

@@ -37,7 +37,9 @@ seed = 0
 # %matplotlib inline
 import pandas as pd
 
-from sclib import plots, report
+from sclib.eval.evaluate import ensure_evaluated
+from sclib.report import notebook as report
+from sclib.report import plots
 
 report.check_parameters(dataset=dataset, run_dir=run_dir, clusters_per_grid=clusters_per_grid,
                         images_per_cluster=images_per_cluster, show_seed=show_seed, device=device, seed=seed)
@@ -45,7 +47,7 @@ report.check_parameters(dataset=dataset, run_dir=run_dir, clusters_per_grid=clus
 # %%
 run_dir = run_dir or report.lab_folder(dataset)
 cfg, paths = report.pick_run(report.open_runs(run_dir, dataset), show_seed)
-view = report.load_view(cfg, paths, device)
+view = report.load_view(cfg, paths, ensure_evaluated(cfg, paths, device))
 table = report.cluster_table(view.labels, view.assigned, view.class_names)
 pd.DataFrame(table).set_index("cluster").round(3)
 

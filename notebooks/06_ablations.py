@@ -41,8 +41,9 @@ train = True  # False: only tabulate what the sweep already trained
 # %matplotlib inline
 from IPython.display import Markdown, display
 
-from sclib import plots, report, sweep
-from sclib.config import Recipe
+from sclib.report import ablations, plots, sweep
+from sclib.report import notebook as report
+from sclib.run.config import Recipe
 
 report.check_parameters(dataset=dataset, preset=preset, sweep_dir=sweep_dir, grid=grid, seeds=seeds,
                         config_overrides=config_overrides, train=train)
@@ -51,19 +52,19 @@ report.check_parameters(dataset=dataset, preset=preset, sweep_dir=sweep_dir, gri
 sweep_dir = sweep_dir or report.lab_folder(f"sweep-{dataset}")
 if train:
     done = sweep.run_sweep(Recipe(dataset, preset, overrides=config_overrides), grid, sweep_dir, seeds, log=print)
-table = sweep.ablation_table(sweep_dir)
+table = ablations.ablation_table(sweep_dir)
 
 # %% [markdown]
 # ## This sweep (percent, mean ± std over seeds; the last column is the seed's ACC for the same variant on STL-10)
 
 # %%
-display(Markdown(sweep.ablation_markdown(table)))
+display(Markdown(ablations.ablation_markdown(table)))
 
 # %% [markdown]
 # ## The seed report's Table 2 (STL-10, ResNet-18, 300 epochs, percent)
 
 # %%
-display(Markdown(sweep.seed_table2_markdown()))
+display(Markdown(ablations.seed_table2_markdown()))
 
 # %% [markdown]
 # ## ACC per variant (Fig. 5)

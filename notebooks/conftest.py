@@ -3,7 +3,7 @@
 Their default run folders live under ``runs/lab/`` (01 writes one, 02-05 read it, 06 trains its
 own sweep), which is also where interactive JupyterLab runs go. So that the tests neither read
 nor delete those, a test session points the notebooks (through ``SCLIB_LAB_RUNS``, read by
-``sclib.report.lab_folder``) at a fresh temporary folder. pytest loads this file only when
+``sclib.report.notebook.lab_folder``) at a fresh temporary folder. pytest loads this file only when
 the notebooks are part of the session.
 
 Each notebook's test also runs on its own (``pytest notebooks/03_clustering_metrics.ipynb``):
@@ -56,7 +56,7 @@ def _make_the_run() -> object:
     import nbformat
     from nbclient import NotebookClient
 
-    from sclib.lab import ensure_kernel
+    from sclib.report.lab import ensure_kernel
 
     nb = nbformat.read(HERE / f"{MAKES_THE_RUN}.ipynb", as_version=4)
     try:

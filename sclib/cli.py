@@ -12,7 +12,7 @@ import typing
 import warnings
 
 from sclib import __version__
-from sclib.config import (
+from sclib.run.config import (
     HELP,
     PRESETS,
     REFINE_HELP,
@@ -25,7 +25,7 @@ from sclib.config import (
     coerce,
     to_yaml,
 )
-from sclib.files import path_problem
+from sclib.run.files import path_problem
 
 DESCRIPTION = """\
 Self-Classifier (Amrani, Karlinsky, Bronstein, ECCV 2022) on small image data sets.
@@ -241,7 +241,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 def _one_run_for_checkpoint(args: argparse.Namespace) -> None:
     """``--checkpoint`` is one run's file: with a folder of several seed runs it would score that
     one run's weights into every seed's eval.json and probe.csv."""
-    from sclib.runs import run_folders
+    from sclib.run.paths import run_folders
 
     if args.checkpoint is None:
         return
@@ -252,7 +252,7 @@ def _one_run_for_checkpoint(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from sclib.evaluate import evaluate_runs
+    from sclib.eval.evaluate import evaluate_runs
 
     _one_run_for_checkpoint(args)
     rows = evaluate_runs(args.run, args.checkpoint, args.device)
@@ -261,7 +261,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from sclib.probe import ProbeNotConverged, probe_runs
+    from sclib.eval.probe import ProbeNotConverged, probe_runs
 
     if args.epochs <= 0:
         raise ConfigError(f"--epochs must be positive, got {args.epochs}")
@@ -279,8 +279,8 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 def _refine(args: argparse.Namespace) -> int:
-    from sclib.refine import refine_run
-    from sclib.runs import run_folders
+    from sclib.eval.refine import refine_run
+    from sclib.run.paths import run_folders
 
     settings = RefineSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RefineSettings)})
     rows = []
@@ -295,7 +295,7 @@ def _refine(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
-    from sclib.study import render_study, run_study
+    from sclib.report.study import render_study, run_study
 
     out = _study_out(args)
     if args.runs:
@@ -311,7 +311,7 @@ def _study(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from sclib.study import run_sweep_study
+    from sclib.report.study import run_sweep_study
 
     folder = run_sweep_study(recipe_from_args(args), args.grid, args.seeds, _study_out(args), args.param,
                              args.notebooks, args.kernel, note=args.note, log=_log)
@@ -321,7 +321,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _front(args: argparse.Namespace) -> int:
-    from sclib.front import write_front
+    from sclib.report.front import write_front
 
     for path in write_front(args.results, args.readme):
         _log(f"front: wrote {os.path.relpath(path)}")
@@ -333,7 +333,7 @@ def _refresh_front(study: str | os.PathLike[str], results: bool) -> None:
     has a front page) appears on the front page at once."""
     from pathlib import Path
 
-    from sclib.front import is_front_page, write_front
+    from sclib.report.front import is_front_page, write_front
 
     parent = Path(study).resolve().parent
     if results or is_front_page(parent / "index.html"):
@@ -365,7 +365,7 @@ def _table(rows: list[dict[str, typing.Any]], columns: tuple[str, ...]) -> str:
 def _cell(column: str, value: typing.Any) -> str:
     """Metrics in percent as every table shows them; None (a step the data was too small for, its
     warning says why) as "n/a", as in summary.md."""
-    from sclib.tables import pct
+    from sclib.report.tables import pct
 
     if column in ("acc", "nmi", "ami", "ari", "top1", "top3") and (value is None or isinstance(value, float)):
         return pct(value)
@@ -374,10 +374,10 @@ def _cell(column: str, value: typing.Any) -> str:
 
 def expected_errors() -> tuple[type[BaseException], ...]:
     """Failures a user can fix; they end in one line, not a traceback."""
-    from sclib.checkpoint import CheckpointError
     from sclib.data import DataError
-    from sclib.evaluate import EvaluationError
-    from sclib.files import RunFolderError, UnreadableFileError
+    from sclib.eval.evaluate import EvaluationError
+    from sclib.run.checkpoint import CheckpointError
+    from sclib.run.files import RunFolderError, UnreadableFileError
     from sclib.train import NonFiniteLossError
 
     return (ConfigError, DataError, CheckpointError, RunFolderError, NonFiniteLossError, EvaluationError,
@@ -432,8 +432,8 @@ def _stop_signals_interrupt() -> typing.Iterator[None]:
 
 def study_errors() -> tuple[type[BaseException], ...]:
     """A study or sweep that could not go on (exit 1); imported only once an error is raised,
-    since ``sclib.study`` imports torch and --help should not wait for it."""
-    from sclib.study import StudyError
+    since ``sclib.report.study`` imports torch and --help should not wait for it."""
+    from sclib.report.study import StudyError
 
     return (StudyError,)
 

@@ -2,7 +2,7 @@
 
 Values are percent, exactly as printed in the seed report (ResNet-18; Table 1 after 800
 epochs, Table 2 ablations on STL-10 after 300 epochs each). Code elsewhere keeps fractions:
-use :func:`as_fractions` before handing a row to ``sclib.plots``.
+use :func:`as_fractions` before handing a row to ``sclib.report.plots``.
 """
 
 from __future__ import annotations
@@ -66,5 +66,5 @@ def table1_row(dataset: str) -> tuple[str, dict[str, float]] | None:
 
 
 def as_fractions(row: Mapping[str, float]) -> dict[str, float]:
-    """Percent -> fractions, the unit ``sclib.metrics`` and ``sclib.plots`` use."""
+    """Percent -> fractions, the unit ``sclib.core.metrics`` and ``sclib.report.plots`` use."""
     return {k: float(v) / 100.0 for k, v in row.items()}

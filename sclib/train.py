@@ -19,37 +19,26 @@ from typing import Any, TextIO
 import torch
 from torch import nn
 
-from sclib import checkpoint, distributed, evaluate, faults, features
-from sclib.augment import Augmenter
-from sclib.config import Config, ConfigError, Recipe
+from sclib.core import distributed
+from sclib.core.augment import Augmenter
+from sclib.core.loss import SelfClassifierLoss, clusters_used
+from sclib.core.model import SelfClassifier
+from sclib.core.nnqueue import NNQueue
+from sclib.core.optim import build_optimizer, lr_at, set_fused, set_lr
 from sclib.data import DataSplits, counts_line, split_counts
-from sclib.files import write_csv, write_json
-from sclib.loss import SelfClassifierLoss, clusters_used
-from sclib.model import SelfClassifier
-from sclib.nnqueue import NNQueue
-from sclib.optim import build_optimizer, lr_at, set_fused, set_lr
-from sclib.runs import (
-    RunPaths,
-    augment_config,
-    build_model,
-    check_resumable,
-    finished_metrics,
-    load_data,
-    lock_run,
-    misfit,
-    precision,
-    provenance,
-    record_finish,
-    record_start,
-    resolve_device,
-    seed_configs,
-    size_notes,
-)
+from sclib.eval import evaluate, features
+from sclib.eval.checks import collapse_warning
+from sclib.run import checkpoint, faults
+from sclib.run.build import augment_config, build_model, load_data, misfit, precision, resolve_device, size_notes
+from sclib.run.config import Config, ConfigError, Recipe, load_config
+from sclib.run.files import write_csv, write_json
+from sclib.run.lifecycle import check_resumable, lock_run, provenance, record_finish, record_start, seed_configs
+from sclib.run.paths import RunPaths, run_folders
+from sclib.run.records import check_finished, finished_metrics
 
 # The phases of a step, each a torch.profiler range "sclib.<phase>" (benchmarks/profile_step.py
 # reads them); "sclib.collective" ranges (gathers, all_reduces) nest inside loss and backward.
 PHASES = ("data", "augment", "forward", "loss", "backward", "optimizer", "sync")
-
 
 # After this many steps of the first epoch a run estimates the time it will take.
 ESTIMATE_AFTER_STEPS = 5
@@ -392,7 +381,7 @@ class Trainer:
         metrics = evaluate.head_metrics(preds, self.data.eval_labels.numpy(), self.scored_head)
         metrics["epoch"] = self.epoch
         metrics["num_classes"] = len(self.info.classes)
-        warning = evaluate.collapse_warning(metrics, len(self.data.eval_labels))
+        warning = collapse_warning(metrics, len(self.data.eval_labels))
         if warning:
             metrics["warning"] = warning
             self._log(f"warning: {warning}")
@@ -509,3 +498,25 @@ class _Progress:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def prepare_runs(dataset: str, preset: str, run_dir: str | Path, seeds: list[int],
+                 config_overrides: dict[str, Any] | None = None, config_file: str | None = None,
+                 train: bool = True, progress: str = "log") -> list[Config]:
+    """The seed runs of a study: trained (or resumed) here, or, with ``train=False``, read as finished.
+
+    ``train=False`` renders runs made elsewhere (a GPU machine) from their own config.json, so
+    neither the recipe nor the data set nor a checkpoint needs to be here.
+    """
+    if not train:
+        runs = [(load_config(RunPaths(f).config), RunPaths(f)) for f in run_folders(run_dir)]
+        check_finished(runs, "train it first or pass train=True")
+        for cfg, paths in runs:
+            cfg.out = str(paths.root)
+        return [cfg for cfg, _ in runs]
+    recipe = Recipe(dataset=dataset, preset=preset, file=config_file,
+                    overrides={**(config_overrides or {}), "out": str(run_dir)})
+    configs = seed_configs(recipe, seeds)
+    for cfg in configs:
+        pretrain(cfg, progress=progress)
+    return configs

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from sclib.adapt import SECONDS_PER_VIEW_PIXEL, epoch_seconds
-from sclib.config import ConfigError, make_config
 from sclib.data import summarize_image_folder
+from sclib.run.adapt import SECONDS_PER_VIEW_PIXEL, epoch_seconds
+from sclib.run.config import ConfigError, make_config
 
 
 def test_summary_counts_and_reads_headers(make_image_folder, tmp_path):
@@ -43,7 +43,7 @@ def test_fast_recipe_fits_the_folder(make_image_folder, tmp_path, size, mode, cl
 
 
 def test_epochs_follow_the_cpu_budget_and_the_users_flags_are_taken_as_given(tmp_path, monkeypatch):
-    import sclib.adapt as adapt
+    import sclib.run.adapt as adapt
     from sclib.data import FolderSummary
 
     def summary(images):

@@ -1,4 +1,4 @@
-"""Tests for sclib.augment: shapes, determinism, probabilities, and agreement with torchvision."""
+"""Tests for sclib.core.augment: shapes, determinism, probabilities, and agreement with torchvision."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 
-from sclib.augment import (
+from sclib.core.augment import (
     AugmentConfig,
     Augmenter,
     _jitter,

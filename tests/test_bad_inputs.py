@@ -39,8 +39,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sclib import checkpoint
-from sclib.config import ConfigError, make_config
+from sclib.run import checkpoint
+from sclib.run.config import ConfigError, make_config
 
 # -- helpers -----------------------------------------------------------------------------------
 
@@ -284,9 +284,9 @@ def test_out_that_is_a_file_is_refused(cli, tmp_path, tiny_args):
 
 
 def other_architecture_state(tiny_args_heads=(10, 30)) -> dict:
+    from sclib.core.optim import build_optimizer
     from sclib.data import load_dataset
-    from sclib.optim import build_optimizer
-    from sclib.runs import build_model
+    from sclib.run.build import build_model
 
     cfg = make_config("digits", "fast", image_size=8, mlp_hidden=64, mlp_out=16, heads=list(tiny_args_heads))
     model = build_model(cfg, load_dataset("digits").info)

@@ -17,7 +17,7 @@ import throughput
 import torch
 from torchvision import transforms as T
 
-from sclib.config import make_config
+from sclib.run.config import make_config
 from sclib.train import PHASES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,10 +135,10 @@ def test_gpu_check_runs_every_stage_in_its_tiny_setting():
 
 
 def test_cpu_report_times_the_fp32_step_the_step_now_and_the_reference(capsys, monkeypatch):
-    from sclib import runs
+    from sclib.run import build
 
     monkeypatch.setattr(common, "measured_peak_tflops", lambda device, seconds=1.0, dtype=None: 1.0)
-    monkeypatch.setattr(runs, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(build, "cpu_has_native_bf16", lambda: True)
     rows = throughput.cpu_report(batch=4, steps=1, warmup=0, workers=0, settings=["cifar10-fast"])["cifar10-fast"]
     out = capsys.readouterr().out
     labels = [k for k in rows if isinstance(k, str) and k not in ("flops", "peak_bf16")]

@@ -84,14 +84,15 @@ def test_help_and_parsing_import_no_heavy_library(argv):
     assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout[-500:]
 
 
-@pytest.mark.parametrize("kind, registry", [("DATASETS", "sclib.data:REGISTRY"), ("BACKBONES", "sclib.model:BACKBONES"),
-                                             ("OPTIMIZERS", "sclib.optim:OPTIMIZERS")])
+@pytest.mark.parametrize("kind, registry", [("DATASETS", "sclib.data:REGISTRY"),
+                                            ("BACKBONES", "sclib.core.model:BACKBONES"),
+                                            ("OPTIMIZERS", "sclib.core.optim:OPTIMIZERS")])
 def test_the_torch_free_names_are_those_the_modules_implement(kind, registry):
-    """config validates against sclib.names (no torch); a name added to a registry and not there
+    """config validates against sclib.core.names (no torch); a name added to a registry and not there
     would be refused by every command."""
     import importlib
 
-    from sclib import names
+    from sclib.core import names
 
     module, attribute = registry.split(":")
     assert tuple(getattr(importlib.import_module(module), attribute)) == getattr(names, kind)

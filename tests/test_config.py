@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sclib.config import (
+from sclib.data import DATASETS
+from sclib.run.config import (
     PRESETS,
     RECIPE_FIELDS,
     RECIPES,
@@ -25,7 +26,6 @@ from sclib.config import (
     recipe_path,
     to_yaml,
 )
-from sclib.data import DATASETS
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from sclib import data
-from sclib.data import DataError, load_dataset
+from sclib.data import DataError, formats, load_dataset
+from sclib.data import folder as image_folders
 
 
 @pytest.fixture(autouse=True)
@@ -222,10 +223,10 @@ def test_cifar10_garbage_pickle_is_a_data_error(tmp_path):
 
 
 def test_fine_to_coarse_map_matches_cifar100_definition():
-    assert len(data.CIFAR100_FINE_TO_COARSE) == 100 and len(fmt.CIFAR100_FINE_NAMES) == 100
-    assert [fmt.coarse_of_fine(i) for i in range(100)] == data.CIFAR100_FINE_TO_COARSE
-    assert data.CIFAR20_CLASSES == tuple(fmt.CIFAR100_COARSE_NAMES)
-    assert Counter(data.CIFAR100_FINE_TO_COARSE) == Counter({c: 5 for c in range(20)})
+    assert len(formats.CIFAR100_FINE_TO_COARSE) == 100 and len(fmt.CIFAR100_FINE_NAMES) == 100
+    assert [fmt.coarse_of_fine(i) for i in range(100)] == formats.CIFAR100_FINE_TO_COARSE
+    assert formats.CIFAR20_CLASSES == tuple(fmt.CIFAR100_COARSE_NAMES)
+    assert Counter(formats.CIFAR100_FINE_TO_COARSE) == Counter({c: 5 for c in range(20)})
 
 
 def test_cifar20_uses_coarse_labels_and_superclass_names(tmp_path):
@@ -410,7 +411,7 @@ GRADIENT = np.arange(256, dtype=np.uint8).reshape(16, 16)  # every 8-bit level o
 def _in_mode(mode: str) -> Image.Image:
     """GRADIENT in ``mode``, spanning the mode's full range (16-bit modes: 0..65535)."""
     wide = GRADIENT.astype(np.uint32) * 257
-    if mode in data.GREY_16BIT_MODES:
+    if mode in image_folders.GREY_16BIT_MODES:
         order = {"I;16B": ">u2", "I;16N": "=u2"}.get(mode, "<u2")
         return Image.frombytes(mode, (16, 16), wide.astype(order).tobytes())
     if mode == "I":
@@ -426,7 +427,7 @@ def _in_mode(mode: str) -> Image.Image:
 
 def _saved_variants(mode: str, folder: Path) -> list[Path]:
     """GRADIENT in ``mode`` saved under every accepted extension Pillow writes that mode to."""
-    wide = (*data.GREY_16BIT_MODES, "I", "F")
+    wide = (*image_folders.GREY_16BIT_MODES, "I", "F")
     source, saved = _in_mode(mode), []
     for ext in data.IMAGE_EXTENSIONS:
         path = folder / f"{mode.replace(';', '_')}{ext}"
@@ -451,10 +452,10 @@ def test_every_pillow_mode_loads_at_full_range_or_is_refused_in_one_line(tmp_pat
     reference = np.asarray(_in_mode("1").convert("L")) if mode == "1" else GRADIENT
     checked, variants = 0, _saved_variants(mode, tmp_path)
     for path in variants:
-        img = data._open_image(path)
+        img = image_folders._open_image(path)
         try:
-            target = data.pixel_mode(img, path)
-            out = np.asarray(data._as_8bit(img, path, target), dtype=np.int64)
+            target = image_folders.pixel_mode(img, path)
+            out = np.asarray(image_folders._as_8bit(img, path, target), dtype=np.int64)
         except DataError as err:
             assert str(path) in str(err) and repr(img.mode) in str(err) and "\n" not in str(err)
             assert img.mode in ("F", "I")  # only the modes without a fixed range are refused
@@ -472,7 +473,7 @@ def test_every_pillow_mode_loads_at_full_range_or_is_refused_in_one_line(tmp_pat
 def test_every_pillow_mode_is_classified_or_refused(mode):
     img = Image.new(mode, (2, 2))
     try:
-        assert data.pixel_mode(img, Path("x.tif")) in ("L", "RGB")
+        assert image_folders.pixel_mode(img, Path("x.tif")) in ("L", "RGB")
     except DataError as err:
         assert "'x.tif'" in repr(str(err)) or "x.tif" in str(err)
         assert mode in ("F", "I")
@@ -586,8 +587,8 @@ def test_links_are_followed_and_link_loops_end(tmp_path, kind):
 
 
 def test_the_images_found_per_split_and_class_are_printed_and_recorded(tmp_path, capsys):
-    from sclib.config import make_config
-    from sclib.files import read_json
+    from sclib.run.config import make_config
+    from sclib.run.files import read_json
     from sclib.train import Trainer
 
     root = tmp_path / "images"
@@ -707,8 +708,8 @@ def test_hold_out_cuts_a_fixed_validation_split_from_train():
 
 
 def test_val_fraction_makes_the_run_evaluate_on_the_validation_split():
-    from sclib.config import ConfigError, make_config
-    from sclib.runs import load_data
+    from sclib.run.build import load_data
+    from sclib.run.config import ConfigError, make_config
 
     data = load_data(make_config("digits", val_fraction=0.25))
     assert len(data.eval_images) == round(0.25 * 1257)

@@ -15,8 +15,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from sclib import distributed as sd
-from sclib.loss import SelfClassifierLoss
+from sclib.core import distributed as sd
+from sclib.core.loss import SelfClassifierLoss
 
 WORLD = 2
 N_LOCAL = 6                  # samples per rank for the loss checks

@@ -16,12 +16,15 @@ import numpy as np
 import pytest
 import torch
 
-from sclib import evaluate, report
-from sclib.config import ConfigError, make_config
-from sclib.evaluate import EvaluationError, Predictions, collapse_warning, kmeans_metrics, spread_problem
-from sclib.files import read_json
-from sclib.probe import knn_probe, linear_probe
-from sclib.runs import RunPaths, size_notes
+from sclib.eval import evaluate
+from sclib.eval.checks import collapse_warning, spread_problem
+from sclib.eval.evaluate import EvaluationError, Predictions, kmeans_metrics
+from sclib.eval.probe import knn_probe, linear_probe
+from sclib.report import notebook as report
+from sclib.run.build import size_notes
+from sclib.run.config import ConfigError, make_config
+from sclib.run.files import read_json
+from sclib.run.paths import RunPaths
 
 
 @pytest.fixture(autouse=True)
@@ -81,7 +84,7 @@ def test_embeddings_refuse_rows_they_cannot_take_before_the_library_sees_them(me
 
 def test_tsne_of_constant_features_is_refused_not_a_segfault():
     """The issue's example: scikit-learn's t-SNE kills the process (exit 139) on equal rows."""
-    code = ("import numpy as np\nfrom sclib.report import embed_2d, TooLittleData\n"
+    code = ("import numpy as np\nfrom sclib.report.notebook import embed_2d, TooLittleData\n"
             "try:\n    embed_2d(np.ones((50, 16), np.float32), 'tsne')\n"
             "except TooLittleData as err:\n    print(err)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
@@ -205,7 +208,7 @@ def test_a_train_split_of_one_image_is_refused_up_front(cli, tiny_args, tmp_path
 def test_the_smallest_validation_split_evaluates_and_says_what_it_skipped(cli, tiny_args, tmp_path):
     """The issue's example: --val-fraction 0.005 leaves 6 eval images for 10 classes; evaluate
     ended in a k-means traceback and wrote no eval.json."""
-    from sclib.summary import write_summary
+    from sclib.report.summary import write_summary
 
     run = tmp_path / "study" / "run" / "seed0"
     result = cli("pretrain", *tiny_args, "--epochs", "1", "--val-fraction", "0.005", "--no-progress", "--out", run)
@@ -246,7 +249,7 @@ def test_collapse_is_fewer_than_half_the_clusters_the_head_could_use(case):
 
 def test_a_collapsed_run_says_so_in_the_log_metrics_eval_summary_and_report(cli, tiny_args, tmp_path):
     """The issue's example: --lr 1000 ended with exit 0, no warning and one cluster in use."""
-    from sclib.summary import write_summary
+    from sclib.report.summary import write_summary
 
     run = tmp_path / "study" / "run" / "seed0"
     result = cli("pretrain", *tiny_args, "--epochs", "2", "--lr", "1000", "--no-progress", "--out", run)

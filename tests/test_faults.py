@@ -40,9 +40,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from sclib import checkpoint
-from sclib.checkpoint import CheckpointError
-from sclib.files import LOCK_NAME
+from sclib.run import checkpoint
+from sclib.run.checkpoint import CheckpointError
+from sclib.run.files import LOCK_NAME
 
 EPOCHS = 3
 STEPS_PER_EPOCH = 9  # 1257 digits train images // batch 128
@@ -56,7 +56,7 @@ KILLS = {
 
 
 def run_args(tiny_args: tuple[str, ...], out: Path) -> list[str]:
-    return ["pretrain", *tiny_args, "--epochs", str(EPOCHS), "--milestones", "1", "--no-progress", "--out", str(out)]
+    return ["pretrain", *tiny_args, "--epochs", str(EPOCHS), "--keep-epochs", "1", "--no-progress", "--out", str(out)]
 
 
 def all_tensors(obj, prefix: str = ""):
@@ -274,7 +274,7 @@ def test_every_checkpoint_damaged_stops_and_says_how_to_start_over(killed_in_epo
 
 def test_nan_in_a_batch_stops_the_run_and_keeps_the_last_good_state(kills, cli, tiny_args, tmp_path, monkeypatch):
     import sclib.train
-    from sclib.augment import Augmenter
+    from sclib.core.augment import Augmenter
 
     calls = {"n": 0}
 

@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from sclib import checkpoint, features
-from sclib.config import make_config
-from sclib.evaluate import evaluate_run
-from sclib.features import Predictions, checkpoint_predictions, predict
-from sclib.probe import probe_run
-from sclib.runs import RunPaths, augment_config, load_data, load_model, open_run
+from sclib.eval import features
+from sclib.eval.evaluate import evaluate_run
+from sclib.eval.features import Predictions, checkpoint_predictions, predict
+from sclib.eval.probe import probe_run
+from sclib.run import checkpoint
+from sclib.run.build import augment_config, load_data, load_model
+from sclib.run.config import make_config
+from sclib.run.paths import RunPaths, open_run
 from sclib.train import pretrain
 
 TINY = dict(image_size=8, mlp_hidden=32, mlp_out=16, batch_size=128, heads=[10, 20], device="cpu", epochs=2,

@@ -1,4 +1,4 @@
-"""The front page (sclib.front) built from small synthetic study folders, in the committed format:
+"""The front page (sclib.report.front) built from small synthetic study folders, in the committed format:
 numbers equal the run files', a data set without a study shows its reason, links resolve, a
 new study folder appears by itself, and the README's table is the same table."""
 
@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sclib import front, seed_report, summary
+from sclib import seed_report
 from sclib.cli import main
-from sclib.config import Recipe
+from sclib.report import front, summary
+from sclib.run.config import Recipe
 
 METRICS = ("nmi", "ami", "ari", "acc")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from sclib import lab
+from sclib.report import lab
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / ".jupyter"

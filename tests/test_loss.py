@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from sclib.loss import SelfClassifierLoss, clusters_used, view_pairs
+from sclib.core.loss import SelfClassifierLoss, clusters_used, view_pairs
 
 ROW_TAU, COL_TAU, EPS = 0.1, 0.05, 1e-8
 
@@ -210,7 +210,7 @@ def test_clusters_used():
 
 
 def test_alone_the_heads_are_neither_gathered_nor_copied():
-    from sclib.loss import _gather_heads
+    from sclib.core.loss import _gather_heads
 
     outputs = random_outputs([3, 5], n=4, n_views=2, dtype=torch.float32)
     gathered = _gather_heads(outputs)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
-from sclib.metrics import (
+from sclib.core.metrics import (
     cluster_metrics,
     cluster_purity,
     confusion_after_matching,

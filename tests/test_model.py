@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sclib.model import BACKBONES, CosineHead, SelfClassifier, build_backbone
+from sclib.core.model import BACKBONES, CosineHead, SelfClassifier, build_backbone
 
 
 def test_forward_gives_one_logit_matrix_per_head():

@@ -7,7 +7,7 @@ import io
 import pytest
 import torch
 
-from sclib.nnqueue import NNQueue
+from sclib.core.nnqueue import NNQueue
 
 DIM = 8
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sclib.optim import LARS, build_optimizer, lr_at, set_fused
+from sclib.core.optim import LARS, build_optimizer, lr_at, set_fused
 
 
 def test_warmup_then_cosine_matches_the_recipe():

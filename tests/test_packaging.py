@@ -44,7 +44,7 @@ def test_environment_yml_and_pyproject_list_the_same_dependencies():
 def test_test_and_notebook_tools_stay_out_of_the_runtime_dependencies():
     runtime = pyproject_requirements()
     assert not {"pytest", "nbval", "jupyterlab", "jupytext"} & set(runtime)
-    assert "seaborn" in runtime  # sclib.plots draws with it
+    assert "seaborn" in runtime  # sclib.report.plots draws with it
     assert "'.[test]'" in (ROOT / "scripts" / "setup.sh").read_text()  # the README's two commands still work
 
 

@@ -1,4 +1,4 @@
-"""Behaviour of sclib.plots on tiny synthetic inputs: what is drawn, what is written, what is refused."""
+"""Behaviour of sclib.report.plots on tiny synthetic inputs: what is drawn, what is written, what is refused."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from matplotlib.collections import PathCollection, PolyCollection, QuadMesh
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from sclib import plots
+from sclib.report import plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

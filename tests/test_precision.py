@@ -1,7 +1,7 @@
 """Precision follows the hardware: bf16 autocast and channels-last on CPUs with native bf16, fp32
 elsewhere, recorded in the log and config.json.
 
-A CPU's bf16 support is forced either way by replacing ``sclib.runs.cpu_has_native_bf16``, so
+A CPU's bf16 support is forced either way by replacing ``sclib.run.build.cpu_has_native_bf16``, so
 every test runs on any CPU (PyTorch emulates bf16 where the hardware lacks it: slower, same
 numbers).
 
@@ -22,20 +22,20 @@ import pytest
 import torch
 from test_step import one_step, trainer
 
-from sclib import checkpoint, faults, runs
-from sclib.config import make_config
-from sclib.runs import Precision, precision
+from sclib.run import build, checkpoint, faults
+from sclib.run.build import Precision, precision
+from sclib.run.config import make_config
 from sclib.train import Trainer, pretrain
 
 
 @pytest.fixture
 def bf16_cpu(monkeypatch):
-    monkeypatch.setattr(runs, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(build, "cpu_has_native_bf16", lambda: True)
 
 
 @pytest.fixture
 def old_cpu(monkeypatch):
-    monkeypatch.setattr(runs, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(build, "cpu_has_native_bf16", lambda: False)
 
 
 @pytest.mark.parametrize(("device", "amp", "native", "bf16", "channels_last"), [
@@ -47,7 +47,7 @@ def old_cpu(monkeypatch):
     ("cuda", False, False, False, True),
 ])
 def test_precision_follows_the_device_and_amp(monkeypatch, device, amp, native, bf16, channels_last):
-    monkeypatch.setattr(runs, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(build, "cpu_has_native_bf16", lambda: native)
     chosen = precision(torch.device(device), amp)
     assert (chosen.bf16, chosen.channels_last) == (bf16, channels_last)
     assert str(chosen).startswith("bf16 autocast" if bf16 else "fp32")
@@ -55,7 +55,7 @@ def test_precision_follows_the_device_and_amp(monkeypatch, device, amp, native, 
 
 def test_native_bf16_is_what_torch_reports_for_this_cpu():
     expected = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    assert runs.cpu_has_native_bf16() is expected
+    assert build.cpu_has_native_bf16() is expected
 
 
 def test_the_autocast_context_computes_convolutions_in_bf16_or_not():
@@ -137,7 +137,7 @@ def test_a_bf16_run_resumes_to_bit_identical_weights(tmp_path, monkeypatch, bf16
 
 @pytest.mark.parametrize(("native", "said"), [(True, "bf16 autocast, channels-last"), (False, "fp32, contiguous")])
 def test_the_log_and_config_json_say_which_precision_ran(tmp_path, monkeypatch, capsys, native, said):
-    monkeypatch.setattr(runs, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(build, "cpu_has_native_bf16", lambda: native)
     cfg = tiny(tmp_path, "run", epochs=1)
     Trainer(cfg, progress="log").fit()
     assert f"precision: {said}" in capsys.readouterr().out  # "log" (notebooks): with the epoch lines on stdout

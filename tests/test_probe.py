@@ -7,7 +7,7 @@ import pytest
 import torch
 from analysis import straightforward_linear_probe  # benchmarks/analysis.py: the probe as first written
 
-from sclib.probe import convergence_warning, knn_probe, linear_probe
+from sclib.eval.probe import convergence_warning, knn_probe, linear_probe
 
 
 def separable(n, dim=6, classes=4, seed=0, scale=None):
@@ -80,7 +80,7 @@ def noisy_problem(n, seed):
 
 @pytest.mark.parametrize("n, batch_size, epochs", [(700, 64, 12), (1000, 512, 30), (333, 100, 7)])
 def test_fast_linear_probe_equals_the_straightforward_loop(n, batch_size, epochs, monkeypatch):
-    import sclib.probe as probe
+    import sclib.eval.probe as probe
 
     train_x, train_y = noisy_problem(n, seed=n)
     eval_x, eval_y = noisy_problem(400, seed=n + 1)

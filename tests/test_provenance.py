@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sclib.config import make_config
-from sclib.runs import git_state
+from sclib.run.config import make_config
+from sclib.run.lifecycle import git_state
 from sclib.train import pretrain
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,14 +73,14 @@ def test_dirty_means_the_package_changed_not_the_results(tmp_path):
     assert git_state(repo / "sclib")[1] is False
     (repo / "results" / "summary.md").write_text("new numbers\n")  # a study rewrote its report
     assert git_state(repo / "sclib")[1] is False
-    with (repo / "sclib" / "loss.py").open("a") as f:
+    with (repo / "sclib" / "core" / "loss.py").open("a") as f:
         f.write("# an edit\n")
     assert git_state(repo / "sclib")[1] is True
 
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_provenance_records_the_thread_count_and_cpu_model(threads):
-    from sclib.runs import provenance
+    from sclib.run.lifecycle import provenance
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from sclib.config import ConfigError, RefineSettings, make_config
-from sclib.refine import NEIGHBOUR_FIELDS, refine_run
+from sclib.eval.refine import NEIGHBOUR_FIELDS, refine_run
+from sclib.run.config import ConfigError, RefineSettings, make_config
 from sclib.train import pretrain
 
 SHORT = dict(image_size=8, mlp_hidden=64, mlp_out=32, batch_size=128, heads=[10, 20], device="cpu", epochs=3,

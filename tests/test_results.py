@@ -57,7 +57,7 @@ def test_summary_and_readme_quote_the_run_files(study):
 def test_front_page_and_readme_table_are_generated_from_the_run_files():
     """The README's results table, results/index.html and results/README.md are what
     ``python -m sclib front`` writes from the committed studies now (rerun it after a study)."""
-    from sclib import front
+    from sclib.report import front
 
     entries, skipped = front.find_studies(ROOT / "results")
     assert {e.folder for e in entries} == {p.name for p in STUDIES} and not skipped

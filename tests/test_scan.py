@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from sclib.scan import balanced_weights, confident, mine_neighbours, neighbour_consistency_loss
+from sclib.core.scan import balanced_weights, confident, mine_neighbours, neighbour_consistency_loss
 
 
 def brute_force_neighbours(x: np.ndarray, k: int) -> list[list[int]]:

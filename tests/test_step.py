@@ -15,7 +15,7 @@ import common  # benchmarks/common.py (pyproject's pytest pythonpath)
 import pytest
 import torch
 
-from sclib.config import make_config
+from sclib.run.config import make_config
 from sclib.train import PHASES, Trainer
 
 
@@ -95,7 +95,7 @@ def test_compiled_tuned_step_matches_the_eager_step_and_reports_compile_time(tmp
 
 
 def test_an_unknown_compile_mode_is_refused(tmp_path):
-    from sclib.config import ConfigError
+    from sclib.run.config import ConfigError
 
     with pytest.raises(ConfigError, match="compile_mode 'fastest' is unknown"):
         trainer(tmp_path, "bad", compile_mode="fastest")

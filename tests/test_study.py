@@ -15,9 +15,12 @@ import nbformat
 import numpy as np
 import pytest
 
-from sclib import report, runs, seed_report, study, sweep
-from sclib.config import ConfigError, Recipe
-from sclib.files import write_json
+from sclib import seed_report
+from sclib.report import ablations, study, sweep
+from sclib.report import notebook as report
+from sclib.run import files, paths, records
+from sclib.run.config import ConfigError, Recipe
+from sclib.run.files import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -66,7 +69,7 @@ def _checked_parameters(name: str) -> list[tuple[str, str]]:
     return [(kw.arg, ast.unparse(kw.value)) for kw in calls[0].keywords]
 
 
-@pytest.mark.parametrize("name", runs.ALL_NOTEBOOKS)
+@pytest.mark.parametrize("name", paths.ALL_NOTEBOOKS)
 def test_every_notebook_checks_every_parameter_it_declares_before_using_any(name):
     import jupytext
 
@@ -97,7 +100,7 @@ PARAMETER_VALUES = [  # (name, value, accepted): the issue's three examples firs
 ]
 
 
-@pytest.mark.parametrize("name", [n for n in runs.ALL_NOTEBOOKS
+@pytest.mark.parametrize("name", [n for n in paths.ALL_NOTEBOOKS
                                   if "dataset" in study.notebook_parameters(ROOT / "notebooks" / f"{n}.ipynb")])
 def test_an_unknown_data_set_is_named_as_such_not_as_a_missing_run_folder(name):
     """``-p dataset foo`` reported a missing ../runs/lab/foo; each notebook's check names the data sets."""
@@ -130,7 +133,7 @@ def test_a_parameter_of_the_wrong_kind_is_refused_in_one_line_that_says_how_to_p
 
 def test_every_parameter_kind_is_covered():
     assert {name for name, _, _ in PARAMETER_VALUES} == set(report.PARAMETERS)
-    declared = set().union(*(study.notebook_parameters(ROOT / "notebooks" / f"{n}.ipynb") for n in runs.ALL_NOTEBOOKS))
+    declared = set().union(*(study.notebook_parameters(ROOT / "notebooks" / f"{n}.ipynb") for n in paths.ALL_NOTEBOOKS))
     assert declared == set(report.PARAMETERS)
 
 
@@ -189,7 +192,7 @@ def test_a_study_refuses_a_wrong_param_value_before_training_in_param_syntax(tmp
 def test_every_user_param_has_a_mistake_case():
     import typing
 
-    from sclib.config import Config
+    from sclib.run.config import Config
 
     user = set(report.PARAMETERS) - set(study.RUNNER_PARAMS) - set(typing.get_type_hints(Config))  # --param's
     assert user and user <= {key for key, _ in PARAM_MISTAKES}
@@ -306,12 +309,12 @@ def test_run_sweep_skips_finished_runs_and_tabulates_mean_and_std(tmp_path, monk
 
     for name in ("seed0", "seed1"):  # unfinished: left out of the table
         (tmp_path / "my-own-idea" / name / "metrics.json").unlink()
-    table = sweep.ablation_table(tmp_path)
+    table = ablations.ablation_table(tmp_path)
     assert list(table["variant"]) == ["base", "batch 128"]
     assert table.loc[1, "acc"] == pytest.approx(0.55)
     assert table.loc[1, "acc_std"] == pytest.approx(np.std([0.5, 0.6], ddof=1))
     assert table.loc[1, "seed_acc"] == pytest.approx(seed_report.TABLE2["batch 128"]["acc"] / 100)
-    text = sweep.ablation_markdown(table)
+    text = ablations.ablation_markdown(table)
     assert "| batch 128 | 2 | 30.00 ± 0.00 | 29.00 ± 0.00 | 20.00 ± 0.00 | 55.00 ± 7.07 | 50.0, 60.0 | 48.85 |" in text
 
 
@@ -336,12 +339,12 @@ def test_study_command_trains_the_seeds_and_writes_the_report(tmp_path):
     proc = _cli("study", "--dataset", "digits", "--out", str(out), *TINY_FLAGS, "--seeds", "0", "1",
                 "--param", "probe_epochs=2", "--param", "max_points=300", "--note", "a tiny check", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    steps = len(runs.STUDY_NOTEBOOKS)
-    for k, name in enumerate(runs.STUDY_NOTEBOOKS, start=1):  # each notebook announced as step k of N
+    steps = len(paths.STUDY_NOTEBOOKS)
+    for k, name in enumerate(paths.STUDY_NOTEBOOKS, start=1):  # each notebook announced as step k of N
         assert f"study: [{k}/{steps}] {name} ..." in proc.stderr and f"study: [{k}/{steps}] {name} done" in proc.stderr
     assert "IPKernelApp" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr  # no kernel notices
     assert "seed1: epoch 2/2" in proc.stderr
-    for name in runs.STUDY_NOTEBOOKS:
+    for name in paths.STUDY_NOTEBOOKS:
         assert (out / f"{name}.ipynb").exists() and not _error_outputs(out / f"{name}.ipynb"), name
         page = (out / f"{name}.html").read_text()
         assert page.startswith("<!DOCTYPE html>") and 'href="style.css"' in page and len(page) < 120_000, name
@@ -354,7 +357,7 @@ def test_study_command_trains_the_seeds_and_writes_the_report(tmp_path):
     index = (out / "index.html").read_text()
     targets = set(re.findall(r'(?:href|src)="([^"]+)"', index))
     assert all((out / t).exists() for t in targets), [t for t in targets if not (out / t).exists()]
-    assert {f"{n}.html" for n in runs.STUDY_NOTEBOOKS} <= targets and "run/seed1/config.json" in targets
+    assert {f"{n}.html" for n in paths.STUDY_NOTEBOOKS} <= targets and "run/seed1/config.json" in targets
     assert index.count("<table>") >= 4 and "<pre>" not in index  # rendered tables, not Markdown in a box
     captions = re.findall(r"<figcaption>([^<]+)</figcaption>", index)
     assert len(captions) == len(STUDY_FIGURES) and not any(c.startswith("fig") for c in captions)
@@ -439,7 +442,7 @@ def test_a_failing_notebook_stops_the_run_and_names_the_cell(tmp_path):
 
 
 def test_committed_notebooks_are_clean_and_agree_with_their_jupytext_sources():
-    for name in runs.ALL_NOTEBOOKS:
+    for name in paths.ALL_NOTEBOOKS:
         nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert all(not c.outputs and c.execution_count is None for c in code), name
@@ -549,8 +552,8 @@ def test_the_gpu_study_script_packs_runs_that_render_at_home(tmp_path):
 
 def test_provenance_spans_every_seed_and_every_resume(tmp_path):
     """The report's commit and time span come from all runs, not from seed 0 alone."""
-    from sclib.config import make_config
-    from sclib.summary import load_study, provenance
+    from sclib.report.summary import load_study, provenance
+    from sclib.run.config import make_config
 
     runs = {0: {"git_commit": "aaa", "git_dirty": False, "started": "2026-01-01T10:00", "finished": "2026-01-01T10:05"},
             1: {"git_commit": "bbb", "git_dirty": False, "started": "2026-01-01T09:00", "finished": "2026-01-01T11:00",
@@ -566,8 +569,8 @@ def test_provenance_spans_every_seed_and_every_resume(tmp_path):
 
 def test_the_summary_names_every_cpu_and_thread_count_a_study_trained_with(tmp_path):
     """Results depend on the thread count (reductions split differently): the report must say it."""
-    from sclib.config import make_config
-    from sclib.summary import load_study, provenance
+    from sclib.report.summary import load_study, provenance
+    from sclib.run.config import make_config
 
     runs = {0: {"cpu_model": "Xeon X", "threads": 1}, 1: {"cpu_model": "Xeon X", "threads": 2,
                                                           "resumed": [{"cpu_model": "EPYC Y", "threads": 1}]}}
@@ -581,7 +584,7 @@ def test_sweep_runs_record_paths_inside_the_study_not_this_machines(tmp_path, mo
     grid = tmp_path / "grid.yaml"
     grid.write_text("variants:\n  base: {}\n")
     monkeypatch.chdir(tmp_path)
-    recipe = Recipe("digits", "fast", overrides={"epochs": 1, "milestones": [1], "image_size": 8, "mlp_hidden": 32,
+    recipe = Recipe("digits", "fast", overrides={"epochs": 1, "keep_epochs": [1], "image_size": 8, "mlp_hidden": 32,
                                                    "mlp_out": 16, "heads": [10], "device": "cpu"})
     sweep_dir = study.train_sweep(recipe, "grid.yaml", [0], (tmp_path / "results" / "x").resolve(), log=lambda m: None)
     record = json.loads((sweep_dir / "base" / "seed0" / "config.json").read_text())
@@ -623,17 +626,17 @@ PAIR_EDITS = {
 def test_a_notebook_pair_that_differs_is_refused_before_anything_runs(tmp_path, edit, name):
     notebooks = tmp_path / "notebooks"
     shutil.copytree(ROOT / "notebooks", notebooks)
-    assert study._sources(runs.STUDY_NOTEBOOKS, notebooks)  # in sync as committed
+    assert study._sources(paths.STUDY_NOTEBOOKS, notebooks)  # in sync as committed
     suffix, change = PAIR_EDITS[edit]
     change(notebooks / f"{name}{suffix}")
     with pytest.raises(ConfigError) as err:
-        study._sources(runs.STUDY_NOTEBOOKS, notebooks)
+        study._sources(paths.STUDY_NOTEBOOKS, notebooks)
     message = str(err.value)
     assert "\n" not in message and f"{name}.py and {name}.ipynb differ" in message
     assert f"jupytext --sync {notebooks / name}.py" in message
     subprocess.run([str(Path(sys.executable).parent / "jupytext"), "--sync", str(notebooks / f"{name}.py")],
                    check=True, capture_output=True)
-    assert study._sources(runs.STUDY_NOTEBOOKS, notebooks)  # synced: accepted again
+    assert study._sources(paths.STUDY_NOTEBOOKS, notebooks)  # synced: accepted again
 
 
 def test_the_study_command_refuses_an_unsynced_pair_with_exit_2_and_writes_nothing(tmp_path, cli):
@@ -649,7 +652,8 @@ def test_the_study_command_refuses_an_unsynced_pair_with_exit_2_and_writes_nothi
 
 
 def test_the_fallback_kernel_name_is_the_same_in_every_process():
-    code = "from sclib.study import fallback_kernel_name; print(fallback_kernel_name('sclib', '/opt/py/bin/python'))"
+    code = ("from sclib.report.study import fallback_kernel_name; "
+            "print(fallback_kernel_name('sclib', '/opt/py/bin/python'))")
     names = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
                             env={**os.environ, "PYTHONHASHSEED": str(salt)}).stdout.strip() for salt in (1, 2, 3)}
     assert len(names) == 1 and re.fullmatch(r"sclib-[0-9a-f]{8}", names.pop())
@@ -685,7 +689,7 @@ def test_a_kernel_name_taken_by_another_interpreter_installs_one_fallback_once(m
 
 
 def _finished_run(folder: Path, epochs: int = 2) -> Path:
-    from sclib.config import make_config
+    from sclib.run.config import make_config
 
     cfg = make_config("digits", epochs=epochs, out=str(folder))
     write_json(folder / "config.json", {"config": cfg.to_dict()})
@@ -857,17 +861,17 @@ def test_the_study_numbers_its_steps(tmp_path, monkeypatch):
 
 
 def _missing_run(path):
-    runs.run_folders(path)
+    paths.run_folders(path)
 
 
 def _missing_config(path):
-    runs.open_run(path)
+    paths.open_run(path)
 
 
 def _damaged_eval(path):
     path.mkdir(parents=True)
     (path / "eval.json").write_text("{cut")
-    runs.read_evaluation(runs.RunPaths(path), 0)
+    records.read_evaluation(paths.RunPaths(path), 0)
 
 
 def _unevaluated(path):
@@ -884,7 +888,6 @@ HINTS = {"no run folder": _missing_run, "no config.json": _missing_config, "dama
 def test_every_printed_hint_names_its_folder_as_seen_from_the_repository_root(tmp_path, monkeypatch, kind, where):
     """A notebook (run in notebooks/) printed ``pretrain --out ../runs/lab/digits``: pasted at the
     repository root, where the README's commands run, it wrote outside the repository."""
-    from sclib import files
 
     repo = tmp_path / "repo"
     (repo / "sclib").mkdir(parents=True)
@@ -894,7 +897,7 @@ def test_every_printed_hint_names_its_folder_as_seen_from_the_repository_root(tm
     cwd, given = {"notebooks": (repo / "notebooks", "../runs/lab/digits"), "root": (repo, "runs/lab/digits"),
                   "outside": (tmp_path, "elsewhere/digits")}[where]
     monkeypatch.chdir(cwd)
-    with pytest.raises((FileNotFoundError, ConfigError, runs.UnreadableFileError)) as err:
+    with pytest.raises((FileNotFoundError, ConfigError, files.UnreadableFileError)) as err:
         HINTS[kind](Path(given))
     message = str(err.value)
     shown = re.search(r"python -m sclib \w+ --(?:out|run) (\S+?)`?(?:\s|$)", message).group(1)
@@ -905,7 +908,7 @@ def test_every_printed_hint_names_its_folder_as_seen_from_the_repository_root(tm
 
 def test_the_stylesheet_wraps_long_notes_and_output_lines():
     """A long --note ran off the notebook page: output blocks, notes and warnings wrap."""
-    from sclib import summary
+    from sclib.report import summary
 
     rule = re.search(r"([^{}\n]+)\{white-space:pre-wrap;overflow-wrap:anywhere\}", summary.CSS)
     assert rule and {".output_area pre", ".note", ".warn"} <= set(rule.group(1).split(","))

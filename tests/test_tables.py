@@ -1,4 +1,4 @@
-"""sclib.tables: the one percent format, mean ± std over seeds and table type; and that every page
+"""sclib.report.tables: the one percent format, mean ± std over seeds and table type; and that every page
 that moved onto it renders exactly what the committed studies show."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sclib import runs, summary, sweep
-from sclib.tables import Evaluation, Link, Table, clustering_table, heads_table, mean_std, pct
+from sclib.report import ablations, summary
+from sclib.report.tables import Evaluation, Link, Table, clustering_table, heads_table, mean_std, pct
+from sclib.run import paths
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = sorted(p.parent for p in (ROOT / "results").glob("*/study.json"))
@@ -62,7 +63,7 @@ def test_table_refuses_ragged_rows_and_bad_alignment():
         Table(["a", "b"], [["1", "2"]], align="lc")
 
 
-# -- the committed studies render exactly as before the move onto sclib.tables ----------------
+# -- the committed studies render exactly as before the move onto sclib.report.tables ----------------
 
 
 @pytest.mark.parametrize("study", STUDIES, ids=[p.name for p in STUDIES])
@@ -70,7 +71,7 @@ def test_summary_and_index_of_a_committed_study_render_as_committed(study, tmp_p
     copy = tmp_path / study.name
     shutil.copytree(study, copy, ignore=shutil.ignore_patterns("*.ipynb", "*.html"))
     shutil.copy(study / "index.html", copy / "index.html")
-    for name in runs.ALL_NOTEBOOKS:  # the index lists the notebooks it finds
+    for name in paths.ALL_NOTEBOOKS:  # the index lists the notebooks it finds
         if (study / f"{name}.ipynb").exists():
             (copy / f"{name}.ipynb").write_text("{}")
     summary.write_summary(copy)
@@ -122,4 +123,4 @@ def test_clustering_and_heads_tables_are_the_mean_over_seeds():
 @pytest.mark.parametrize("folder", SWEEPS, ids=[p.parent.name for p in SWEEPS])
 def test_ablation_table_renders_as_committed_in_notebook_06(folder):
     shown = _markdown_outputs(folder.parent / "06_ablations.ipynb")
-    assert sweep.ablation_markdown(sweep.ablation_table(folder)) in shown
+    assert ablations.ablation_markdown(ablations.ablation_table(folder)) in shown

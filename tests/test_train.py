@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from sclib import checkpoint, faults
-from sclib.config import make_config
-from sclib.evaluate import evaluate_run
-from sclib.probe import probe_run
+from sclib.eval.evaluate import evaluate_run
+from sclib.eval.probe import probe_run
+from sclib.run import checkpoint, faults
+from sclib.run.config import make_config
 from sclib.train import Trainer, pretrain
 
 TINY = dict(image_size=8, mlp_hidden=32, mlp_out=16, batch_size=128, heads=[10, 20], device="cpu")
@@ -83,8 +83,9 @@ def test_evaluate_and_probe_write_their_reports(finished_run):
 def test_probing_leaves_backbone_weights_and_bn_statistics_unchanged(finished_run, monkeypatch):
     import shutil
 
-    from sclib import features, probe
-    from sclib.runs import load_data, open_run
+    from sclib.eval import features, probe
+    from sclib.run.build import load_data
+    from sclib.run.paths import open_run
 
     _, run, _ = finished_run
     shutil.rmtree(run / "features", ignore_errors=True)  # computed afresh, not read from an earlier test's cache
@@ -139,7 +140,7 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path, monkeypatch):
 
 
 def test_nearest_neighbour_queue_sees_each_batch_with_its_indices_and_resumes(tmp_path, monkeypatch):
-    from sclib.nnqueue import NNQueue
+    from sclib.core.nnqueue import NNQueue
     from sclib.train import epoch_seed
 
     pushed = []
@@ -298,8 +299,9 @@ def test_the_progress_bar_names_the_run_it_trains(folder, shown):
 
 
 def test_a_probe_cut_short_warns_and_the_protocol_is_not_checked(finished_run, monkeypatch, cli):
-    from sclib import probe
-    from sclib.runs import load_data, open_run
+    from sclib.eval import probe
+    from sclib.run.build import load_data
+    from sclib.run.paths import open_run
 
     _, run, _ = finished_run
     checked = []

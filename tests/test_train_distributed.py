@@ -12,10 +12,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from sclib import distributed
-from sclib.config import make_config
-from sclib.loss import SelfClassifierLoss
-from sclib.optim import set_lr
+from sclib.core import distributed
+from sclib.core.loss import SelfClassifierLoss
+from sclib.core.optim import set_lr
+from sclib.run.config import make_config
 from sclib.train import Trainer, epoch_seed
 
 STEPS = 3
@@ -30,7 +30,7 @@ def config(out):
 
 def fixed_views(trainer):
     """Deterministic per-sample views, so both runs see the same inputs."""
-    from sclib.augment import eval_transform
+    from sclib.core.augment import eval_transform
 
     cfg = trainer.augment.cfg
 

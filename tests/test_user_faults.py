@@ -35,9 +35,11 @@ import numpy as np
 import pytest
 import torch
 
-from sclib import checkpoint, report, runs, study, summary, sweep, tables
-from sclib.config import ConfigError, Recipe, load_config, make_config
-from sclib.files import (
+from sclib.report import ablations, study, summary, sweep, tables
+from sclib.report import notebook as report
+from sclib.run import checkpoint, paths, records
+from sclib.run.config import ConfigError, Recipe, load_config, make_config
+from sclib.run.files import (
     LOCK_NAME,
     FolderBusyError,
     FolderLock,
@@ -64,7 +66,7 @@ def one_error_line(result, *names: str) -> str:
 
 
 def tiny_run(tiny_args, out, *extra) -> list[str]:
-    return ["pretrain", *tiny_args, "--epochs", "2", "--milestones", "1", "2", "--no-progress", "--out", str(out),
+    return ["pretrain", *tiny_args, "--epochs", "2", "--keep-epochs", "1", "2", "--no-progress", "--out", str(out),
             *extra]
 
 
@@ -99,7 +101,7 @@ def group_copy(group, tmp_path) -> Path:
 
 # -- the sweep: a variant's values edited under the same name
 
-SWEEP_BASE = {"epochs": 1, "milestones": [1], "image_size": 8, "mlp_hidden": 32, "mlp_out": 16, "heads": [10],
+SWEEP_BASE = {"epochs": 1, "keep_epochs": [1], "image_size": 8, "mlp_hidden": 32, "mlp_out": 16, "heads": [10],
               "batch_size": 128, "device": "cpu"}
 
 
@@ -135,7 +137,7 @@ def test_a_sweep_table_refuses_a_folder_whose_run_is_not_what_sweep_json_says(fi
     spec["variants"][0]["config"][field] = value
     write_json(out / "sweep.json", spec)
     with pytest.raises(ConfigError, match=f"{field} .* in the run, {value!r} in the grid"):
-        sweep.ablation_table(out)
+        ablations.ablation_table(out)
 
 
 # -- the study: its folder holding seeds or a recipe it does not list
@@ -181,7 +183,7 @@ def test_training_a_study_into_a_folder_of_other_seeds_or_another_recipe(group_c
     out = tmp_path / "S"
     shutil.copytree(group_copy, out / "run")
     base = {"batch_size": 128, "image_size": 8, "mlp_hidden": 64, "mlp_out": 16, "heads": [10, 20],
-            "device": "cpu", "epochs": 2, "milestones": [1, 2]}  # the group's recipe (tiny_args)
+            "device": "cpu", "epochs": 2, "keep_epochs": [1, 2]}  # the group's recipe (tiny_args)
     recipe = Recipe("digits", overrides={**base, **overrides})
     if refused is None:
         study.run_study(recipe, seeds, out)
@@ -209,7 +211,7 @@ def test_the_summary_reads_only_the_seeds_study_json_lists(group_copy, tmp_path,
 
 def _hold_lock(folder: Path) -> subprocess.Popen:
     """A separate process that takes the folder's lock and sleeps until killed."""
-    code = ("import sys, time; from sclib.files import FolderLock\n"
+    code = ("import sys, time; from sclib.run.files import FolderLock\n"
             f"with FolderLock({str(folder)!r}):\n    print('held', flush=True); time.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -295,7 +297,7 @@ def test_a_relative_data_root_is_found_from_any_folder(cli, tiny_args, tmp_path,
     monkeypatch.chdir(home)
     args = [a for a in tiny_args if a != "digits"]
     args[args.index("--dataset") + 1: args.index("--dataset") + 1] = ["imagefolder"]
-    result = cli("pretrain", *args, "--data-root", "mydata", "--epochs", "1", "--milestones", "1", "--no-progress",
+    result = cli("pretrain", *args, "--data-root", "mydata", "--epochs", "1", "--keep-epochs", "1", "--no-progress",
                  "--out", "studies/S/run")
     assert result.code == 0, result.err_lines
     run = home / "studies" / "S" / "run"
@@ -324,7 +326,7 @@ NAMES = {
 
 
 def _figures(names: list[str]):
-    from sclib import plots
+    from sclib.report import plots
 
     n = len(names)
     rng = np.random.default_rng(0)
@@ -345,7 +347,7 @@ def _figures(names: list[str]):
 def test_every_figure_draws_any_class_name_as_literal_text(tmp_path, kind):
     from matplotlib.text import Text
 
-    from sclib.plots import save_figure
+    from sclib.report.plots import save_figure
 
     names = NAMES[kind]
     shown = [display_text(n) for n in names]
@@ -363,7 +365,7 @@ def test_every_table_shows_any_class_name(kind):
     names = NAMES[kind]
     record = {"epoch": 1, "evaluated_head": 0, "heads": [], "kmeans_features": {}, "kmeans_pixels": {},
               "classes": names}
-    evaluation = tables.Evaluation.from_json(json.loads(json.dumps(record)), seed=0)
+    evaluation = records.Evaluation.from_json(json.loads(json.dumps(record)), seed=0)
     assert evaluation.classes == tuple(display_text(n) for n in names)
     table = tables.Table(["class", "n"], [[n, "1"] for n in names])
     markdown, page = table.markdown(), table.html()
@@ -402,7 +404,7 @@ def test_why_seeds_stop_at_2_32_and_every_seed_below_has_its_own_folder():
     torch.manual_seed(0)
     assert torch.equal(high, torch.rand(4))  # PyTorch's CPU generator keeps 32 bits: seed 2**32 is seed 0
     for seed in (0, 1, 2**31, 2**32 - 1):
-        assert runs.folder_seed(runs.seed_folder("G", seed)) == seed
+        assert paths.folder_seed(paths.seed_folder("G", seed)) == seed
 
 
 # == 4. Files a run reads, damaged ==============================================================
@@ -646,7 +648,7 @@ def _table_rows(markdown: str) -> list[str]:
 def test_a_note_is_escaped_for_every_format_it_lands_in(group_copy, tmp_path, note):
     import html as html_module
 
-    from sclib import front
+    from sclib.report import front
 
     results = tmp_path / "results"
     out = results / "digits"
@@ -699,7 +701,7 @@ def test_a_stop_signal_during_training_ends_in_the_ctrl_c_line(sclib_command, sc
     state = checkpoint.load(run / "checkpoints" / "last.pt")
     assert state["epoch"] >= 1 and not list(run.rglob("*.tmp"))
     # history.csv is written just after last.pt: a signal between the two leaves it one epoch behind
-    assert state["epoch"] - 1 <= len(runs.read_history(runs.RunPaths(run))) <= state["epoch"]
+    assert state["epoch"] - 1 <= len(records.read_history(paths.RunPaths(run))) <= state["epoch"]
 
 
 @pytest.mark.parametrize("sources, injected", [
