@@ -16,7 +16,6 @@ from sclib.run.config import (
     HELP,
     PRESETS,
     REFINE_HELP,
-    RENAMED,
     SEED_LIMIT,
     Config,
     ConfigError,
@@ -89,18 +88,17 @@ def _add_config_flags(parser: argparse.ArgumentParser, argv: list[str], skip: tu
     for f in dataclasses.fields(Config):
         if f.name not in flags:
             continue
-        names = (f.name, *(old for old, new in RENAMED.items() if new == f.name))  # old names still work
-        flag, *old = ["--" + name.replace("_", "-") for name in names]
+        flag = "--" + f.name.replace("_", "-")
         default = f" (default: {getattr(shown, f.name)})" if shown is not None else ""
         help_text = HELP[f.name].replace("%", "%%") + default.replace("%", "%%")
         hint = hints[f.name]
         if hint is bool:
-            group.add_argument(flag, *old, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
                                help=help_text)
         elif typing.get_origin(hint) is list:
-            group.add_argument(flag, *old, dest=f.name, nargs="+", default=None, metavar="V", help=help_text)
+            group.add_argument(flag, dest=f.name, nargs="+", default=None, metavar="V", help=help_text)
         else:
-            group.add_argument(flag, *old, dest=f.name, default=None, metavar=f.name.upper(), help=help_text)
+            group.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=help_text)
 
 
 def recipe_from_args(args: argparse.Namespace) -> Recipe:

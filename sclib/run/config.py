@@ -84,8 +84,7 @@ class Config:
     augment: str = _param("view recipe: byol (crops, flips, colour, blur, solarise) or affine (small digits)")
     global_scale: list[float] = _param("area range of the two global crops")
     local_crops: int = _param("number of extra local views per image (multi-crop); 0 turns it off")
-    keep_epochs: list[int] = _param("epochs whose checkpoints are kept for the probe-vs-epoch curve "
-                                    "(old name: milestones, still read)")
+    keep_epochs: list[int] = _param("epochs whose checkpoints are kept for the probe-vs-epoch curve")
 
     # -- the method's defaults, which a recipe may change
     small_width: int = _param("first-stage channels of the small CNN (stages w, 2w, 4w, 4w, 8w)", 32)
@@ -224,7 +223,6 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"recipe file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"recipe file {path} must be a mapping of config fields, e.g. 'epochs: 100'")
-    values = renamed(values, f"recipe file {path}")
     rules = values.get("adapt", {})
     if not isinstance(rules, dict):
         raise ConfigError(f"recipe file {path}: 'adapt' must be a mapping of rules")
@@ -251,7 +249,7 @@ def config_from_file(path: str | Path, **overrides: Any) -> Config:
     """
     path = Path(path)
     if path.suffix == ".json":
-        values = renamed(_read_config_json(path), str(path))
+        values = _read_config_json(path)
     else:
         values = read_recipe(path)
     values.setdefault("preset", "custom")
@@ -286,7 +284,7 @@ class Recipe:
 
 
 def _resolve(values: dict[str, Any], overrides: dict[str, Any], source: str) -> Config:
-    given = renamed({k: v for k, v in overrides.items() if v is not None}, "the overrides")
+    given = {k: v for k, v in overrides.items() if v is not None}
     rules = values.pop("adapt", None)
     if rules:
         values.update(_adapt(rules, values, given, source))
@@ -328,22 +326,6 @@ def _adapt(rules: dict[str, Any], values: dict[str, Any], given: dict[str, Any],
     return {**chosen.values, "adapted": chosen.note()}
 
 
-# Fields renamed since results were committed: old name -> new. config.json files, recipe files,
-# notebook parameters and command-line flags may still use the old name.
-RENAMED = {"milestones": "keep_epochs"}
-
-
-def renamed(values: dict[str, Any], where: str) -> dict[str, Any]:
-    """``values`` with every old field name of :data:`RENAMED` replaced by its new one."""
-    out = dict(values)
-    for old, new in RENAMED.items():
-        if old in out:
-            if new in out:
-                raise ConfigError(f"{where} sets both {old} and {new} ({old} is the old name of {new}); keep one")
-            out[new] = out.pop(old)
-    return out
-
-
 def _check_names(values: dict[str, Any], where: str) -> None:
     names = [f.name for f in fields(Config)]
     unknown = sorted(set(values) - set(names))
@@ -353,7 +335,6 @@ def _check_names(values: dict[str, Any], where: str) -> None:
 
 def from_dict(values: dict[str, Any]) -> Config:
     """Build a Config from loose values (JSON, papermill strings), checking every field's type."""
-    values = renamed(values, "config")
     _check_names(values, "config")
     hints = typing.get_type_hints(Config)
     try:
