@@ -517,6 +517,23 @@ def test_sweep_runs_read_the_data_folder_the_command_was_started_with(tmp_path, 
     assert seen["root"] == (tmp_path / "data").resolve()  # resolved inside the sweep's folder, where it runs
 
 
+@pytest.mark.parametrize("kind", DATA_ROOT_KINDS)
+def test_the_kernels_default_data_root_is_the_commands_for_runs_that_record_none(tmp_path, monkeypatch, kind):
+    """A run trained from the repository root records no data_root; notebooks 02-03 probe and
+    evaluate it inside the study folder, where ./data is not the folder the command meant."""
+    seen = []
+    monkeypatch.setattr(study, "ensure_kernel", lambda: "k")
+    monkeypatch.setattr(study, "execute", lambda job, out, kernel, log, step="": seen.append(
+        Path(os.environ["SCLIB_DATA"])))
+    monkeypatch.setattr(study, "write_summary", lambda out, times: None)
+    monkeypatch.setattr(study, "write_index", lambda out, **kw: None)
+    given = _launch(tmp_path, monkeypatch, kind)
+    before = os.environ.get("SCLIB_DATA")
+    study.run_study(Recipe("cifar10", overrides=given), [0], "results/cifar10")
+    assert len(seen) == 5 and all(p.is_absolute() and p == (tmp_path / "data").resolve() for p in seen)
+    assert os.environ.get("SCLIB_DATA") == before  # restored afterwards
+
+
 def test_a_bundled_data_set_gets_no_data_folder_unless_one_is_given(tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr(study, "_run", lambda sources, values, out, *rest: seen.update(values) or out)

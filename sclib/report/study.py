@@ -9,16 +9,18 @@ on a GPU machine and copied home). ``python -m sclib sweep`` runs an ablation gr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
 import time
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sclib.data import REGISTRY, resolve_data_root
+from sclib.data import DATA_ROOT_ENV, REGISTRY, resolve_data_root
 from sclib.report import lab
 from sclib.report.summary import STYLESHEET, write_index, write_stylesheet, write_summary
 from sclib.report.sweep import run_sweep, sweep_variants
@@ -343,7 +345,8 @@ def run_study(recipe: Recipe, seeds: list[int], out: str | Path, params: list[st
               "config_file": os.path.relpath(Path(recipe.file).resolve(), out) if recipe.file else None,
               "train": True, "note": note, **RUNNER_DEFAULTS, **user}
     return _run(sources, values, out, kernel, log, f"{cfg.dataset}, recipe {cfg.preset}, seeds {list(seeds)}, "
-                                                     f"{cfg.epochs} epochs of {cfg.backbone}")
+                                                     f"{cfg.epochs} epochs of {cfg.backbone}",
+                recipe.overrides.get("data_root"))
 
 
 def render_study(runs: str | Path, out: str | Path, params: list[str] | None = None,
@@ -447,7 +450,10 @@ def has_embedding_source(paths: RunPaths) -> bool:
         return True
 
 
-def _run(sources: dict[str, Path], values: dict[str, Any], out: Path, kernel: str | None, log, what: str) -> Path:
+def _run(sources: dict[str, Path], values: dict[str, Any], out: Path, kernel: str | None, log, what: str,
+         data_root: str | None = None) -> Path:
+    """Execute the notebooks in ``out``, each step timed; ``data_root`` (the --data-root given, if any)
+    is resolved where the command started and handed to the kernels as their default data root."""
     make_folder(out)
     write_json(out / "study.json", {k: v for k, v in values.items() if k != "train"})
     write_lock(out)
@@ -461,7 +467,8 @@ def _run(sources: dict[str, Path], values: dict[str, Any], out: Path, kernel: st
             log(f"study: {remaining}")
         start = time.perf_counter()
         try:
-            execute(job, out, kernel, log, step=f"[{k}/{len(jobs)}] ")
+            with default_data_root(data_root):
+                execute(job, out, kernel, log, step=f"[{k}/{len(jobs)}] ")
         except StudyError:
             write_index(out, failed=job.name)
             raise
@@ -470,6 +477,26 @@ def _run(sources: dict[str, Path], values: dict[str, Any], out: Path, kernel: st
     write_summary(out, times)
     write_index(out)
     return out
+
+
+@contextlib.contextmanager
+def default_data_root(given: str | None) -> Iterator[None]:
+    """Within the block, $SCLIB_DATA is the data root this process would read (``given``, else
+    $SCLIB_DATA, else ./data), as an absolute path, for the notebook kernels it starts.
+
+    A run trained without a data_root (from the repository root, say) records none, and whoever
+    evaluates or probes it reads the default data root of its own working directory: inside the
+    study folder, where the kernels run, that would be ``results/DATASET/data``.
+    """
+    before = os.environ.get(DATA_ROOT_ENV)
+    os.environ[DATA_ROOT_ENV] = str(resolve_data_root(given).resolve())
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(DATA_ROOT_ENV, None)
+        else:
+            os.environ[DATA_ROOT_ENV] = before
 
 
 # What each step of the study took the last time it ran in this folder: the next run's estimate.
