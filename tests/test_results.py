@@ -71,7 +71,10 @@ def test_front_page_and_readme_table_are_generated_from_the_run_files():
 
 
 def test_results_stay_small():
-    assert sum(p.stat().st_size for p in _tracked(ROOT / "results")) < 8_000_000
+    """The tracked tree travels to a device machine (64 MiB with the code): the committed studies stay
+    within 10 MB. Most of it is arrays.npz (10 images per cluster: CIFAR-20's 20 clusters make 0.6 MB a
+    seed) and the embedding figures; checkpoints and features are never committed."""
+    assert sum(p.stat().st_size for p in _tracked(ROOT / "results")) < 10_000_000
 
 
 def _tables(summary: str) -> list[str]:
@@ -103,7 +106,7 @@ def test_a_committed_study_re_renders_from_its_tracked_files_alone(study, tmp_pa
 
 # Studies made before arrays.npz was committed; regenerating one (retraining: they have no checkpoints)
 # takes it off this list, and the test below insists on that.
-WITHOUT_ARRAYS = {"mnist", "fashion_mnist", "cifar20"}
+WITHOUT_ARRAYS = {"mnist", "fashion_mnist"}
 
 
 def test_every_committed_study_but_the_listed_older_ones_can_be_re_rendered_from_a_clone():
