@@ -18,6 +18,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from sclib.data import REGISTRY, DatasetInfo, DataSplits
+from sclib.run.build import build_parts
 from sclib.run.config import make_config
 from sclib.train import Trainer
 
@@ -53,18 +54,18 @@ def synthetic(n: int, channels: int, size: int, seed: int = 0) -> DataSplits:
     return DataSplits(info, images, labels, images[:256], labels[:256])
 
 
-def recipe_trainer(setting: str, out: str, device: str, batch: int, steps: int, sync_free: bool | None = None,
-                   data: DataSplits | None = None, **overrides: Any) -> Trainer:
+def recipe_trainer(setting: str, out: str, device: str, batch: int, steps: int, data: DataSplits | None = None,
+                   **overrides: Any) -> Trainer:
     """A Trainer with the setting's recipe (a name of SETTINGS, or a data set's seed recipe), whose
     epoch is ``steps`` batches of synthetic images (or ``data``, when given: then an epoch is the
-    whole train split)."""
+    whole train split). ``overrides`` are Config fields, e.g. ``step_mode="sync-free"``."""
     chosen = SETTINGS.get(setting, Setting(setting, "seed", {}, ""))
     cfg = make_config(chosen.dataset, chosen.preset, out=out, device=device, batch_size=batch, epochs=1,
                       keep_epochs=[], **{**chosen.overrides, **overrides})
     if data is None:
         record = REGISTRY[chosen.dataset]  # the data set's image shape, with nothing read
         data = synthetic(batch * steps, record.channels, record.native_size)
-    return Trainer(cfg, progress=False, data=data, sync_free=sync_free)
+    return Trainer(build_parts(cfg, data), progress=False)
 
 
 def sync(device: torch.device) -> None:

@@ -12,8 +12,8 @@ Stages, in order of importance, each skipped (saying so) when the time budget (-
 could not hold it; a watchdog ends the run 45 s past the budget, whatever it is doing:
 
 1. CIFAR-10 epochs with the seed recipe (ResNet-18, batch 512, 2 views): *before* (the eager step
-   as it was: host-synchronising augmentation, foreach SGD), *tuned* (sync-free batched
-   augmentation, fused SGD, cuDNN autotuning), *compiled* (tuned plus torch.compile of model,
+   as it was: host-synchronising augmentation, foreach SGD), *sync-free* (batched static-shape
+   augmentation, fused SGD, cuDNN autotuning), *compiled* (sync-free plus torch.compile of model,
    loss and augmentation), and *CUDA graphs* (compile mode reduce-overhead);
 2. the per-image DataLoader reference (one worker per CPU) with the same model, views and batch,
    through the best variant's own step: the fair ratio;
@@ -44,14 +44,15 @@ import throughput
 
 from sclib.data import DatasetInfo, DataSplits, channel_stats, load_dataset
 from sclib.eval.evaluate import kmeans_metrics
+from sclib.run.build import build_parts
 from sclib.run.config import make_config
 from sclib.train import Trainer
 
-# (label, tuned, compile mode or None): the variants of stage 1, "before" first
-VARIANTS = [("before: eager step as in sclib 0.1", False, None),
-            ("tuned: sync-free, fused SGD, eager", True, None),
-            ("tuned + torch.compile", True, "default"),
-            ("tuned + torch.compile reduce-overhead", True, "reduce-overhead")]
+# (label, step mode, compile mode or None): the variants of stage 1, "before" first
+VARIANTS = [("before: eager step as in sclib 0.1", "eager", None),
+            ("sync-free step: static-shape views, fused SGD", "sync-free", None),
+            ("sync-free + torch.compile", "sync-free", "default"),
+            ("sync-free + torch.compile reduce-overhead", "sync-free", "reduce-overhead")]
 TINY = dict(backbone="small", small_width=8, image_size=8, mlp_hidden=64, heads=[10, 20])
 CIFAR_EPOCH_GOAL_S, RATIO_GOAL = 1.5, 3.0
 
@@ -104,13 +105,13 @@ def cifar_data(args: argparse.Namespace) -> tuple[DataSplits, str]:
     return synthetic_cifar(50_000, 10_000), "synthetic CIFAR-sized (50,000 train images, 32 px, 10 latent classes)"
 
 
-def make_trainer(dataset: str, data: DataSplits, out: str, args: argparse.Namespace, sync_free: bool,
+def make_trainer(dataset: str, data: DataSplits, out: str, args: argparse.Namespace, step_mode: str,
                  mode: str | None, **overrides: Any) -> Trainer:
     """A Trainer for the data set's seed recipe (``mode``: a torch.compile mode, None: eager)."""
     over = {"epochs": 1, **(TINY if args.tiny else {}), **overrides}
     cfg = make_config(dataset, "seed", out=out, device=args.device, batch_size=args.batch_size, keep_epochs=[],
-                      compile=mode is not None, compile_mode=mode or "default", **over)
-    return Trainer(cfg, progress=False, data=data, sync_free=sync_free)
+                      compile=mode is not None, compile_mode=mode or "default", step_mode=step_mode, **over)
+    return Trainer(build_parts(cfg, data), progress=False)
 
 
 def time_variants(dataset: str, data: DataSplits, tmp: str, args: argparse.Namespace, budget: Budget,
@@ -118,7 +119,7 @@ def time_variants(dataset: str, data: DataSplits, tmp: str, args: argparse.Names
     """Two epochs per variant (the first warms up and compiles); the second is the one reported.
     A variant that fails (a compiler missing on the machine, say) is reported and skipped."""
     rows: list[dict[str, Any]] = []
-    for i, (label, tuned, mode) in enumerate(VARIANTS):
+    for i, (label, step_mode, mode) in enumerate(VARIANTS):
         if mode is not None and not args.compile:
             continue
         if mode == "reduce-overhead" and args.device != "cuda":
@@ -127,7 +128,8 @@ def time_variants(dataset: str, data: DataSplits, tmp: str, args: argparse.Names
         if not budget.allows(estimate, f"{dataset}: {label}"):
             continue
         try:
-            trainer = make_trainer(dataset, data, os.path.join(tmp, f"{dataset}-{i}"), args, tuned, mode, **overrides)
+            trainer = make_trainer(dataset, data, os.path.join(tmp, f"{dataset}-{i}"), args, step_mode, mode,
+                                   **overrides)
             start = time.perf_counter()
             trainer.train_epoch()
             warm = time.perf_counter() - start
@@ -139,8 +141,9 @@ def time_variants(dataset: str, data: DataSplits, tmp: str, args: argparse.Names
         rows.append(row)
         compiled = ""
         if mode:
-            args.compile_estimate = trainer.compile_seconds or args.compile_estimate  # what compiling really costs
-            compiled = f"; first epoch {warm:.1f} s, compile {trainer.compile_seconds:.1f} s"
+            # what compiling really costs
+            args.compile_estimate = trainer.progress.compile_seconds or args.compile_estimate
+            compiled = f"; first epoch {warm:.1f} s, compile {trainer.progress.compile_seconds:.1f} s"
         print(f"  {label:<40} {row['seconds']:>7.2f} s/epoch {row['images_per_s']:>9,.0f} img/s{compiled}", flush=True)
         print(f"  {'':<40} {common.ceiling_line(name, row['images_per_s'], flops, args.peak)}", flush=True)
     return rows
@@ -150,7 +153,7 @@ def stage(dataset: str, data: DataSplits, what: str, tmp: str, args: argparse.Na
           name: str, **overrides: Any) -> dict[str, Any] | None:
     """Before/after epochs, the fair ratio and the ceiling share for one data set and model."""
     print(f"\n== {what} ==", flush=True)
-    probe = make_trainer(dataset, data, os.path.join(tmp, f"{dataset}-flops"), args, True, None, **overrides)
+    probe = make_trainer(dataset, data, os.path.join(tmp, f"{dataset}-flops"), args, "sync-free", None, **overrides)
     flops = common.flops_per_image(probe)
     views = throughput.check_same_views(probe, throughput.PerImageViews(data.train_images[:1], probe.augment.cfg))
     print(f"  {probe.cfg.backbone}; {len(views)} views {views}; batch {probe.global_batch}; "
@@ -221,17 +224,17 @@ def profiles(cifar: dict[str, Any] | None, args: argparse.Namespace, budget: Bud
 
 
 def pretrain_boxed(data: DataSplits, minutes: float, args: argparse.Namespace, out: Path, budget: Budget) -> None:
-    """Train as many epochs of the tuned eager step as fit in ``minutes``, then evaluate."""
+    """Train as many epochs of the sync-free eager step as fit in ``minutes``, then evaluate."""
     if minutes <= 0 or not budget.allows(60 * minutes + 30, "time-boxed pre-training"):
         return
-    probe = make_trainer("cifar10", data, str(out / "probe"), args, True, None)
+    probe = make_trainer("cifar10", data, str(out / "probe"), args, "sync-free", None)
     probe.train_epoch()
     start = time.perf_counter()
     probe.train_epoch()
     epoch_s = time.perf_counter() - start
     epochs = max(1, min(args.max_epochs, math.floor(minutes * 60 / (epoch_s * 1.05))))
     print(f"\n== time-boxed pre-training: {epochs} epochs of {epoch_s:.2f} s ==", flush=True)
-    trainer = make_trainer("cifar10", data, str(out / "run"), args, True, None, epochs=epochs,
+    trainer = make_trainer("cifar10", data, str(out / "run"), args, "sync-free", None, epochs=epochs,
                            warmup_epochs=min(10, max(1, epochs // 10)))
     start = time.perf_counter()
     metrics = trainer.fit()

@@ -9,8 +9,9 @@ native bf16), batch 128 by default, on synthetic images. Prints per candidate:
   (forward + backward of both views, counted by ``torch.utils.flop_counter``);
 * img/s (source images, each making both views) as the median of ``--repeats`` timings of
   ``--steps`` steps after a warm-up;
-* the achieved rate in GFLOP/s and its share of the dense bf16 matmul rate measured at the start
-  of the same run (``common.measured_peak_tflops``, a 1024 x 1024 matmul; AMX on this CPU).
+* the achieved rate in GFLOP/s and its share of the dense matmul rate measured at the start of
+  the same run (``common.measured_peak_tflops``, a 1024 x 1024 matmul) in the step's precision:
+  bf16 on a CPU with native bf16 (AMX on the Intel Xeon), fp32 elsewhere.
 
 The machine's speed drifts (2x within minutes on the shared 2-core machine), so the candidates
 are timed interleaved, round by round, and the baseline (``small`` at width 16, today's recipe)
@@ -36,6 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
+from sclib.run.build import cpu_has_native_bf16
 from sclib.train import Trainer
 
 # name:width of every candidate; the first is the baseline of the ratio column.
@@ -82,8 +84,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     candidates = [parse(c) for c in args.candidates]
     cpu = torch.device("cpu")
-    peak = common.measured_peak_tflops(cpu, dtype=torch.bfloat16)
-    print(f"torch {torch.__version__}; {common.device_name(cpu)}; measured dense bf16 matmul rate "
+    # the rate of the precision the step runs in: bf16 where the CPU multiplies it natively (AMX,
+    # AVX512-BF16), fp32 elsewhere (an emulated bf16 matmul runs ~100x below the fp32 one)
+    matmul = "bf16" if cpu_has_native_bf16() else "fp32"
+    peak = common.measured_peak_tflops(cpu, dtype=torch.bfloat16 if matmul == "bf16" else torch.float32)
+    print(f"torch {torch.__version__}; {common.device_name(cpu)}; measured dense {matmul} matmul rate "
           f"{peak:.3g} TFLOP/s", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         trainers, macs, flops = [], [], []
@@ -102,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
                 rate.append(time_steps(trainer, args.steps))
     print()
     print("| backbone | width | forward MMAC / view | step GFLOP / image | img/s | x baseline | GFLOP/s | "
-          "share of bf16 matmul rate |")
+          f"share of {matmul} matmul rate |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     base = statistics.median(rates[0])
     for (name, width), mac, flop, rate in zip(candidates, macs, flops, rates):

@@ -3,7 +3,7 @@
 On a GPU each eager aten op is (at least) one kernel launch of a few microseconds of host time,
 so a step made of thousands of small ops is bound by the host, not by the GPU. This counts the
 top-level aten ops of one ``train_step`` (after a warm-up step) in each phase, for the eager
-step, the tuned step and, with ``--compile``, the compiled tuned step (where what is left are
+step, the sync-free step and, with ``--compile``, the compiled sync-free step (where what is left are
 the calls inductor did not fuse: convolutions, matmuls and its generated kernels, which show up
 here as few top-level ops).
 
@@ -50,16 +50,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setting", default="cifar10", choices=list(common.SETTINGS))
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--compile", action="store_true", help="also count the compiled tuned step")
+    parser.add_argument("--compile", action="store_true", help="also count the compiled sync-free step")
     args = parser.parse_args()
-    variants = [("eager (before)", False, False), ("tuned", True, False)]
+    variants = [("eager (before)", False, False), ("sync-free", True, False)]
     if args.compile:
-        variants.append(("tuned + compile", True, True))
+        variants.append(("sync-free + compile", True, True))
     columns = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for label, tuned, compile in variants:
+        for label, sync_free, compile in variants:
             trainer = common.recipe_trainer(args.setting, f"{tmp}/{len(columns)}", "cpu", args.batch_size, 2,
-                                            sync_free=tuned, compile=compile)
+                                            step_mode="sync-free" if sync_free else "eager", compile=compile)
             columns[label] = ops_per_phase(trainer)
     about = common.SETTINGS[args.setting].about
     print(f"top-level aten ops per step, {args.setting} ({about}), batch {args.batch_size}")

@@ -19,11 +19,13 @@ The trainer's step opens a ``torch.profiler.record_function`` range per phase ("
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +35,8 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
+from sclib import train
+from sclib.run.config import STEP_MODES
 from sclib.train import PHASES, Trainer
 
 
@@ -50,7 +54,11 @@ class StepProfile:
 
 
 def timeline(trainer: Trainer) -> tuple[dict[str, float], float]:
-    """Run one epoch noting when each phase ends; ms per step of each phase, and of the step."""
+    """Run one epoch noting when each phase ends; ms per step of each phase, and of the step.
+
+    The marks ride on the step's own profiler ranges: ``sclib.train.phase`` is wrapped here for
+    the one epoch, so the trainer carries no benchmark hook.
+    """
     device, steps = trainer.device, trainer.steps_per_epoch
     marks: list[tuple[str, object]] = []
 
@@ -62,14 +70,22 @@ def timeline(trainer: Trainer) -> tuple[dict[str, float], float]:
         else:
             marks.append((name, time.perf_counter()))
 
-    trainer.phase_hook = mark
+    ranged = train.phase
+
+    @contextlib.contextmanager
+    def marked(name: str) -> Iterator[None]:
+        with ranged(name):
+            yield
+        mark(name)
+
+    train.phase = marked
     try:
         common.sync(device)
         mark("start")
         row = trainer.train_epoch()
         common.sync(device)
     finally:
-        trainer.phase_hook = None
+        train.phase = ranged
     spent: dict[str, float] = dict.fromkeys(PHASES, 0.0)
     for (_, before), (name, after) in itertools.pairwise(marks):
         ms = before.elapsed_time(after) if device.type == "cuda" else 1e3 * (after - before)
@@ -140,8 +156,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--batch-size", type=int, default=None, help="default: 512 on CUDA, 64 on CPU")
     parser.add_argument("--steps", type=int, default=None, help="profiled steps (default: 10 on CUDA, 3 on CPU)")
-    parser.add_argument("--tuned", choices=("auto", "on", "off"), default="auto",
-                        help="the tuned (sync-free) step; auto: on CUDA only, as in training")
+    parser.add_argument("--step-mode", choices=STEP_MODES, default="auto",
+                        help="the training step (Config step_mode); auto: sync-free on CUDA only, as in training")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--compile-mode", default="default")
     args = parser.parse_args()
@@ -149,15 +165,14 @@ def main() -> None:
     device = "cuda" if cuda else "cpu"
     batch = args.batch_size or (512 if cuda else 64)
     steps = args.steps or (10 if cuda else 3)
-    tuned = {"auto": None, "on": True, "off": False}[args.tuned]
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = common.recipe_trainer(args.setting, tmp, device, batch, steps, sync_free=tuned,
+        trainer = common.recipe_trainer(args.setting, tmp, device, batch, steps, step_mode=args.step_mode,
                                         compile=args.compile, compile_mode=args.compile_mode)
         result = profile_trainer(trainer)
     name = common.device_name(trainer.device)
     compiled = f", compiled {args.compile_mode}" if args.compile else ""
     title = (f"{args.setting} ({common.SETTINGS[args.setting].about}), batch {batch}, "
-             f"{len(trainer.augment.specs())} views, {'tuned' if trainer.sync_free else 'eager'} step{compiled}, "
+             f"{len(trainer.augment.specs())} views, {'sync-free' if trainer.sync_free else 'eager'} step{compiled}, "
              f"on {name}, torch {torch.__version__}")
     print(format_table(result, title))
 

@@ -11,7 +11,7 @@ views are made:
   figure the training log prints);
 * reference: torchvision transforms on one PIL image at a time in DataLoader workers (as many as
   the machine has CPUs, by default), the way the official code feeds its model; the views then
-  go through the trainer's own ``step_on_views``.
+  go through the trainer's own ``train_step``, whose augmentation hands them on unchanged.
 
 Images are synthetic noise of the data set's shape (the cost of a step does not depend on the
 pixels). Prints images/s (source images, each making every view), the ratio, and on any device
@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 from sclib.core.augment import AugmentConfig, Augmenter, blur_kernel_size
+from sclib.run.config import STEP_MODES
 from sclib.train import Trainer
 
 BILINEAR = T.InterpolationMode.BILINEAR
@@ -129,22 +130,29 @@ def time_reference(trainer: Trainer, steps: int, warmup: int, workers: int) -> f
     loader = DataLoader(dataset, batch_size=trainer.global_batch, shuffle=True, num_workers=workers, drop_last=True,
                         pin_memory=trainer.device.type == "cuda", persistent_workers=workers > 0)
     batches = iter(loader)
-    for i in range(warmup + steps):
-        if i == warmup:
-            common.sync(trainer.device)
-            start = time.perf_counter()
-        try:
-            views = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            views = next(batches)
-        trainer.step_on_views([v.to(trainer.device, non_blocking=True) for v in views])
-    common.sync(trainer.device)
+    ready: list[torch.Tensor] = []
+    own = trainer.augment
+    trainer.augment = lambda images, generator: ready  # the step takes the loader's views as they are
+    try:
+        for i in range(warmup + steps):
+            if i == warmup:
+                common.sync(trainer.device)
+                start = time.perf_counter()
+            try:
+                views = next(batches)
+            except StopIteration:
+                batches = iter(loader)
+                views = next(batches)
+            ready[:] = [v.to(trainer.device, non_blocking=True) for v in views]
+            trainer.train_step(ready[0], None)
+        common.sync(trainer.device)
+    finally:
+        trainer.augment = own
     return steps * trainer.global_batch / (time.perf_counter() - start)
 
 
 def report(device: str, batch: int, steps: int, warmup: int, workers: int, settings: list[str],
-           sync_free: bool | None = None, compile: bool = False, compile_mode: str = "default",
+           step_mode: str = "auto", compile: bool = False, compile_mode: str = "default",
            peak_tflops: float | None = None) -> dict[str, dict[str, Any]]:
     """Print and return, per setting: views, step, epoch and reference images/s, FLOPs per image."""
     dev = torch.device(device)
@@ -157,7 +165,7 @@ def report(device: str, batch: int, steps: int, warmup: int, workers: int, setti
     with tempfile.TemporaryDirectory() as tmp:
         for setting in settings:
             trainer = common.recipe_trainer(setting, os.path.join(tmp, setting), device, batch, steps,
-                                            sync_free=sync_free, compile=compile, compile_mode=compile_mode)
+                                            step_mode=step_mode, compile=compile, compile_mode=compile_mode)
             views = check_same_views(trainer, PerImageViews(trainer.data.train_images[:1], trainer.augment.cfg))
             epoch = time_epoch(trainer)
             step = time_steps(trainer, steps, warmup)
@@ -169,7 +177,7 @@ def report(device: str, batch: int, steps: int, warmup: int, workers: int, setti
             if setting == "cifar10":
                 print(f"{'':<4}a CIFAR-10 epoch (50,000 images) at this rate: {50_000 / epoch:.2f} s", flush=True)
             results[setting] = dict(views=len(views), step=step, epoch=epoch, reference=ref, flops=flops, peak=peak,
-                                    compile_s=trainer.compile_seconds)
+                                    compile_s=trainer.progress.compile_seconds)
     return results
 
 
@@ -229,8 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="reference DataLoader workers (default: this machine's CPU count)")
     parser.add_argument("--settings", nargs="+", default=None, choices=list(common.SETTINGS),
                         help="default: cifar10 and mnist-small on CUDA, cifar10-fast (the CPU recipe) on a CPU")
-    parser.add_argument("--tuned", choices=("auto", "on", "off"), default="auto",
-                        help="sclib's tuned (sync-free) step; auto: on CUDA only, as in training")
+    parser.add_argument("--step-mode", choices=STEP_MODES, default="auto",
+                        help="sclib's training step (Config step_mode); auto: sync-free on CUDA only, as in training")
     parser.add_argument("--compile", action="store_true", help="torch.compile (both sides share the compiled step)")
     parser.add_argument("--compile-mode", default="default")
     return parser
@@ -251,7 +259,7 @@ def main() -> None:
         warmup=5 if args.warmup is None else args.warmup,
         workers=args.workers,
         settings=args.settings or ["cifar10", "mnist-small"],
-        sync_free={"auto": None, "on": True, "off": False}[args.tuned],
+        step_mode=args.step_mode,
         compile=args.compile,
         compile_mode=args.compile_mode,
     )

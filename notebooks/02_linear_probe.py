@@ -24,8 +24,8 @@
 #
 # The seed report's Fig. 2 plots linear-probe top-1 and top-3 accuracy against pre-training
 # epochs and finds it converging near epoch 500 of 800 (100 probe epochs each). Probes already in
-# a run folder (`python -m sclib probe --all-milestones`, e.g. on the GPU machine that trained
-# it) are read as they are; missing ones are computed from the milestone checkpoints. The
+# a run folder (`python -m sclib probe --all-kept`, e.g. on the GPU machine that trained
+# it) are read as they are; missing ones are computed from the kept-epoch checkpoints. The
 # default `probe_epochs` is the seed's 100, as in the study: the probe trains on cached features,
 # so its epochs cost little (a fraction of a second each milestone on digits). Fewer epochs warn
 # when the probe has not converged (twice as many would still add more than a point of top-1):

@@ -21,8 +21,8 @@ from sclib.run.config import (
     ConfigError,
     Recipe,
     RefineSettings,
-    coerce,
     to_yaml,
+    typed_overrides,
 )
 from sclib.run.files import path_problem
 
@@ -105,9 +105,9 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
     """The recipe the flags name plus the flags given explicitly, typed."""
     if args.config and args.preset:
         raise ConfigError("--config and --preset both name a recipe; pass one")
-    hints = typing.get_type_hints(Config)
-    overrides = {name: coerce(name, getattr(args, name), hints[name])
-                 for name in args.config_flags if name != "dataset" and getattr(args, name) is not None}
+    given = {name: getattr(args, name) for name in args.config_flags
+             if name != "dataset" and getattr(args, name) is not None}
+    overrides = typed_overrides(given, "flags")
     return Recipe(dataset=args.dataset, preset=args.preset or "fast", file=args.config, overrides=overrides)
 
 
@@ -155,7 +155,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                         description="Probe a run (or every run of a --seeds folder) on frozen backbone features.")
     pr.add_argument("--run", required=True, help="run folder, or a folder of seed runs")
     pr.add_argument("--checkpoint", help="checkpoint file (default: the newest)")
-    pr.add_argument("--all-milestones", action="store_true", help="probe every milestone checkpoint")
+    pr.add_argument("--all-kept", action="store_true", help="probe the checkpoint of every kept epoch (keep_epochs)")
     pr.add_argument("--epochs", type=int, default=100, help="linear probe epochs (default: 100, the seed's)")
     pr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
@@ -221,16 +221,16 @@ def _study_flags(parser: argparse.ArgumentParser, default_seeds: list[int]) -> N
 
 
 def _pretrain(args: argparse.Namespace) -> int:
+    from sclib.run.lifecycle import seed_configs
     from sclib.train import pretrain_seeds
 
-    recipe = recipe_from_args(args)
-    cfg = recipe.resolve()
+    cfg = recipe_from_args(args).resolve()  # the one resolution of this command's runs
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
     if cfg.adapted:
         _log(f"sclib: {cfg.preset} recipe fitted to the data: {cfg.adapted}")
-    rows = pretrain_seeds(recipe, args.seeds, progress=not args.no_progress)
+    rows = pretrain_seeds(seed_configs(cfg, args.seeds), progress=not args.no_progress)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         print(_table(rows, ("run", "epoch", "acc", "nmi", "ami", "ari", "clusters_used")))
     return 0
@@ -266,7 +266,7 @@ def _probe(args: argparse.Namespace) -> int:
     _one_run_for_checkpoint(args)
     with warnings.catch_warnings(record=True) as caught:  # one line each, not Python's file:line form
         warnings.simplefilter("always", ProbeNotConverged)
-        rows = probe_runs(args.run, args.checkpoint, args.all_milestones, args.epochs, args.device)
+        rows = probe_runs(args.run, args.checkpoint, args.all_kept, args.epochs, args.device)
     for warning in caught:
         if issubclass(warning.category, ProbeNotConverged):
             print(f"probe: warning: {warning.message}", file=sys.stderr)

@@ -79,8 +79,8 @@ def cli(capsys) -> Callable[..., CliResult]:
 
 @pytest.fixture(scope="session")
 def sclib_env() -> dict[str, str]:
-    """Environment for ``python -m sclib`` subprocesses: this checkout importable, no kill switch."""
-    env = {k: v for k, v in os.environ.items() if k != "SCLIB_KILL_AT"}
+    """Environment for ``python -m sclib`` subprocesses: this checkout importable."""
+    env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     return env
 
@@ -100,3 +100,30 @@ def run_sclib(sclib_env, sclib_command) -> Callable[..., subprocess.CompletedPro
                               capture_output=True, text=True, timeout=timeout)
 
     return run
+
+
+class Interrupted(Exception):
+    """What ``interrupt_at_step`` raises: a run stopped in the middle of an epoch (Ctrl-C)."""
+
+
+@pytest.fixture
+def interrupt_at_step(monkeypatch) -> Callable[[int], type[Exception]]:
+    """``arm(n)``: the n-th training step from now on raises Interrupted after it ran, once; the
+    steps after it (a resume) run as they would. The process-level kill -9 of the same is
+    tests/_kill.py. Returns the exception type, for ``pytest.raises``."""
+    from sclib.train import Trainer
+
+    def arm(n: int) -> type[Exception]:
+        step, seen = Trainer.train_step, {"n": 0}
+
+        def train_step(self, *args, **kwargs):
+            result = step(self, *args, **kwargs)
+            seen["n"] += 1
+            if seen["n"] == n:
+                raise Interrupted(f"interrupted after step {n}")
+            return result
+
+        monkeypatch.setattr(Trainer, "train_step", train_step)
+        return Interrupted
+
+    return arm

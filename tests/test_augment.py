@@ -143,11 +143,11 @@ def test_fixed_seed_reproduces_and_other_seed_differs():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("static", [False, True], ids=["default", "static shapes"])
+@pytest.mark.parametrize("static", [False, True], ids=["default", "sync-free"])
 def test_cpu_cuda_parity_with_same_cpu_generator(static):
     x = noise_images(64)
     cpu = Augmenter(rgb_cfg(local_crops=2))(x, gen(5))
-    gpu = Augmenter(rgb_cfg(local_crops=2), static_shapes=static)(x.cuda(), gen(5))
+    gpu = Augmenter(rgb_cfg(local_crops=2), sync_free=static)(x.cuda(), gen(5))
     for c, g in zip(cpu, gpu):
         assert g.device.type == "cuda"
         per_sample = (c - g.cpu()).abs().flatten(1).amax(1)
@@ -475,10 +475,10 @@ def test_eval_transform_resizes_normalises_deterministically():
     AugmentConfig(image_size=28, channels=1, mean=(0.13,), std=(0.31,), style="affine", local_crops=1),
     AugmentConfig(image_size=14, channels=1, mean=(0.29,), std=(0.35,)),
 ], ids=["byol rgb + 2 local", "affine gray + 1 local", "byol gray"])
-def test_static_shapes_make_the_same_views_from_the_same_numbers(cfg):
+def test_the_sync_free_path_makes_the_same_views_from_the_same_numbers(cfg):
     x = noise_images(97, c=cfg.channels, size=32 if cfg.channels == 3 else 28, seed=21)
     default = Augmenter(cfg)(x, gen(4))
-    static = Augmenter(cfg, static_shapes=True)(x, gen(4))
+    static = Augmenter(cfg, sync_free=True)(x, gen(4))
     assert [v.shape for v in static] == [v.shape for v in default]
     for i, (d, s) in enumerate(zip(default, static)):
         assert torch.equal(d, s), f"view {i} differs by up to {(d - s).abs().max():.3g}"
@@ -497,6 +497,6 @@ def test_static_jitter_runs_each_samples_ops_in_its_own_order():
     assert (fixed - sorted_way).abs().amax(dim=(1, 2, 3)).gt(1e-3).sum() > n // 4
 
 
-def test_compiling_the_augmentation_needs_static_shapes():
-    with pytest.raises(ValueError, match="static_shapes"):
+def test_compiling_the_augmentation_needs_the_sync_free_path():
+    with pytest.raises(ValueError, match="sync_free"):
         Augmenter(rgb_cfg(), compile=True)

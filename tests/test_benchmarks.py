@@ -93,7 +93,7 @@ def test_profile_splits_a_step_into_its_phases_and_finds_the_syncs(tmp_path):
     results = {}
     for tuned in (False, True):
         trainer = common.recipe_trainer("cifar10", str(tmp_path / f"p{tuned}"), "cpu", batch=8, steps=2,
-                                      sync_free=tuned,
+                                      step_mode="sync-free" if tuned else "eager",
                                       backbone="small", small_width=4, image_size=8, mlp_hidden=16)
         results[tuned] = profile_step.profile_trainer(trainer)
     eager, tuned = results[False], results[True]
@@ -104,16 +104,17 @@ def test_profile_splits_a_step_into_its_phases_and_finds_the_syncs(tmp_path):
     assert sum(eager.timeline_ms.values()) > 0 and eager.step_ms > 0
     table = profile_step.format_table(eager, "title")
     assert all(f"| {phase} |" in table for phase in PHASES) and "host syncs: " in table
-    # the eager jitter syncs 4 times a view on a GPU (bincount, then tolist); the tuned step not at all
+    # the eager jitter syncs 4 times a view on a GPU (bincount, then tolist); the sync-free step not at all
     assert sum(n for site, n in eager.syncs.items() if "augment.py" in site) == 2 * 2 * 4 * eager.steps
     assert not any("augment.py" in site for site in tuned.syncs)
 
 
-def test_op_count_sees_the_tuned_step_launch_fewer_ops(tmp_path):
+def test_op_count_sees_the_sync_free_step_launch_fewer_ops(tmp_path):
     counts = {}
     for tuned in (False, True):
         trainer = common.recipe_trainer("mnist-small", str(tmp_path / f"o{tuned}"), "cpu", batch=4, steps=1,
-                                        sync_free=tuned, image_size=8, mlp_hidden=16, small_width=4)
+                                        step_mode="sync-free" if tuned else "eager", image_size=8, mlp_hidden=16,
+                                        small_width=4)
         counts[tuned] = op_count.ops_per_phase(trainer)
     assert counts[True]["augment"] < counts[False]["augment"]
     assert counts[True]["optimizer"] < counts[False]["optimizer"]
@@ -128,7 +129,7 @@ def test_gpu_check_runs_every_stage_in_its_tiny_setting():
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout
     for expected in ("== CIFAR-10, seed recipe", "2 views [(3, 8, 8), (3, 8, 8)]", "before: eager step",
-                     "tuned: sync-free", "reference DataLoader (0 workers", "== summary:", "epoch before",
+                     "sync-free step: static-shape views", "reference DataLoader (0 workers", "== summary:", "epoch before",
                      "fair ratio", "goal: CIFAR-10 epoch <= 1.5 s", "| augment |", "host syncs:",
                      "self-classifier head   NMI", "k-means on pixels", "gpu_check: done"):
         assert expected in text, expected

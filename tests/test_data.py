@@ -595,7 +595,7 @@ def test_the_images_found_per_split_and_class_are_printed_and_recorded(tmp_path,
     expected = _tree(root)
     cfg = make_config("imagefolder", data_root=str(root), out=str(tmp_path / "run"), epochs=1, device="cpu",
                       image_size=4, heads=[2], batch_size=2, keep_epochs=[1], small_width=2)
-    Trainer(cfg, progress=False).fit()
+    Trainer.from_config(cfg, progress=False).fit()
     line = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("image folder")]
     assert line == [f"image folder {root}: train 3 images (d0 2, d1 1); eval 2 images (d0 1, d1 1)"]
     recorded = read_json(tmp_path / "run" / "config.json")["images"]

@@ -2,11 +2,11 @@
 
 | case (test id)                          | injected how                      | must hold                              |
 |-----------------------------------------|-----------------------------------|----------------------------------------|
-| kill -9 during a step (epoch 3)         | SCLIB_KILL_AT=step:21, subprocess | exit -9; every visible file whole;     |
+| kill -9 during a step (epoch 3)         | _kill.py step:21, subprocess      | exit -9; every visible file whole;     |
 |                                         |                                   | rerun -> identical tensors             |
-| kill -9 while writing last.pt (epoch 2) | SCLIB_KILL_AT=checkpoint:2 (half  | exit -9; last.pt still epoch 1; rerun  |
+| kill -9 while writing last.pt (epoch 2) | _kill.py checkpoint:2 (half       | exit -9; last.pt still epoch 1; rerun  |
 |                                         | the bytes)                        | -> identical, no *.tmp                 |
-| kill -9 while writing metrics.json      | SCLIB_KILL_AT=metrics:1 (half the | exit -9; no metrics.json; rerun ->     |
+| kill -9 while writing metrics.json      | _kill.py metrics:1 (half the      | exit -9; no metrics.json; rerun ->     |
 |                                         | bytes)                            | identical, same metrics                |
 | truncated / bit-flipped / empty /       | last.pt damaged after a kill in   | CheckpointError names last.pt; resume  |
 | garbage last.pt                         | epoch 3                           | falls back to epoch_0001               |
@@ -21,9 +21,10 @@
 | read-only run folder                    | chmod 0o555 (as root: mkstemp     | exit 2, one line; every file           |
 |                                         | raises EROFS)                     | byte-identical                         |
 
-The kill tests share one module fixture: the three killed runs and their reruns go as concurrent
-subprocesses while the uninterrupted baseline trains in this process (same code, same threads,
-so bit-identical on CPU).
+The kills come from ``tests/_kill.py``, which runs the CLI with the package patched from outside
+(no production function carries a fault hook). The kill tests share one module fixture: the
+three killed runs and their reruns go as concurrent subprocesses while the uninterrupted
+baseline trains in this process (same code, same threads, so bit-identical on CPU).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -44,10 +46,11 @@ from sclib.run import checkpoint
 from sclib.run.checkpoint import CheckpointError
 from sclib.run.files import LOCK_NAME
 
+KILL = Path(__file__).with_name("_kill.py")
 EPOCHS = 3
 STEPS_PER_EPOCH = 9  # 1257 digits train images // batch 128
 
-# id -> (SCLIB_KILL_AT, epoch of last.pt after the kill)
+# id -> (tests/_kill.py's POINT:N, epoch of last.pt after the kill)
 KILLS = {
     "kill -9 during a step (epoch 3)": ("step:21", 2),
     "kill -9 while writing last.pt (epoch 2)": ("checkpoint:2", 1),
@@ -134,13 +137,14 @@ def kills(tmp_path_factory, sclib_command, sclib_env, tiny_args):
     root = tmp_path_factory.mktemp("kills")
     env = {**sclib_env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
-    def launch(name: str, extra: dict[str, str] | None = None) -> subprocess.Popen:
+    def launch(name: str, kill_at: str | None = None) -> subprocess.Popen:
         log = (root / f"{name}.log").open("a")
-        return subprocess.Popen(sclib_command(*run_args(tiny_args, root / name)), env={**env, **(extra or {})},
-                                stdout=log, stderr=subprocess.STDOUT)
+        args = run_args(tiny_args, root / name)
+        command = sclib_command(*args) if kill_at is None else [sys.executable, str(KILL), kill_at, *args]
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     names = {case: f"killed{i}" for i, case in enumerate(KILLS)}
-    procs = {case: launch(names[case], {"SCLIB_KILL_AT": spec}) for case, (spec, _) in KILLS.items()}
+    procs = {case: launch(names[case], spec) for case, (spec, _) in KILLS.items()}
     straight = launch("straight")  # the uninterrupted baseline, alongside
     killed = {case: proc.wait(timeout=600) for case, proc in procs.items()}
 
@@ -273,7 +277,7 @@ def test_every_checkpoint_damaged_stops_and_says_how_to_start_over(killed_in_epo
 # -- non-finite loss ---------------------------------------------------------------------------
 
 def test_nan_in_a_batch_stops_the_run_and_keeps_the_last_good_state(kills, cli, tiny_args, tmp_path, monkeypatch):
-    import sclib.train
+    import sclib.run.build
     from sclib.core.augment import Augmenter
 
     calls = {"n": 0}
@@ -286,7 +290,7 @@ def test_nan_in_a_batch_stops_the_run_and_keeps_the_last_good_state(kills, cli, 
                 views[0][0, 0, 0, 0] = float("nan")  # one pixel of one image
             return views
 
-    monkeypatch.setattr(sclib.train, "Augmenter", NaNFromEpoch2)
+    monkeypatch.setattr(sclib.run.build, "Augmenter", NaNFromEpoch2)
     run = tmp_path / "nan"
     result = cli(*run_args(tiny_args, run))
     assert result.code == 2
@@ -305,16 +309,14 @@ def test_nan_in_a_batch_stops_the_run_and_keeps_the_last_good_state(kills, cli, 
 # -- full disk, read-only folder ---------------------------------------------------------------
 
 class _FullDiskFile:
-    """A file whose first write lands and whose next one fails as on a full disk."""
+    """A file whose write lands half its bytes, then fails as on a full disk."""
 
     def __init__(self, handle):
-        self.handle, self.writes = handle, 0
+        self.handle = handle
 
     def write(self, data):
-        self.writes += 1
-        if self.writes > 1:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return self.handle.write(data)
+        self.handle.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     def __getattr__(self, name):
         return getattr(self.handle, name)

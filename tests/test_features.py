@@ -67,7 +67,7 @@ def test_the_cache_is_used_for_the_same_checkpoint(run, monkeypatch):
         np.testing.assert_array_equal(a, b)
     # the last milestone holds the same weights as last.pt: one cache file for both
     milestone, _ = checkpoint_predictions(cfg, paths, data.info, aug, "eval", data.eval_images,
-                                          paths.checkpoints / checkpoint.milestone_name(2))
+                                          paths.checkpoints / checkpoint.kept_name(2))
     np.testing.assert_array_equal(milestone.features, first.features)
 
 

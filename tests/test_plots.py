@@ -174,7 +174,7 @@ def test_probe_curves_two_percent_panels_one_line_per_probe_and_seed_reference()
         "top3": [0.3, 0.7, 0.8, 0.3, 0.6, 0.75],
         "probe": ["linear"] * 3 + ["knn"] * 3,
     })
-    fig = plots.probe_curves(df, seed={"top1": 0.55, "top3": 0.85})
+    fig = plots.probe_curves(df, seed_report={"top1": 0.55, "top3": 0.85})
     assert len(fig.axes) == 2
     top1_ax, top3_ax = fig.axes
     assert "top-1" in top1_ax.get_title() and "top-3" in top3_ax.get_title()
@@ -202,7 +202,7 @@ def test_probe_curves_over_seeds_mean_and_sd_band():
 
 def test_probe_curves_seed_curve_and_single_metric():
     df = pd.DataFrame({"epoch": [1, 2], "top1": [0.2, 0.3]})
-    fig = plots.probe_curves(df, seed={"epoch": [1, 2], "top1": [0.25, 0.35], "label": "seed"})
+    fig = plots.probe_curves(df, seed_report={"epoch": [1, 2], "top1": [0.25, 0.35], "label": "seed"})
     assert len(fig.axes) == 1
     seed_line = next(ln for ln in fig.axes[0].get_lines() if ln.get_label() == "seed")
     np.testing.assert_allclose(seed_line.get_ydata(), [0.25, 0.35])
@@ -213,9 +213,9 @@ def test_probe_curves_rejects_percents_and_missing_metrics():
         plots.probe_curves(pd.DataFrame({"epoch": [1], "top1": [55.0], "top3": [80.0]}))
     with pytest.raises(ValueError, match="top1"):
         plots.probe_curves(pd.DataFrame({"epoch": [1], "acc": [0.5]}))
-    with pytest.raises(ValueError, match="seed\\['epoch'\\]"):
+    with pytest.raises(ValueError, match="seed_report\\['epoch'\\]"):
         plots.probe_curves(pd.DataFrame({"epoch": [1], "top1": [0.5]}),
-                           seed={"top1": [0.4, 0.5]})
+                           seed_report={"top1": [0.4, 0.5]})
 
 
 def _near_perfect_top3() -> pd.DataFrame:
@@ -505,12 +505,12 @@ def test_ablation_heatmap_colours_the_difference_from_base_and_writes_mean_and_s
         plots.ablation_heatmap(pd.DataFrame({"variant": ["a"], "acc": [60.0]}), metrics=("acc",))
 
 
-def test_acc_against_seed_means_sd_bars_and_seed_diamonds():
+def test_acc_against_seed_report_means_sd_bars_and_seed_diamonds():
     ours = pd.DataFrame({"dataset": ["MNIST"] * 3 + ["digits"] * 2, "seed": [0, 1, 2, 0, 1],
                          "acc": [0.97, 0.98, 0.99, 0.90, 0.92]})
     seed = {"MNIST": 0.819, "STL-10": 0.518}
     before = np.random.get_state()[1].copy()
-    fig = plots.acc_against_seed(ours, seed, order=["MNIST", "STL-10", "digits"])
+    fig = plots.acc_against_seed_report(ours, seed, order=["MNIST", "STL-10", "digits"])
     np.testing.assert_array_equal(np.random.get_state()[1], before)  # the caller's global generator untouched
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["MNIST", "STL-10", "digits"]
@@ -531,9 +531,9 @@ def test_acc_against_seed_means_sd_bars_and_seed_diamonds():
     assert [t.get_text() for t in ax.texts] == ["not run here"]  # STL-10: the seed's value only
     assert ax.xaxis.get_major_formatter()(0.5, 0) == "50%"
     with pytest.raises(ValueError, match="divide them by 100"):
-        plots.acc_against_seed(ours.assign(acc=ours["acc"] * 100), seed)
+        plots.acc_against_seed_report(ours.assign(acc=ours["acc"] * 100), seed)
     with pytest.raises(ValueError, match="not in order"):
-        plots.acc_against_seed(ours, seed, order=["MNIST"])
+        plots.acc_against_seed_report(ours, seed, order=["MNIST"])
 
 
 # ------------------------------------------------------------------------------------ saving

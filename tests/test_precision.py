@@ -22,7 +22,7 @@ import pytest
 import torch
 from test_step import one_step, trainer
 
-from sclib.run import build, checkpoint, faults
+from sclib.run import build, checkpoint
 from sclib.run.build import Precision, precision
 from sclib.run.config import make_config
 from sclib.train import Trainer, pretrain
@@ -109,23 +109,10 @@ def tiny(tmp_path, name, **overrides):
     return make_config("digits", "fast", out=str(tmp_path / name), **{**values, **overrides})
 
 
-class Interrupt(Exception):
-    pass
-
-
-def test_a_bf16_run_resumes_to_bit_identical_weights(tmp_path, monkeypatch, bf16_cpu):
+def test_a_bf16_run_resumes_to_bit_identical_weights(tmp_path, bf16_cpu, interrupt_at_step):
     pretrain(tiny(tmp_path, "straight"), progress=False)
-    steps = {"n": 0}
-
-    def interrupt_in_epoch_two(point):
-        steps["n"] += point == "step"
-        if steps["n"] == 13:  # 9 steps an epoch
-            raise Interrupt
-
-    monkeypatch.setattr(faults, "maybe_kill", interrupt_in_epoch_two)
-    with pytest.raises(Interrupt):
+    with pytest.raises(interrupt_at_step(13)):  # in epoch two: 9 steps an epoch
         pretrain(tiny(tmp_path, "broken"), progress=False)
-    monkeypatch.setattr(faults, "maybe_kill", lambda point: None)
     pretrain(tiny(tmp_path, "broken"), progress=False)
     a, b = (checkpoint.load(tmp_path / n / "checkpoints" / "last.pt")["model"] for n in ("straight", "broken"))
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -139,7 +126,7 @@ def test_a_bf16_run_resumes_to_bit_identical_weights(tmp_path, monkeypatch, bf16
 def test_the_log_and_config_json_say_which_precision_ran(tmp_path, monkeypatch, capsys, native, said):
     monkeypatch.setattr(build, "cpu_has_native_bf16", lambda: native)
     cfg = tiny(tmp_path, "run", epochs=1)
-    Trainer(cfg, progress="log").fit()
+    Trainer.from_config(cfg, progress="log").fit()
     assert f"precision: {said}" in capsys.readouterr().out  # "log" (notebooks): with the epoch lines on stdout
     record = json.loads((tmp_path / "run" / "config.json").read_text())
     assert record["provenance"]["precision"].startswith(said)

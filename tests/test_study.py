@@ -313,7 +313,7 @@ def test_run_sweep_skips_finished_runs_and_tabulates_mean_and_std(tmp_path, monk
     assert list(table["variant"]) == ["base", "batch 128"]
     assert table.loc[1, "acc"] == pytest.approx(0.55)
     assert table.loc[1, "acc_std"] == pytest.approx(np.std([0.5, 0.6], ddof=1))
-    assert table.loc[1, "seed_acc"] == pytest.approx(seed_report.TABLE2["batch 128"]["acc"] / 100)
+    assert table.loc[1, "seed_report_acc"] == pytest.approx(seed_report.TABLE2["batch 128"]["acc"] / 100)
     text = ablations.ablation_markdown(table)
     assert "| batch 128 | 2 | 30.00 ± 0.00 | 29.00 ± 0.00 | 20.00 ± 0.00 | 55.00 ± 7.07 | 50.0, 60.0 | 48.85 |" in text
 
@@ -398,7 +398,7 @@ def test_runs_trained_elsewhere_render_without_checkpoints_or_data(tmp_path):
     common = ("--dataset", "mnist", "--data-root", str(data), "--device", "cpu", "--small-width", "4",
               "--image-size", "14", "--batch-size", "100", "--mlp-hidden", "32", "--mlp-out", "16", "--epochs", "2")
     for args in (("pretrain", *common, "--seeds", "0", "1", "--out", str(box), "--no-progress"),
-                 ("evaluate", "--run", str(box)), ("probe", "--run", str(box), "--all-milestones", "--epochs", "3")):
+                 ("evaluate", "--run", str(box)), ("probe", "--run", str(box), "--all-kept", "--epochs", "3")):
         proc = _cli(*args, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-2000:]
     home = tmp_path / "home" / "mnist"
@@ -742,7 +742,7 @@ def test_rendering_a_run_without_what_the_report_reads_is_refused_up_front(tmp_p
     assert "\n" not in message and f"{runs / 'seed1'} lacks {listed}" in message
     assert f"python -m sclib {command} {runs / 'seed1'}" in message and str(runs / "seed0") not in message
     if listed == "eval.json, arrays.npz, probe.csv":
-        assert f"python -m sclib probe --run {runs / 'seed1'} --all-milestones" in message
+        assert f"python -m sclib probe --run {runs / 'seed1'} --all-kept" in message
     assert not (tmp_path / "out").exists()  # nothing copied, nothing run
 
 
@@ -929,3 +929,17 @@ def test_the_stylesheet_wraps_long_notes_and_output_lines():
 
     rule = re.search(r"([^{}\n]+)\{white-space:pre-wrap;overflow-wrap:anywhere\}", summary.CSS)
     assert rule and {".output_area pre", ".note", ".warn"} <= set(rule.group(1).split(","))
+
+
+@pytest.mark.parametrize("overrides, said", [
+    ({"epoch": 1}, r"config_overrides: unknown parameter\(s\) epoch; known: dataset"),
+    ({"epochs": "abc"}, r"parameter epochs got 'abc', which is not a valid int"),
+    ({"heads": [10, "x"]}, r"parameter heads got \[10, 'x'\], which is not a valid list\[int\]"),
+    ({"amp": "maybe"}, r"parameter amp got 'maybe', which is not a valid bool"),
+])
+def test_a_notebooks_training_parameters_are_checked_against_the_configs_own_types(overrides, said):
+    """config_overrides reach the Config only inside notebook 01's training; the check at the top
+    of every notebook already holds them to the Config's field names and types."""
+    with pytest.raises(ConfigError, match=f"^{said}"):
+        report.check_parameters(config_overrides=overrides)
+    report.check_parameters(config_overrides={"epochs": "3", "heads": [10, 20], "amp": False})  # typed as a recipe

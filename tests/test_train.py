@@ -1,7 +1,6 @@
 """Pre-training end to end on digits: files, exact resume, probes that leave the backbone alone."""
 
 import csv
-import dataclasses
 import json
 
 import pytest
@@ -9,7 +8,7 @@ import torch
 
 from sclib.eval.evaluate import evaluate_run
 from sclib.eval.probe import probe_run
-from sclib.run import checkpoint, faults
+from sclib.run import checkpoint
 from sclib.run.config import make_config
 from sclib.train import Trainer, pretrain
 
@@ -73,7 +72,7 @@ def test_evaluate_and_probe_write_their_reports(finished_run):
     assert evaluation.scored_head == 0 and evaluation.scored["acc"] == pytest.approx(metrics["acc"])
     assert set(evaluation.kmeans_pixels) == {"nmi", "ami", "ari", "acc"}
     assert (run / "eval.json").is_file()
-    rows = probe_run(run, all_milestones=True, epochs=2, device="cpu")
+    rows = probe_run(run, all_kept=True, epochs=2, device="cpu")
     assert sorted({(r["probe"], r["epoch"]) for r in rows}) == [
         (p, e) for p in ("knn", "linear") for e in (1, 2, 3)]
     assert all(0 <= r["top1"] <= r["top3"] <= 1 for r in rows)
@@ -108,28 +107,14 @@ def test_probing_leaves_backbone_weights_and_bn_statistics_unchanged(finished_ru
         assert all(torch.equal(before[k], after[k]) for k in before), "probe changed the backbone or BN buffers"
 
 
-class Interrupt(Exception):
-    pass
-
-
-def test_interrupted_run_resumes_to_identical_weights(tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_identical_weights(tmp_path, interrupt_at_step):
     straight = tiny(tmp_path, "straight", epochs=2, keep_epochs=[])
     pretrain(straight, progress=False)
 
     broken = tiny(tmp_path, "broken", epochs=2, keep_epochs=[])
-    calls = {"n": 0}
-
-    def interrupt_at_step(point):
-        if point == "step":
-            calls["n"] += 1
-            if calls["n"] == 13:  # mid-way through epoch 2 (9 steps an epoch)
-                raise Interrupt
-
-    monkeypatch.setattr(faults, "maybe_kill", interrupt_at_step)
-    with pytest.raises(Interrupt):
+    with pytest.raises(interrupt_at_step(13)):  # mid-way through epoch 2 (9 steps an epoch)
         pretrain(broken, progress=False)
     assert checkpoint.load(tmp_path / "broken" / "checkpoints" / "last.pt")["epoch"] == 1
-    monkeypatch.undo()
     pretrain(broken, progress=False)
 
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "broken")
@@ -159,13 +144,13 @@ def test_nearest_neighbour_queue_sees_each_batch_with_its_indices_and_resumes(tm
     state = checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")["queue"]
     assert state["full"] and state["items"].shape == (300, 16)
     assert torch.equal(state["indices"], torch.cat(pushed)[-300:].roll(state["pointer"]))
-    resumed = Trainer(cfg, progress=False)
+    resumed = Trainer.from_config(cfg, progress=False)
     assert resumed.restore() and resumed.queue.full and torch.equal(resumed.queue.indices, state["indices"])
 
 
 def test_multicrop_views_reach_the_loss(tmp_path):
     cfg = tiny(tmp_path, epochs=1, local_crops=2, local_size=6, augment="byol", global_scale=[0.4, 1.0])
-    trainer = Trainer(cfg, progress=False)
+    trainer = Trainer.from_config(cfg, progress=False)
     gen = torch.Generator().manual_seed(0)
     views = trainer.augment(trainer.images[:8], gen)
     assert [tuple(v.shape[-2:]) for v in views] == [(8, 8), (8, 8), (6, 6), (6, 6)]
@@ -173,27 +158,14 @@ def test_multicrop_views_reach_the_loss(tmp_path):
     assert torch.isfinite(loss) and logits.shape == (8, 10)
 
 
-def test_tuned_step_run_resumes_to_identical_weights(tmp_path, monkeypatch):
+def test_sync_free_step_run_resumes_to_identical_weights(tmp_path, interrupt_at_step):
     """The GPU step (sync-free augmentation, fused SGD), run on a CPU, resumes exactly too."""
-    def fit(cfg):
-        return Trainer(cfg, progress=False, sync_free=True).fit()
-
-    straight = tiny(tmp_path, "straight", epochs=2, keep_epochs=[])
-    fit(straight)
-    broken = tiny(tmp_path, "broken", epochs=2, keep_epochs=[])
-    calls = {"n": 0}
-
-    def interrupt_at_step(point):
-        if point == "step":
-            calls["n"] += 1
-            if calls["n"] == 13:
-                raise Interrupt
-
-    monkeypatch.setattr(faults, "maybe_kill", interrupt_at_step)
-    with pytest.raises(Interrupt):
-        fit(broken)
-    monkeypatch.undo()
-    fit(broken)
+    straight = tiny(tmp_path, "straight", epochs=2, keep_epochs=[], step_mode="sync-free")
+    pretrain(straight, progress=False)
+    broken = tiny(tmp_path, "broken", epochs=2, keep_epochs=[], step_mode="sync-free")
+    with pytest.raises(interrupt_at_step(13)):
+        pretrain(broken, progress=False)
+    pretrain(broken, progress=False)
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "broken")
     assert all(torch.equal(a[k], b[k]) for k in a)
     state = checkpoint.load(tmp_path / "broken" / "checkpoints" / "last.pt")
@@ -224,34 +196,34 @@ class ScriptedClock:
 def test_the_duration_estimate_leaves_out_the_compiling_step(tmp_path, monkeypatch, first_step_s, other_steps_s):
     # measured on CPU: torch.compile's first step took 41 s and the estimate then said 43 min
     # for two 85 s epochs; the steps after the compiling one are the ones that repeat
-    trainer = Trainer(tiny(tmp_path, epochs=2, batch_size=64), progress=False)
-    trainer.cfg = dataclasses.replace(trainer.cfg, compile=True)  # time step 1 as a compiling step
+    trainer = Trainer.from_config(tiny(tmp_path, epochs=2, batch_size=64), progress=False)
+    trainer.progress.compile_mode = "default"  # time step 1 as a compiling step
     clock = ScriptedClock(lambda step: first_step_s if step == 0 else other_steps_s)
-    trainer.clock = clock
+    trainer.progress.clock = clock
     seen = []
     monkeypatch.setattr(trainer, "train_step", clock.wrap(trainer.train_step))
-    monkeypatch.setattr(trainer, "_estimate", seen.append)
+    monkeypatch.setattr(trainer.progress, "estimate", seen.append)
     trainer.train_epoch()
-    assert trainer.compile_seconds == pytest.approx(first_step_s)
+    assert trainer.progress.compile_seconds == pytest.approx(first_step_s)
     assert seen == [pytest.approx(other_steps_s)]  # with the compiling step in it would be the mean of all six
 
 
 def test_a_long_run_says_how_long_after_its_first_steps_and_how_to_shorten_it(tmp_path, capsys):
-    from sclib.train import LONG_RUN_SECONDS, long_run_message
+    from sclib.run.progress import LONG_RUN_SECONDS, long_run_message
 
     assert long_run_message(LONG_RUN_SECONDS - 1, 10, "cpu") is None
     text = long_run_message(3 * 3600 + 20 * 60, 100, "cpu")
     assert "about 3 h 20 min" in text and "--epochs" in text and "--preset gpu" in text and "resumed" in text
     # a run whose epochs add up to hours hears it during its first epoch; a short one hears nothing
     for epochs, step_s, said in ((1_000, 1.0, True), (10, 1.0, False)):  # 9 steps an epoch: 2.5 h, 90 s
-        trainer = Trainer(tiny(tmp_path, name=f"run{epochs}", epochs=epochs), progress=False)
-        trainer.clock = clock = ScriptedClock(lambda step, s=step_s: s)
+        trainer = Trainer.from_config(tiny(tmp_path, name=f"run{epochs}", epochs=epochs), progress=False)
+        trainer.progress.clock = clock = ScriptedClock(lambda step, s=step_s: s)
         trainer.train_step = clock.wrap(trainer.train_step)
         trainer.train_epoch()
         err = capsys.readouterr().err
         assert ("the 1000 epochs still to do will take about 2 h 30 min" in err) is said, err
         assert ("note: the" in err) is said, err
-    Trainer(tiny(tmp_path, "short", epochs=2), progress=False).train_epoch()
+    Trainer.from_config(tiny(tmp_path, "short", epochs=2), progress=False).train_epoch()
     assert "still to do" not in capsys.readouterr().err
 
 
@@ -259,39 +231,31 @@ def test_a_long_run_says_how_long_after_its_first_steps_and_how_to_shorten_it(tm
 def test_an_epoch_shorter_than_the_estimate_still_estimates(tmp_path, batch_size, steps):
     """digits' 1257 train images at batch 256 make 4 steps an epoch: the estimate came after step 6,
     so a 1000-epoch run never heard how long it would take."""
-    trainer = Trainer(tiny(tmp_path, epochs=1000, batch_size=batch_size), progress=False)
+    trainer = Trainer.from_config(tiny(tmp_path, epochs=1000, batch_size=batch_size), progress=False)
     assert trainer.steps_per_epoch == steps
-    trainer.clock = clock = ScriptedClock(lambda step: 2.0)
+    trainer.progress.clock = clock = ScriptedClock(lambda step: 2.0)
     trainer.train_step = clock.wrap(trainer.train_step)
     seen = []
-    trainer._estimate = seen.append
+    trainer.progress.estimate = seen.append
     trainer.train_epoch()
     assert seen == [pytest.approx(2.0)]
 
 
-def test_a_resume_says_from_which_epoch(tmp_path, capsys, monkeypatch):
+def test_a_resume_says_from_which_epoch(tmp_path, capsys, interrupt_at_step):
     cfg = tiny(tmp_path, epochs=2, keep_epochs=[])
-    calls = {"n": 0}
-
-    def interrupt_in_epoch_2(point):
-        calls["n"] += point == "step"
-        if calls["n"] == 12:  # 9 steps an epoch
-            raise Interrupt
-
-    monkeypatch.setattr(faults, "maybe_kill", interrupt_in_epoch_2)
-    with pytest.raises(Interrupt):
+    with pytest.raises(interrupt_at_step(12)):  # in epoch 2: 9 steps an epoch
         pretrain(cfg, progress="log")
     assert "resuming" not in capsys.readouterr().out  # a fresh start says nothing of the kind
-    monkeypatch.undo()
     pretrain(cfg, progress="log")
     assert f"resuming {cfg.out} from epoch 1 of 2" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("folder, shown", [("runs/study/run/seed2", "seed2"), ("runs/mine", "mine")])
 def test_the_progress_bar_names_the_run_it_trains(folder, shown):
-    from sclib.train import _Progress
+    from sclib.run.progress import Progress
 
-    progress = _Progress("bar", 3, 0, folder)
+    progress = Progress("bar", folder, 3, 1, "cpu")
+    progress.start(0)
     try:
         assert progress.bar.desc == f"pre-training {shown}"
     finally:
@@ -330,12 +294,13 @@ class StepClock:
 def test_the_bar_moves_within_an_epoch_at_most_four_times_a_second(step_s, steps, most_redraws):
     """A 75 s CIFAR-10 epoch showed nothing moving: the bar counts steps, redrawn at most every
     0.25 s of the trainer's clock, and an epoch's end shows the epoch whole."""
-    import io
-
-    from sclib.train import _Progress
+    from sclib.run.progress import Progress
 
     clock, seen = StepClock(), []
-    progress = _Progress("bar", 3, 0, "runs/x/seed0", steps_per_epoch=steps, clock=clock, file=io.StringIO())
+    progress = Progress("bar", "runs/x/seed0", 3, steps, "cpu")
+    progress.clock = clock
+    progress.start(0)
+    progress.begin_epoch(0)
     progress.bar.update = lambda n, update=progress.bar.update: (seen.append(n), update(n))
     for _ in range(steps - 1):
         clock.now += step_s
@@ -343,16 +308,16 @@ def test_the_bar_moves_within_an_epoch_at_most_four_times_a_second(step_s, steps
     assert 0 < progress.bar.n < steps and len(seen) <= most_redraws  # moved inside the epoch, not at every step
     clock.now += step_s
     progress.step()
-    progress.update({"epoch": 1, "loss": 1.5, "lr": 0.1, "images_per_s": 100.0, "clusters_used": 3})
+    progress.epoch_done({"epoch": 1, "loss": 1.5, "lr": 0.1, "images_per_s": 100.0, "clusters_used": 3})
     assert progress.bar.n == steps and progress.bar.total == 3 * steps
     assert progress.bar.postfix.startswith("epoch=2/3")
     progress.close()
 
 
 def test_a_fit_counts_every_step_and_keeps_one_history_row_an_epoch(tmp_path):
-    trainer = Trainer(tiny(tmp_path, epochs=2), progress="bar")
+    trainer = Trainer.from_config(tiny(tmp_path, epochs=2), progress="bar")
     trainer.fit()
-    bar = trainer.step_hook.__self__.bar  # the bar fit built counts through the hook it installs
+    bar = trainer.progress.bar
     assert bar.n == bar.total == 2 * trainer.steps_per_epoch
     assert [row["epoch"] for row in trainer.history] == [1, 2]
     assert len(list(csv.DictReader((tmp_path / "run" / "history.csv").open()))) == 2
@@ -362,7 +327,7 @@ def test_a_fit_counts_every_step_and_keeps_one_history_row_an_epoch(tmp_path):
 def test_the_precision_line_goes_with_the_progress(tmp_path, capsys, mode, stream):
     """In a notebook ("log") the precision line sat on stderr, styled like an error, beside the
     epoch lines on stdout; on a terminal it stays on stderr with the bar."""
-    Trainer(tiny(tmp_path, epochs=1), progress=mode).fit()
+    Trainer.from_config(tiny(tmp_path, epochs=1), progress=mode).fit()
     captured = capsys.readouterr()
     assert "precision: " in getattr(captured, stream)
     assert "precision: " not in getattr(captured, "err" if stream == "out" else "out")

@@ -51,7 +51,7 @@ def _worker(rank, port, out, result_path):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2",
                       RANK=str(rank), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    trainer = Trainer(config(out), progress=False)
+    trainer = Trainer.from_config(config(out), progress=False)
     trainer.augment = fixed_views(trainer)
     order = torch.randperm(len(trainer.images), generator=torch.Generator().manual_seed(epoch_seed(0, 0)))
     local = 32
@@ -67,7 +67,7 @@ def _worker(rank, port, out, result_path):
 
 def reference(out):
     torch.set_num_threads(1)
-    trainer = Trainer(config(out), progress=False)
+    trainer = Trainer.from_config(config(out), progress=False)
     views_of = fixed_views(trainer)
     loss_fn = SelfClassifierLoss()
     order = torch.randperm(len(trainer.images), generator=torch.Generator().manual_seed(epoch_seed(0, 0)))
@@ -94,7 +94,7 @@ def test_two_gloo_processes_match_one_process_on_the_global_batch(tmp_path):
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), f"ranks drifted apart in {name}"
     expected = reference(str(tmp_path / "single"))
-    initial = Trainer(config(str(tmp_path / "init")), progress=False).model.state_dict()
+    initial = Trainer.from_config(config(str(tmp_path / "init")), progress=False).model.state_dict()
     moved = 0
     for name, value in expected.items():
         assert torch.allclose(rank0[name], value.detach(), atol=2e-5, rtol=1e-4), name

@@ -85,7 +85,7 @@ def group(tmp_path_factory, tiny_args) -> Path:
 
     box = tmp_path_factory.mktemp("group") / "G"
     for argv in (tiny_run(tiny_args, box, "--seeds", "0", "1"), ["evaluate", "--run", box, "--device", "cpu"],
-                 ["probe", "--run", box, "--all-milestones", "--epochs", "2", "--device", "cpu"]):
+                 ["probe", "--run", box, "--all-kept", "--epochs", "2", "--device", "cpu"]):
         assert main([str(a) for a in argv]) == 0
     return box
 

@@ -429,22 +429,23 @@ class Augmenter:
     Colour jitter runs its ops in a random order per sample, as torchvision's ColorJitter
     (used by the official code) does, so the view distribution matches the reference.
 
-    ``static_shapes=True`` makes the same views (equal up to float rounding, from the same
-    random numbers) without any host-device synchronisation: views of one size are augmented
-    as one batch (one ``grid_sample`` for both global views) and the colour jitter is
-    :func:`_jitter_static`. The trainer uses it on CUDA; the default keeps the CPU path, which
-    does less arithmetic, bit for bit as before. ``compile=True`` (needs ``static_shapes``)
-    runs that per-size work through ``torch.compile``.
+    ``sync_free=True`` (the sync-free step, Config ``step_mode``) makes the same views (equal up
+    to float rounding, from the same random numbers) with static shapes and so without any
+    host-device synchronisation: views of one size are augmented as one batch (one
+    ``grid_sample`` for both global views) and the colour jitter is :func:`_jitter_static`. The
+    trainer uses it on CUDA; the default keeps the CPU path, which does less arithmetic, bit for
+    bit as before. ``compile=True`` (needs ``sync_free``) runs that per-size work through
+    ``torch.compile``.
     """
 
-    def __init__(self, cfg: AugmentConfig, static_shapes: bool = False, compile: bool = False):
+    def __init__(self, cfg: AugmentConfig, sync_free: bool = False, compile: bool = False):
         if not isinstance(cfg, AugmentConfig):
             raise TypeError(f"Augmenter needs an AugmentConfig, got {type(cfg).__name__}")
-        if compile and not static_shapes:
-            raise ValueError("Augmenter(compile=True) needs static_shapes=True: the host-synchronising "
+        if compile and not sync_free:
+            raise ValueError("Augmenter(compile=True) needs sync_free=True: the host-synchronising "
                              "jitter has data-dependent shapes")
         self.cfg = cfg
-        self.static_shapes = static_shapes
+        self.sync_free = sync_free
         self._group = torch.compile(self._group_views, dynamic=False) if compile else self._group_views
         self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -469,7 +470,7 @@ class Augmenter:
         gdev = generator.device if generator is not None else x.device
         # one table of uniforms per view, drawn in view order: both paths see the same numbers
         us = [torch.rand(x.shape[0], _N_COLS, generator=generator, device=gdev).to(x.device) for _ in specs]
-        if self.static_shapes:
+        if self.sync_free:
             return self._static_views(x, us, specs, normalize)
         views = []
         for u, (size, scale, blur_p, sol_p) in zip(us, specs):

@@ -191,14 +191,14 @@ def probe_checkpoint(run_dir: str | Path, data: DataSplits, checkpoint_path: str
     return [{"epoch": epoch, "probe": "linear", **linear}, {"epoch": epoch, "probe": "knn", **knn}]
 
 
-def probe_run(run_dir: str | Path, checkpoint_path: str | Path | None = None, all_milestones: bool = False,
+def probe_run(run_dir: str | Path, checkpoint_path: str | Path | None = None, all_kept: bool = False,
               epochs: int = 100, device: str = "auto") -> list[dict[str, Any]]:
     """Probe one checkpoint, or every milestone for the probe-vs-epoch curve; writes probe.csv/json."""
     cfg, paths = open_run(run_dir)
-    if all_milestones:
-        targets: list[Path | None] = list(checkpoint.milestones(paths.checkpoints))
+    if all_kept:
+        targets: list[Path | None] = list(checkpoint.kept(paths.checkpoints))
         if not targets:
-            raise checkpoint.CheckpointError(f"{paths.checkpoints} holds no milestone checkpoints (epoch_XXXX.pt)")
+            raise checkpoint.CheckpointError(f"{paths.checkpoints} holds no kept-epoch checkpoints (epoch_XXXX.pt)")
     else:
         targets = [Path(checkpoint_path) if checkpoint_path else None]
     data = load_data(cfg)
@@ -211,11 +211,11 @@ def probe_run(run_dir: str | Path, checkpoint_path: str | Path | None = None, al
     return rows
 
 
-def probe_runs(path: str | Path, checkpoint_path: str | Path | None = None, all_milestones: bool = False,
+def probe_runs(path: str | Path, checkpoint_path: str | Path | None = None, all_kept: bool = False,
                epochs: int = 100, device: str = "auto") -> list[dict[str, Any]]:
     """Probe a run or every seed run of a group; one row per run, checkpoint and probe."""
     return [{"run": str(run), **row} for run in run_folders(path)
-            for row in probe_run(run, checkpoint_path, all_milestones, epochs, device)]
+            for row in probe_run(run, checkpoint_path, all_kept, epochs, device)]
 
 
 def ensure_probed(cfg: Config, paths: RunPaths, probe_epochs: int, device: str = "auto"):
@@ -225,7 +225,7 @@ def ensure_probed(cfg: Config, paths: RunPaths, probe_epochs: int, device: str =
     """
     import pandas as pd
 
-    milestones = [checkpoint.milestone_epoch(p) for p in checkpoint.milestones(paths.checkpoints)]
+    milestones = [checkpoint.kept_epoch(p) for p in checkpoint.kept(paths.checkpoints)]
     if paths.probe.exists():
         rows = records.read_probe(paths)
         linear = rows[rows["probe"] == "linear"]
@@ -234,6 +234,6 @@ def ensure_probed(cfg: Config, paths: RunPaths, probe_epochs: int, device: str =
         if done or not milestones:
             return rows.assign(seed=cfg.seed)
     if not milestones:
-        raise FileNotFoundError(f"{paths.root} has neither probe.csv nor milestone checkpoints to probe")
-    probed = probe_run(paths.root, all_milestones=True, epochs=probe_epochs, device=device)
+        raise FileNotFoundError(f"{paths.root} has neither probe.csv nor kept-epoch checkpoints to probe")
+    probed = probe_run(paths.root, all_kept=True, epochs=probe_epochs, device=device)
     return pd.DataFrame(probed).assign(seed=cfg.seed)

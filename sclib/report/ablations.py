@@ -35,11 +35,11 @@ def ablation_table(sweep_dir: str | Path):
         found = [read_metrics(paths) for paths in variant_runs(sweep_dir, v, spec["seeds"])]
         if not found:
             continue
-        seed_row = seed_report.TABLE2.get(v["name"], {})
+        report_row = seed_report.TABLE2.get(v["name"], {})
         row = {"variant": v["name"], "folder": v["folder"], "seeds": len(found),
                "epochs": int(found[0].get("epoch", 0)),
                "acc_per_seed": [float(m["acc"]) for m in found],
-               "seed_acc": seed_row["acc"] / 100.0 if seed_row else float("nan")}
+               "seed_report_acc": report_row["acc"] / 100.0 if report_row else float("nan")}
         for k in seed_report.METRICS:
             values = np.array([float(m[k]) for m in found])
             row[k] = float(values.mean())
@@ -78,9 +78,9 @@ def ablation_rows(table, link=None) -> Table:
     for _, r in table.iterrows():
         name = r["variant"] if link is None else Link(r["variant"], link(r["folder"]))
         rows.append([name, str(int(r["seeds"])), *(pct(r[k], r[f"{k}_std"]) for k in seed_report.METRICS),
-                     ", ".join(f"{100 * a:.1f}" for a in r["acc_per_seed"]), pct(r["seed_acc"])])
-    seed_column = f"seed ACC ({seed_report.TABLE2_NAME}, {seed_report.TABLE2_EPOCHS} ep)"
-    return Table(["variant", "seeds", "NMI", "AMI", "ARI", "ACC", "ACC per seed", seed_column],
+                     ", ".join(f"{100 * a:.1f}" for a in r["acc_per_seed"]), pct(r["seed_report_acc"])])
+    report_column = f"seed ACC ({seed_report.TABLE2_NAME}, {seed_report.TABLE2_EPOCHS} ep)"
+    return Table(["variant", "seeds", "NMI", "AMI", "ARI", "ACC", "ACC per seed", report_column],
                  rows, align="lrrrrrlr")
 
 

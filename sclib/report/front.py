@@ -225,11 +225,11 @@ def acc_frame(entries: list[Entry]) -> pd.DataFrame:
 
 
 def acc_figure(entries: list[Entry]):
-    """Every data set's ACC against the seed's Table 1 row (``plots.acc_against_seed``)."""
+    """Every data set's ACC against the seed's Table 1 row (``plots.acc_against_seed_report``)."""
     ours = acc_frame(entries)
     order = [*dict.fromkeys([*(_name(d) for d in seed_report.TABLE1), *ours["dataset"]])]
     seed = {_name(d): row["acc"] / 100 for d, row in seed_report.TABLE1.items()}
-    return plots.acc_against_seed(ours, seed, order=order)
+    return plots.acc_against_seed_report(ours, seed, order=order)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from sclib.report import plots
 from sclib.report.plots import save_figure
 from sclib.report.summary import caveat, run_warnings
 from sclib.run import files, records
-from sclib.run.config import PRESETS, SEED_LIMIT, Config, ConfigError, load_config
+from sclib.run.config import DEVICES, PRESETS, SEED_LIMIT, Config, ConfigError, load_config, typed_overrides
 from sclib.run.paths import RunPaths, run_folders
 from sclib.run.records import Evaluation, finished_metrics
 
@@ -63,7 +63,7 @@ PARAMETERS: dict[str, tuple[str, Any, str]] = {
     "config_overrides": ("a mapping of training parameters", lambda v: isinstance(v, dict),
                          '-y "config_overrides: {epochs: 1}"'),
     "train": ("True or False", lambda v: isinstance(v, bool), "-p train False"),
-    "device": ("auto, cpu or cuda", lambda v: v in ("auto", "cpu", "cuda"), "-p device cpu"),
+    "device": (", ".join(DEVICES[:-1]) + " or " + DEVICES[-1], lambda v: v in DEVICES, "-p device cpu"),
     "probe_epochs": ("a positive integer", lambda v: _is_int(v) and v > 0, "-p probe_epochs 20"),
     "max_points": ("a positive integer", lambda v: _is_int(v) and v > 0, "-p max_points 2000"),
     "clusters_per_grid": ("a positive integer", lambda v: _is_int(v) and v > 0, "-p clusters_per_grid 3"),
@@ -92,6 +92,8 @@ def check_parameters(**values: Any) -> None:
         if not ok(value):
             raise ConfigError(f"parameter {name} must be {expected}, got {value!r} ({type(value).__name__}); "
                               f"pass it as {how}")
+    if isinstance(values.get("config_overrides"), dict):  # the training parameters: the Config's own types
+        typed_overrides(values["config_overrides"])
 
 
 # Papermill's Python translator heads the cell it injects with this comment (papermill 2.x).

@@ -41,7 +41,7 @@ from sclib.run.files import display_text, write_bytes
 __all__ = [
     "ablation_bars",
     "ablation_heatmap",
-    "acc_against_seed",
+    "acc_against_seed_report",
     "cluster_grid",
     "cluster_histogram",
     "confusion_matrix_plot",
@@ -317,25 +317,25 @@ def _by_seed(frame: pd.DataFrame) -> list[tuple[str | None, pd.DataFrame]]:
     return [(f"seed {s}", g.sort_values("epoch")) for s, g in frame.groupby("seed", sort=True)]
 
 
-def _seed_reference(ax: Any, seed: Mapping[str, Any], key: str) -> None:
-    label = str(seed.get("label", "seed report"))
-    if key not in seed:
+def _seed_report_line(ax: Any, seed_report: Mapping[str, Any], key: str) -> None:
+    label = str(seed_report.get("label", "seed report"))
+    if key not in seed_report:
         return
-    values = _check_fractions(seed[key], f"seed[{key!r}]")
+    values = _check_fractions(seed_report[key], f"seed_report[{key!r}]")
     if values.ndim == 0:
         ax.axhline(float(values), color=_ACCENT, ls="--", lw=1, label=label)
     else:
-        if "epoch" not in seed or len(seed["epoch"]) != len(values):
+        if "epoch" not in seed_report or len(seed_report["epoch"]) != len(values):
             raise ValueError(
-                f"seed[{key!r}] is a curve, so seed['epoch'] must give one epoch per value"
+                f"seed_report[{key!r}] is a curve, so seed_report['epoch'] must give one epoch per value"
             )
-        ax.plot(seed["epoch"], values, color=_ACCENT, ls="--", lw=1, label=label)
+        ax.plot(seed_report["epoch"], values, color=_ACCENT, ls="--", lw=1, label=label)
 
 
 @_styled
 def probe_curves(
     df: pd.DataFrame,
-    seed: Mapping[str, Any] | None = None,
+    seed_report: Mapping[str, Any] | None = None,
     *,
     min_span: float = 0.05,
 ) -> Figure:
@@ -344,8 +344,8 @@ def probe_curves(
     Shows when representation quality saturates, i.e. how many pre-training epochs a budget
     needs. ``df`` has ``epoch``, ``top1`` and/or ``top3`` (fractions) and optionally ``probe``
     (e.g. linear / knn), one line per probe. With a ``seed`` column holding several seeds, the
-    line is their mean and a band spans plus and minus one standard deviation. ``seed`` adds the
-    seed report's numbers as a dashed reference: scalars ``{"top1": 0.6, "top3": 0.85}`` draw
+    line is their mean and a band spans plus and minus one standard deviation. ``seed_report``
+    adds the seed report's numbers as a dashed reference: scalars ``{"top1": 0.6, "top3": 0.85}`` draw
     horizontal lines, lists with an ``"epoch"`` list draw a curve; ``"label"`` names it.
 
     Each panel's y range covers at least ``min_span`` (5 points by default) within [0, 1], so
@@ -372,15 +372,15 @@ def probe_curves(
                 f" (mean of {seeds} seeds, band: ± sd)" if seeds > 1 else ""
             )
             _mean_sd_line(ax, group, metric, colour, "o" if group["epoch"].nunique() <= 30 else None, label)
-        if seed is not None:
-            _seed_reference(ax, seed, metric)
+        if seed_report is not None:
+            _seed_report_line(ax, seed_report, metric)
         ax.set_title(f"top-{metric[-1]} accuracy")
         ax.set_xlabel("pre-training epoch")
         ax.set_ylabel(f"top-{metric[-1]} accuracy")
         _integer_axis(ax.xaxis)
         _percent_axis(ax.yaxis)
         _fraction_limits(ax, min_span)
-        if len(groups) > 1 or seed is not None:
+        if len(groups) > 1 or seed_report is not None:
             ax.legend(loc="lower right")
     return fig
 
@@ -732,9 +732,9 @@ def ablation_heatmap(
 
 
 @_styled
-def acc_against_seed(
+def acc_against_seed_report(
     ours: pd.DataFrame,
-    seed: Mapping[str, float],
+    seed_report: Mapping[str, float],
     order: Sequence[str] | None = None,
     metric: str = "acc",
 ) -> Figure:
@@ -742,19 +742,19 @@ def acc_against_seed(
 
     ``ours`` is long form, one row per seed: ``dataset`` and ``metric`` (fractions). Each seed is
     a dot; their mean and one standard deviation (ddof 1) a bar, as seaborn's ``pointplot``
-    draws them. ``seed`` maps data set names to the seed report's value (fractions), drawn as red
-    diamonds; a data set with a seed value and no runs is marked "not run". ``order`` lists the
-    data sets top to bottom (default: ours, then the seed's).
+    draws them. ``seed_report`` maps data set names to the seed report's value (fractions), drawn
+    as red diamonds; a data set with a seed report value and no runs is marked "not run".
+    ``order`` lists the data sets top to bottom (default: ours, then the seed report's).
     """
     _require_frame(ours, "ours", ["dataset", metric])
     _check_fractions(ours[metric], f"ours[{metric!r}]", low=-1.0 if metric == "ari" else 0.0)
-    _check_fractions(list(seed.values()), "seed values")
-    order = [str(n) for n in (order if order is not None else dict.fromkeys([*ours["dataset"], *seed]))]
+    _check_fractions(list(seed_report.values()), "seed_report values")
+    order = [str(n) for n in (order if order is not None else dict.fromkeys([*ours["dataset"], *seed_report]))]
     unknown = sorted(set(ours["dataset"]) - set(order))
     if unknown:
         raise ValueError(f"data sets {unknown} are in ours but not in order {order}")
     if not order:
-        raise ValueError("nothing to draw: ours and seed are both empty")
+        raise ValueError("nothing to draw: ours and seed_report are both empty")
 
     fig = _new_figure(6.4, 0.42 * len(order) + 1.3)
     ax = fig.add_subplot()
@@ -772,12 +772,12 @@ def acc_against_seed(
     ax.set_yticks(range(len(order)), order)
     ax.set_ylim(len(order) - 0.5, -0.5)
     where = {name: i for i, name in enumerate(order)}
-    named = [n for n in order if n in seed]
-    ax.scatter([seed[n] for n in named], [where[n] for n in named], marker="D", s=30, color=_ACCENT, zorder=4)
+    named = [n for n in order if n in seed_report]
+    ax.scatter([seed_report[n] for n in named], [where[n] for n in named], marker="D", s=30, color=_ACCENT, zorder=4)
     ran = set(ours["dataset"])
     for n in named:
         if n not in ran:
-            ax.annotate("not run here", (seed[n], where[n]), xytext=(8, 0), textcoords="offset points",
+            ax.annotate("not run here", (seed_report[n], where[n]), xytext=(8, 0), textcoords="offset points",
                         va="center", fontsize=8, color="0.35")
     ax.set_xlim(0.0, 1.0)
     _percent_axis(ax.xaxis)

@@ -333,7 +333,7 @@ def run_study(recipe: Recipe, seeds: list[int], out: str | Path, params: list[st
     user = parse_params(params, _declared(sources))
     # Validate every seed's config before anything runs or is written.
     configs = seed_configs(Recipe(recipe.dataset, recipe.preset, recipe.file,
-                                  {**recipe.overrides, "out": str(out / RUN_GROUP)}), seeds)
+                                  {**recipe.overrides, "out": str(out / RUN_GROUP)}).resolve(), seeds)
     check_group(out / RUN_GROUP, seeds, "pass every seed it holds to --seeds")
     for c in configs:  # a seed folder of another recipe is refused here, not inside notebook 01
         check_resumable(c, RunPaths(Path(c.out)))
@@ -419,7 +419,7 @@ def check_rendered_files(folders: list[Path], configs: list[Config]) -> None:
             commands.append(suggested_command("python -m sclib evaluate --run {}", folder))
         if not paths.probe.exists():
             lacks.append(paths.probe.name)
-            commands.append(suggested_command("python -m sclib probe --run {} --all-milestones", folder))
+            commands.append(suggested_command("python -m sclib probe --run {} --all-kept", folder))
         if lacks:
             missing.append(f"{folder} lacks {', '.join(lacks)}")
     if missing:

@@ -13,8 +13,8 @@ from typing import Any
 from sclib import train
 from sclib.run.config import Config, ConfigError, Recipe
 from sclib.run.files import UnreadableFileError, read_text, write_json
-from sclib.run.lifecycle import check_resumable
-from sclib.run.paths import RunPaths, seed_folder
+from sclib.run.lifecycle import check_resumable, seed_configs
+from sclib.run.paths import RunPaths
 from sclib.run.records import finished_metrics
 
 # The grid notebook 06 builds when it finds no sweep: three variants that finish in a minute.
@@ -89,8 +89,8 @@ def sweep_variants(recipe: Recipe, grid: str | Path | dict[str, Any] | None, swe
             raise ConfigError(f"variants {folders[folder]!r} and {name!r} would share the folder {folder}; rename one")
         folders[folder] = name
         try:
-            configs = tuple(recipe.resolve(under=spec["base"], over={
-                **values, "seed": s, "out": str(seed_folder(Path(sweep_dir) / folder, s))}) for s in seeds)
+            base = recipe.resolve(under=spec["base"], over={**values, "out": str(Path(sweep_dir) / folder)})
+            configs = tuple(seed_configs(base, list(seeds)))
         except ConfigError as err:
             raise ConfigError(f"variant {name!r}: {err}") from None
         variants.append(Variant(name, folder, configs))

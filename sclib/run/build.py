@@ -1,6 +1,7 @@
 """A run's parts, built from its Config: the data, the model (fresh or from a checkpoint of the
 run), the view recipe, the precision and the device. One place, so that training, evaluation,
-probes and the second stage build the same things the same way.
+probes and the second stage build the same things the same way; :func:`build_parts` builds a
+training run's, once per run.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from sclib.core.augment import AugmentConfig
+from sclib.core import distributed
+from sclib.core.augment import AugmentConfig, Augmenter
 from sclib.core.model import SelfClassifier
-from sclib.data import DatasetInfo, DataSplits, hold_out, load_dataset
+from sclib.data import DatasetInfo, DataSplits, counts_line, hold_out, load_dataset, split_counts
 from sclib.run import checkpoint
 from sclib.run.config import Config, ConfigError, differences, from_dict, load_config
 from sclib.run.files import first_line
@@ -29,6 +32,69 @@ def load_data(cfg: Config, download: bool = False) -> DataSplits:
     splits = load_dataset(cfg.dataset, cfg.data_root, download=download, unlabelled=cfg.unlabelled,
                           image_size=cfg.image_size if cfg.dataset == "imagefolder" else None)
     return hold_out(splits, cfg.val_fraction) if cfg.val_fraction else splits
+
+
+@dataclass
+class RunParts:
+    """What a run trains with, built once from its Config by :func:`build_parts`.
+
+    ``images`` are the training images (train split, plus STL-10's unlabelled ones when asked
+    for) on ``device``, uint8 (N, C, H, W). ``sync_free`` is the step mode (Config ``step_mode``)
+    as it applies on this device. ``notes`` are what the user should hear before it trains.
+    """
+
+    cfg: Config
+    data: DataSplits
+    device: torch.device
+    precision: Precision
+    model: SelfClassifier
+    augment: Augmenter
+    images: torch.Tensor
+    sync_free: bool
+    scored_head: int
+    notes: list[str]
+
+
+def build_parts(cfg: Config, data: DataSplits) -> RunParts:
+    """The data's training images, the model (seeded by ``cfg.seed``), the view recipe, the
+    precision and the device of a run; ConfigError when the data cannot train it.
+
+    Under torchrun call it after ``distributed.setup()``: each process takes its own GPU.
+    The ``sync_free`` step (``step_mode`` auto: on CUDA only) augments with static shapes and
+    steps a fused optimiser, so the GPU never waits on the host; on a CPU it rounds differently,
+    and CPU runs stay bit-identical to earlier versions in the eager step.
+    """
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and distributed.world_size() > 1:
+        device = torch.device("cuda", distributed.local_rank())
+    chosen = precision(device, cfg.amp)
+    sync_free = {"auto": device.type == "cuda", "sync-free": True, "eager": False}[cfg.step_mode]
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, data.info)
+    if cfg.sync_bn and distributed.world_size() > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
+    if chosen.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    augment = Augmenter(augment_config(cfg, data.info), sync_free=sync_free, compile=cfg.compile and sync_free)
+    images = data.train_images
+    if data.unlabelled_images is not None:
+        images = torch.cat([images, data.unlabelled_images])
+    return RunParts(cfg, data, device, chosen, model, augment, images.to(device), sync_free,
+                    cfg.scored_head(len(data.info.classes)), run_notes(cfg, data))
+
+
+def run_notes(cfg: Config, data: DataSplits) -> list[str]:
+    """What a user should hear before a run trains: the image folder's counts, what the data's
+    size leaves out (:func:`size_notes`) and a scored head that is not a classifier of the classes."""
+    notes = []
+    if data.info.name == "imagefolder":  # what the walk of the tree found, so a stray folder shows
+        notes.append(f"image folder {cfg.data_root}: {counts_line(split_counts(data))}")
+    extra = 0 if data.unlabelled_images is None else len(data.unlabelled_images)
+    notes += [f"note: {note}" for note in size_notes(cfg, len(data.train_images) + extra, len(data.eval_labels),
+                                                     len(data.info.classes))]
+    warning = cfg.head_warning(len(data.info.classes))
+    return notes + ([f"warning: {warning}"] if warning else [])
 
 
 def size_notes(cfg: Config, train_images: int, eval_images: int, classes: int) -> list[str]:

@@ -17,7 +17,7 @@ from sclib.run.files import first_line, write_bytes
 from sclib.run.paths import LAST
 
 _DIGEST = "sha256"  # key of the checksum save() adds; load() checks and removes it
-_MILESTONE = re.compile(r"epoch_(\d{4,})\.pt$")
+_KEPT = re.compile(r"epoch_(\d{4,})\.pt$")
 
 
 class CheckpointError(RuntimeError):
@@ -34,15 +34,15 @@ FOR_WEIGHTS = ("model", "epoch")  # evaluate, probe, features
 FOR_RESUME = ("model", "optimizer", "epoch", "history")  # training continues
 
 
-def milestone_name(epoch: int) -> str:
+def kept_name(epoch: int) -> str:
     return f"epoch_{epoch:04d}.pt"
 
 
-def save(path: str | Path, state: dict[str, Any], fault_point: str | None = None) -> Path:
+def save(path: str | Path, state: dict[str, Any]) -> Path:
     """Save with a checksum of every value: the zip layer does not check tensor bytes on load."""
     buffer = io.BytesIO()
     torch.save({**state, _DIGEST: _digest(state)}, buffer)
-    return write_bytes(path, buffer.getvalue(), fault_point)
+    return write_bytes(path, buffer.getvalue())
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu", require: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -114,17 +114,17 @@ def _feed(digest: Any, obj: Any) -> None:
         digest.update(f"{type(obj).__name__}:{obj!r};".encode())
 
 
-def milestones(folder: str | Path) -> list[Path]:
-    """Milestone checkpoints of a run, oldest first."""
+def kept(folder: str | Path) -> list[Path]:
+    """The kept-epoch checkpoints of a run (epoch_XXXX.pt, Config keep_epochs), oldest first."""
     folder = Path(folder)
-    found = [p for p in folder.glob("epoch_*.pt") if _MILESTONE.search(p.name)]
-    return sorted(found, key=lambda p: int(_MILESTONE.search(p.name).group(1)))
+    found = [p for p in folder.glob("epoch_*.pt") if _KEPT.search(p.name)]
+    return sorted(found, key=lambda p: int(_KEPT.search(p.name).group(1)))
 
 
-def milestone_epoch(path: str | Path) -> int:
-    match = _MILESTONE.search(Path(path).name)
+def kept_epoch(path: str | Path) -> int:
+    match = _KEPT.search(Path(path).name)
     if not match:
-        raise ValueError(f"{path} is not a milestone checkpoint (epoch_XXXX.pt)")
+        raise ValueError(f"{path} is not a kept-epoch checkpoint (epoch_XXXX.pt)")
     return int(match.group(1))
 
 
@@ -137,7 +137,7 @@ def load_latest(folder: str | Path, map_location: str | torch.device = "cpu",
     ends it (IncompleteCheckpointError): the milestones beside it were written alike.
     """
     folder = Path(folder)
-    candidates = [folder / LAST, *milestones(folder)[::-1]]
+    candidates = [folder / LAST, *kept(folder)[::-1]]
     existing = [p for p in candidates if p.exists()]
     if not existing:
         return None

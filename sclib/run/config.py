@@ -31,6 +31,10 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 PRESETS: tuple[str, ...] = tuple(sorted(p.name for p in RECIPES.iterdir() if p.is_dir()))
 DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# The training step's two modes: "sync-free" (static-shape augmentation, a fused optimiser step,
+# cuDNN autotuning: the GPU never waits on the host) and "eager" (the CPU step, bit for bit as
+# earlier versions); "auto" takes sync-free on CUDA and eager elsewhere.
+STEP_MODES = ("auto", "sync-free", "eager")
 
 
 class ConfigError(ValueError):
@@ -104,6 +108,8 @@ class Config:
                            "(pays off on long GPU runs only)", False)
     compile_mode: str = _param("torch.compile mode with --compile: default, reduce-overhead (CUDA graphs), "
                                "max-autotune or max-autotune-no-cudagraphs", "default")
+    step_mode: str = _param("the training step: sync-free (no host sync: static-shape views, fused optimiser; "
+                            "the GPU step), eager (the CPU step), or auto (sync-free on CUDA only)", "auto")
     sync_bn: bool = _param("synchronise batch norm across processes under torchrun", False)
     seed: int = _param("random seed of initialisation, order and augmentations", 0)
     out: str = _param("run folder (rerunning the same command there resumes)", "")
@@ -141,6 +147,7 @@ def _problems(cfg: Config):
     for name, value, known in (("dataset", cfg.dataset, DATASETS), ("backbone", cfg.backbone, BACKBONES),
                                ("optimizer", cfg.optimizer, OPTIMIZERS), ("device", cfg.device, DEVICES),
                                ("augment", cfg.augment, STYLES), ("compile_mode", cfg.compile_mode, COMPILE_MODES),
+                               ("step_mode", cfg.step_mode, STEP_MODES),
                                ("cls_gain", cfg.cls_gain, CLS_GAINS)):
         if value not in known:
             yield f"{name} {value!r} is unknown; choose one of {', '.join(known)}"
@@ -343,6 +350,14 @@ def from_dict(values: dict[str, Any]) -> Config:
         raise ConfigError(f"incomplete config: {err}") from None
 
 
+def typed_overrides(values: dict[str, Any], where: str = "config_overrides") -> dict[str, Any]:
+    """Overrides of Config fields (CLI flags, a notebook's ``config_overrides``) in their declared
+    types; ConfigError naming an unknown field or a value of the wrong type, before anything runs."""
+    _check_names(values, where)
+    hints = typing.get_type_hints(Config)
+    return {name: coerce(name, value, hints[name]) for name, value in values.items()}
+
+
 def coerce(name: str, value: Any, hint: Any) -> Any:
     """Turn a parameter into its declared type, or say which parameter had which bad value."""
     try:
@@ -447,9 +462,10 @@ def to_yaml(cfg: Config) -> str:
     return "\n".join(lines) + "\n"
 
 
-# Fields that decide what a run computes; a run folder refuses to resume when any differs.
-RESUME_INSENSITIVE = ("out", "device", "download", "data_root", "compile", "compile_mode", "keep_epochs", "preset",
-                      "adapted")
+# Fields that say where and how a run executes, or label it, rather than what it computes: a run
+# folder resumes when only these differ, and refuses when any other field does.
+RESUME_INSENSITIVE = ("out", "device", "download", "data_root", "compile", "compile_mode", "step_mode",
+                      "keep_epochs", "preset", "adapted")
 
 
 def differences(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:

@@ -22,8 +22,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from sclib.run import faults
-
 
 def _file_mode() -> int:
     umask = os.umask(0)
@@ -43,11 +41,12 @@ def _cannot_write(path: Path, err: OSError) -> RunFolderError:
                           "check that the run folder is writable and the disk has space")
 
 
-def write_bytes(path: str | Path, data: bytes, fault_point: str | None = None) -> Path:
+def write_bytes(path: str | Path, data: bytes) -> Path:
     """Write through a temp file in the same folder, fsync it, then rename it over ``path``.
 
-    The data goes out in two halves with a fault point between them, so the fault tests can
-    kill a writer with half a file on disk and check that ``path`` itself was never touched.
+    A writer killed at any moment leaves ``path`` as it was (whole, or absent) and at most a
+    ``.NAME.PID.*.tmp`` beside it, which no reader takes for the file (tests/test_faults.py
+    kills writers half-way through).
     """
     path = Path(path)
     try:
@@ -58,12 +57,7 @@ def write_bytes(path: str | Path, data: bytes, fault_point: str | None = None) -
     try:
         os.fchmod(fd, _FILE_MODE)  # mkstemp's 0600 would hide results from other users
         with os.fdopen(fd, "wb") as handle:
-            half = len(data) // 2
-            handle.write(data[:half])
-            if fault_point:
-                handle.flush()
-                faults.maybe_kill(fault_point)
-            handle.write(data[half:])
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -105,12 +99,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def write_text(path: str | Path, text: str, fault_point: str | None = None) -> Path:
-    return write_bytes(path, text.encode(), fault_point)
+def write_text(path: str | Path, text: str) -> Path:
+    return write_bytes(path, text.encode())
 
 
-def write_json(path: str | Path, data: Any, fault_point: str | None = None) -> Path:
-    return write_text(path, json.dumps(data, indent=2) + "\n", fault_point)
+def write_json(path: str | Path, data: Any) -> Path:
+    return write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def write_csv(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:

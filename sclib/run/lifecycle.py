@@ -5,6 +5,7 @@ lock, and the provenance config.json records (code, versions, hardware). Trainin
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import platform
 import subprocess
@@ -18,7 +19,7 @@ import torchvision
 
 from sclib import __version__
 from sclib.core import distributed
-from sclib.run.config import Config, ConfigError, Recipe, differences, load_config
+from sclib.run.config import Config, ConfigError, differences, load_config
 from sclib.run.config import record as config_record
 from sclib.run.files import (
     LOCK_NAME,
@@ -29,14 +30,17 @@ from sclib.run.files import (
 from sclib.run.paths import RunPaths, seed_folder
 
 
-def seed_configs(recipe: Recipe, seeds: list[int] | None) -> list[Config]:
-    """One config per seed, in sibling folders OUT/seed<N>; without seeds, the one run in OUT."""
+def seed_configs(base: Config, seeds: list[int] | None) -> list[Config]:
+    """One config per seed, in sibling folders OUT/seed<N> of ``base.out``; without seeds, ``base``.
+
+    ``base`` is the recipe resolved once (``Recipe.resolve``); a seed changes only ``seed`` and
+    ``out``, which no recipe rule reads, so each seed's config is ``base`` with those two (checked).
+    """
     if not seeds:
-        return [recipe.resolve()]
+        return [base]
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds lists a seed twice: {seeds}")
-    base = recipe.resolve()
-    return [recipe.resolve(over={"seed": seed, "out": str(seed_folder(base.out, seed))}) for seed in seeds]
+    return [dataclasses.replace(base, seed=seed, out=str(seed_folder(base.out, seed))).validate() for seed in seeds]
 
 
 def check_resumable(cfg: Config, paths: RunPaths) -> None:

@@ -149,7 +149,7 @@ def read_history(paths: RunPaths, epochs: int | None = None):
 
 def read_probe(paths: RunPaths):
     """probe.csv as a DataFrame (epoch, probe, top1, top3, ...), every row complete."""
-    fix = _fix(paths, "probe") + " (with --all-milestones)"
+    fix = _fix(paths, "probe") + " (with --all-kept)"
     return _read_table(paths.probe, ("epoch", "probe", "top1", "top3"), ("epoch", "top1", "top3"), fix)
 
 
