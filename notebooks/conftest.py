@@ -2,9 +2,10 @@
 
 Their default run folders live under ``runs/lab/`` (01 writes one, 02-05 read it, 06 trains its
 own sweep), which is also where interactive JupyterLab runs go. So that the tests neither read
-nor delete those, a test session points the notebooks (through ``SCLIB_LAB_RUNS``, read by
-``sclib.report.notebook.lab_folder``) at a fresh temporary folder. pytest loads this file only when
-the notebooks are part of the session.
+nor delete those, each kernel of a test session gets ``sclib.report.notebook.LAB_RUNS`` set to a
+fresh temporary folder before its first cell runs (nbval cannot pass parameters; the package
+reads no environment variable for it). pytest loads this file only when the notebooks are part
+of the session.
 
 Each notebook's test also runs on its own (``pytest notebooks/03_clustering_metrics.ipynb``):
 when a notebook that reads 01's run is selected without 01, 01 is executed here first, with
@@ -27,6 +28,9 @@ MAKES_THE_RUN = "01_pretrain"  # trains the run that the notebooks below read
 READS_THE_RUN = ("02_linear_probe", "03_clustering_metrics", "04_embeddings", "05_cluster_images")
 
 _FOLDER = tempfile.mkdtemp(prefix="sclib-notebook-runs-")
+# run in every notebook kernel of the session before its first cell (not kept in its history)
+POINT_AT_FOLDER = f"import sclib.report.notebook as _lab; _lab.LAB_RUNS = {_FOLDER!r}; del _lab"
+_pointed: set[int] = set()  # the kernels already pointed at _FOLDER
 _state: dict[str, object] = {"run": None}  # None: not needed yet; True: there; str: why it is missing
 
 
@@ -34,10 +38,6 @@ def _notebook(item: pytest.Item) -> str | None:
     """The notebook (stem) an nbval cell item belongs to; None for other tests."""
     path = Path(str(getattr(item, "path", item.fspath)))
     return path.stem if path.suffix == ".ipynb" and path.parent == HERE else None
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    os.environ["SCLIB_LAB_RUNS"] = _FOLDER  # the kernels nbval starts inherit it
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -59,6 +59,7 @@ def _make_the_run() -> object:
     from sclib.report.lab import ensure_kernel
 
     nb = nbformat.read(HERE / f"{MAKES_THE_RUN}.ipynb", as_version=4)
+    nb.cells.insert(0, nbformat.v4.new_code_cell(POINT_AT_FOLDER))
     try:
         NotebookClient(nb, kernel_name=ensure_kernel(), resources={"metadata": {"path": str(HERE)}}).execute()
     except Exception as err:  # a failing cell (CellExecutionError) or a kernel that would not start
@@ -67,13 +68,26 @@ def _make_the_run() -> object:
     return True
 
 
+@pytest.hookimpl(trylast=True)  # after nbval's own setup has started the notebook's kernel
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    _point_kernel_at_folder(item)
     if _notebook(item) not in READS_THE_RUN or _state["run"] == "in session":
         return
     if _state["run"] is None:
         _state["run"] = _make_the_run()
     if _state["run"] is not True:
         pytest.fail(str(_state["run"]), pytrace=False)
+
+
+def _point_kernel_at_folder(item: pytest.Item) -> None:
+    """Set LAB_RUNS in the kernel of ``item``'s notebook, once per kernel, before its first cell."""
+    kernel = getattr(item.parent, "kernel", None) if _notebook(item) else None
+    if kernel is None or id(kernel) in _pointed:
+        return
+    _pointed.add(id(kernel))
+    msg_id = kernel.execute_cell_input(POINT_AT_FOLDER, allow_stdin=False)
+    kernel.await_reply(msg_id, timeout=120)
+    kernel.await_idle(msg_id, timeout=120)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -129,8 +129,8 @@ def test_gpu_check_runs_every_stage_in_its_tiny_setting():
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout
     for expected in ("== CIFAR-10, seed recipe", "2 views [(3, 8, 8), (3, 8, 8)]", "before: eager step",
-                     "sync-free step: static-shape views", "reference DataLoader (0 workers", "== summary:", "epoch before",
-                     "fair ratio", "goal: CIFAR-10 epoch <= 1.5 s", "| augment |", "host syncs:",
+                     "sync-free step: static-shape views", "reference DataLoader (0 workers", "== summary:",
+                     "epoch before", "fair ratio", "goal: CIFAR-10 epoch <= 1.5 s", "| augment |", "host syncs:",
                      "self-classifier head   NMI", "k-means on pixels", "gpu_check: done"):
         assert expected in text, expected
 

@@ -147,9 +147,9 @@ def test_papermill_with_a_wrong_parameter_stops_at_the_check_before_training(tmp
     """The issue's examples, as typed: a TypeError deep inside, or seeds 0 and 1 trained from "01"."""
     bin_dir = Path(sys.executable).parent
     proc = subprocess.run([str(bin_dir / "papermill"), str(ROOT / "notebooks" / "01_pretrain.ipynb"),
-                           str(tmp_path / "out.ipynb"), "--cwd", str(tmp_path), "-k", _kernel(), *argv],
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "SCLIB_LAB_RUNS": str(tmp_path / "runs")})
+                           str(tmp_path / "out.ipynb"), "--cwd", str(tmp_path), "-k", _kernel(), *argv,
+                           "-p", "run_dir", str(tmp_path / "runs")],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert f"ConfigError: parameter {argv[1]} must be" in proc.stderr and hint in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "runs").exists()  # nothing was trained

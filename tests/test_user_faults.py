@@ -733,9 +733,9 @@ def test_check_parameters_refuses_a_name_the_notebook_does_not_declare(monkeypat
 def test_papermill_with_an_undeclared_parameter_stops_before_training(tmp_path, argv, unknown):
     bin_dir = Path(sys.executable).parent
     proc = subprocess.run([str(bin_dir / "papermill"), str(ROOT / "notebooks" / "01_pretrain.ipynb"),
-                           str(tmp_path / "out.ipynb"), "--cwd", str(tmp_path), "-k", study.ensure_kernel(), *argv],
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "SCLIB_LAB_RUNS": str(tmp_path / "runs"), "PYTHONPATH": str(ROOT)})
+                           str(tmp_path / "out.ipynb"), "--cwd", str(tmp_path), "-k", study.ensure_kernel(), *argv,
+                           "-p", "run_dir", str(tmp_path / "runs")],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode != 0
     assert f"ConfigError: parameter(s) {unknown} are not parameters of this notebook" in proc.stderr, \
         proc.stderr[-2000:]

@@ -133,10 +133,15 @@ def injected_names(sources: list[str] | None = None) -> set[str]:
 # The runs of a study: one folder per seed
 
 
+# Where notebooks run interactively put their runs when no run_dir is given: runs/lab/ of the
+# repository, seen from the notebooks' folder (the kernel's working folder). A run elsewhere is
+# the run_dir parameter; the notebook tests point this at a temporary folder in each kernel.
+LAB_RUNS = Path("../runs/lab")
+
+
 def lab_folder(name: str) -> Path:
-    """Where notebooks run interactively put their runs: ``../runs/lab/NAME`` beside the notebooks,
-    or under ``$SCLIB_LAB_RUNS`` (the notebook tests set it to a temporary folder)."""
-    return Path(os.environ.get("SCLIB_LAB_RUNS", "../runs/lab")) / name
+    """The default run folder of notebooks run interactively: ``LAB_RUNS / NAME``."""
+    return Path(LAB_RUNS) / name
 
 
 def check_dataset(cfg: Config, dataset: str | None, run_dir: str | Path) -> None:
@@ -230,7 +235,6 @@ def save(fig, figures_dir: str | Path, stem: str):
     The executed notebook and its HTML page then refer to the one PNG instead of carrying their
     own copies, which keeps a study folder small.
     """
-    import os
 
     from IPython.display import Image
 
