@@ -21,7 +21,7 @@ start=$(date +%s)
 "$python" -m sclib pretrain --dataset "$dataset" --preset gpu --seeds 0 1 2 --out "$runs" --no-progress "$@"
 trained=$(date +%s)
 "$python" -m sclib evaluate --run "$runs"
-"$python" -m sclib probe --run "$runs" --all-milestones
+"$python" -m sclib probe --run "$runs" --all-kept
 echo "gpu_study: trained in $((trained - start)) s, evaluated and probed in $(($(date +%s) - trained)) s"
 tar czf "$tarball" --exclude checkpoints "$runs"
 echo "gpu_study: $(du -h "$tarball" | cut -f1) in $tarball"
