@@ -144,7 +144,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     pre.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     ev = sub.add_parser("evaluate", epilog=EPILOG,
-                        help="score every head and the k-means baselines (eval.json, arrays.npz)",
+                        help="score every head and the k-means baselines (eval.json, arrays.json, samples.png)",
                         description="Score a run (or every run of a --seeds folder) on its eval split and "
                                     "export the arrays the reports draw from.")
     ev.add_argument("--run", required=True, help="run folder, or a folder of seed runs")

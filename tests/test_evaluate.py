@@ -21,6 +21,7 @@ from sclib.eval.checks import collapse_warning, spread_problem
 from sclib.eval.evaluate import EvaluationError, Predictions, kmeans_metrics
 from sclib.eval.probe import knn_probe, linear_probe
 from sclib.report import notebook as report
+from sclib.run import records
 from sclib.run.build import size_notes
 from sclib.run.config import ConfigError, make_config
 from sclib.run.files import read_json
@@ -139,10 +140,10 @@ def test_a_clone_without_features_draws_the_committed_embedding_and_computes_not
     (tmp_path / "run" / "eval_features.npz").unlink()  # what a clone holds: no features
     clone = _view_with_features(tmp_path / "other", features)
     (tmp_path / "other" / "eval_features.npz").unlink()
-    shutil.copy(tmp_path / "run" / "embeddings.npz", tmp_path / "other" / "embeddings.npz")
+    shutil.copy(tmp_path / "run" / "embeddings.json", tmp_path / "other" / "embeddings.json")
     monkeypatch.setattr(report, "embed_2d", lambda *a, **k: pytest.fail("recomputed a stored embedding"))
     assert len(report.embedding_figures(clone, np.arange(30), "tsne", tmp_path / "figures2")) == 2
-    assert "read from embeddings.npz" in capsys.readouterr().out
+    assert "read from embeddings.json" in capsys.readouterr().out
     np.testing.assert_array_equal(report.cached_embedding(clone, np.arange(30), "tsne", 0), stored)
     gone = re.escape("eval_features.npz does not exist; rerun `python -m sclib evaluate")
     with pytest.raises(FileNotFoundError, match=gone):
@@ -152,18 +153,14 @@ def test_a_clone_without_features_draws_the_committed_embedding_and_computes_not
 def test_a_run_evaluated_again_forgets_its_embeddings(cli, tiny_args, tmp_path):
     run = tmp_path / "r"
     assert cli("pretrain", *tiny_args, "--epochs", "1", "--no-progress", "--out", run).code == 0
-    (run / "embeddings.npz").write_bytes(b"drawn from the previous weights")
+    (run / "embeddings.json").write_bytes(b"drawn from the previous weights")
+    (run / "arrays.npz").write_bytes(b"an earlier version's arrays")
     assert cli("evaluate", "--run", run).code == 0
-    assert not (run / "embeddings.npz").exists()
-    with np.load(run / "arrays.npz") as arrays:
-        assert "features" not in arrays.files and arrays["sample_images"].shape[0] <= 10 * 10
+    assert not (run / "embeddings.json").exists() and not (run / "arrays.npz").exists()
+    arrays = records.read_arrays(RunPaths(run))
+    assert "features" not in arrays and arrays["sample_images"].shape[0] <= 10 * 10
     with np.load(run / "eval_features.npz") as saved:
-        assert saved["features"].dtype == np.float16 and saved["features"].shape[0] == len(arrays_labels(run))
-
-
-def arrays_labels(run: Path) -> np.ndarray:
-    with np.load(run / "arrays.npz") as arrays:
-        return arrays["labels"]
+        assert saved["features"].dtype == np.float16 and saved["features"].shape[0] == len(arrays["labels"])
 
 
 def test_knn_probe_with_fewer_training_samples_than_k_uses_and_records_them_all():
@@ -217,7 +214,7 @@ def test_the_smallest_validation_split_evaluates_and_says_what_it_skipped(cli, t
     result = cli("evaluate", "--run", run)
     assert result.code == 0, result.err_lines
     saved = read_json(run / "eval.json")
-    assert saved["eval_images"] == 6 and (run / "arrays.npz").exists()
+    assert saved["eval_images"] == 6 and (run / "arrays.json").exists() and (run / "samples.png").exists()
     for key in ("kmeans_features", "kmeans_pixels"):
         assert saved[key]["acc"] is None and "needs at least 10 samples, the split has 6" in saved[key]["skipped"]
         assert any(saved[key]["skipped"] in line for line in result.err_lines)
@@ -318,3 +315,38 @@ def test_a_diverged_model_is_refused_before_anything_is_exported(where):
     (preds.features if where == "features" else preds.logits[0])[2, 1] = np.nan
     with pytest.raises(EvaluationError, match=f"non-finite {where} for 1 eval images"):
         evaluate.check_finite(preds, "runs/x")
+
+
+@pytest.mark.parametrize("channels, count", [(1, 0), (1, 7), (3, 10), (3, 23)],
+                         ids=["grey, none", "grey, a row short", "colour, one full row", "colour, three rows"])
+def test_the_exported_arrays_and_sample_images_read_back_exactly(tmp_path, channels, count):
+    """arrays.json + samples.png (plain formats a study commits) give back every array bit for bit."""
+    from sclib.run import exports
+
+    rng = np.random.default_rng(count)
+    labels, assigned = rng.integers(0, 10, 50), rng.integers(0, 160, (4, 50))
+    images = rng.integers(0, 256, (count, channels, 5, 7), dtype=np.uint8)
+    index = np.sort(rng.choice(50, count, replace=False))
+    exports.write_arrays(tmp_path / "a.json", tmp_path / "s.png", labels, assigned, [10, 20, 40, 160], index, images)
+    back = exports.read_arrays(tmp_path / "a.json", tmp_path / "s.png", "evaluate again")
+    for name, expected in (("labels", labels), ("assigned", assigned), ("head_sizes", [10, 20, 40, 160]),
+                           ("sample_index", index), ("sample_images", images)):
+        np.testing.assert_array_equal(back[name], expected, err_msg=name)
+    assert back["sample_images"].dtype == np.uint8 and back["sample_images"].shape == images.shape
+    assert tmp_path.joinpath("a.json").read_bytes()[:1] == b"{"  # text, not an archive
+
+
+def test_stored_embeddings_read_back_with_their_dtypes_and_shapes(tmp_path):
+    from sclib.run import exports
+
+    values = {"xy": np.random.default_rng(0).normal(size=(9, 2)).astype(np.float32) * 1e3,
+              "tiny": np.array([1e-30, -3.4e38], dtype=np.float32), "none": np.zeros((0, 2), np.float32),
+              "idx": np.arange(9), "epoch": np.array(3), "sha": np.array("ab" * 32)}
+    exports.write_embeddings(tmp_path / "e.json", values)
+    back = exports.read_embeddings(tmp_path / "e.json")
+    assert back.keys() == values.keys()
+    for name, expected in values.items():
+        assert back[name].dtype == expected.dtype and back[name].shape == expected.shape, name
+        np.testing.assert_array_equal(back[name], expected, err_msg=name)
+    (tmp_path / "e.json").write_text('{"xy": {"dtype": "<f4"')  # cut: only a cache, read as empty
+    assert exports.read_embeddings(tmp_path / "e.json") == {}

@@ -19,6 +19,9 @@ def _tracked(folder: Path) -> list[Path]:
     return [ROOT / name for name in out.decode().split("\0") if name]
 
 
+# weights and data archives: never in the repository (runs keep theirs locally, ignored by git)
+ARCHIVES = {".pt", ".pth", ".ckpt", ".safetensors", ".npz", ".npy", ".pkl", ".pickle", ".zip", ".tar", ".gz",
+            ".tgz", ".bz2", ".xz", ".h5", ".hdf5"}
 STUDIES = sorted(p.parent for p in (ROOT / "results").glob("*/study.json"))
 
 
@@ -49,9 +52,9 @@ def test_summary_and_readme_quote_the_run_files(study):
     # what a study folder must hold to be read without the run that made it
     for name in ("index.html", "style.css", "requirements.lock.txt", "01_pretrain.html", "05_cluster_images.html"):
         assert (study / name).exists(), (study.name, name)
-    # arrays.npz and the embeddings drawn are small and let a clone re-render; weights and features are not
-    assert not [p for p in _tracked(study) if p.suffix == ".pt" or p.name == "eval_features.npz" or
-                (p.suffix == ".npz" and p.name not in ("arrays.npz", "embeddings.npz"))]
+    # arrays.json, samples.png and the embeddings drawn are small, plain files that let a clone re-render;
+    # weights, features and archives of any kind are not committed
+    assert not [p for p in _tracked(study) if p.suffix in ARCHIVES]
 
 
 def test_front_page_and_readme_table_are_generated_from_the_run_files():
@@ -71,10 +74,17 @@ def test_front_page_and_readme_table_are_generated_from_the_run_files():
 
 
 def test_results_stay_small():
-    """The tracked tree travels to a device machine (64 MiB with the code): the committed studies stay
-    within 10 MB. Most of it is arrays.npz (10 images per cluster: CIFAR-20's 20 clusters make 0.6 MB a
-    seed) and the embedding figures; checkpoints and features are never committed."""
-    assert sum(p.stat().st_size for p in _tracked(ROOT / "results")) < 10_000_000
+    """The tracked tree travels to a device machine (64 MiB with the code) and stays under 12 MB
+    (issue 27), the committed studies within 11 MB. Most of it is the sample images (samples.png:
+    10 images per cluster, CIFAR-20's 20 clusters make 0.43 MB a seed), the assignments
+    (arrays.json, 0.19 MB a CIFAR seed) and the embedding figures; checkpoints, features and
+    archives are never committed."""
+    assert sum(p.stat().st_size for p in _tracked(ROOT / "results")) < 11_000_000
+    assert sum(p.stat().st_size for p in _tracked(ROOT)) < 12_000_000
+
+
+def test_no_weights_or_archives_are_tracked_anywhere():
+    assert [p for p in _tracked(ROOT) if p.suffix in ARCHIVES] == []
 
 
 def _tables(summary: str) -> list[str]:
@@ -82,15 +92,15 @@ def _tables(summary: str) -> list[str]:
     return [line for line in summary.splitlines() if line.startswith("|")]
 
 
-RERENDERABLE = [p for p in STUDIES if all((p / "run" / s.name / "arrays.npz") in _tracked(p / "run")
-                                           for s in (p / "run").glob("seed*"))]
+RERENDERABLE = [p for p in STUDIES if all({p / "run" / s.name / n for n in ("arrays.json", "samples.png")}
+                                           <= set(_tracked(p / "run")) for s in (p / "run").glob("seed*"))]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("study", [p for p in RERENDERABLE if p.name == "digits"], ids=lambda p: p.name)
 def test_a_committed_study_re_renders_from_its_tracked_files_alone(study, tmp_path, run_sclib):
     """What a clone holds (no data, no checkpoints, no features) is enough to render the study again,
-    to the same numbers: arrays.npz and the embeddings notebook 04 drew are committed."""
+    to the same numbers: arrays.json, samples.png and the embeddings notebook 04 drew are committed."""
     clone = tmp_path / "clone"
     for path in _tracked(study / "run"):
         target = clone / path.relative_to(study)
@@ -99,12 +109,12 @@ def test_a_committed_study_re_renders_from_its_tracked_files_alone(study, tmp_pa
     assert not list(clone.rglob("*.pt")) and not list(clone.rglob("eval_features.npz"))
     done = run_sclib("study", "--runs", str(clone / "run"), "--out", str(tmp_path / "again"), timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "read from embeddings.npz" in (tmp_path / "again" / "04_embeddings.ipynb").read_text()
+    assert "read from embeddings.json" in (tmp_path / "again" / "04_embeddings.ipynb").read_text()
     again = (tmp_path / "again" / "summary.md").read_text()
     assert _tables(again) == _tables((study / "summary.md").read_text())
 
 
 def test_every_committed_study_can_be_re_rendered_from_a_clone():
-    """Every seed of every committed study holds its arrays.npz (the last two studies made before it
-    was committed, mnist and fashion_mnist, were retrained for it in issue 27)."""
+    """Every seed of every committed study holds its arrays.json and samples.png (mnist and
+    fashion_mnist were retrained for them in issue 27; the rest converted from arrays.npz)."""
     assert STUDIES and [p.name for p in STUDIES if p not in RERENDERABLE] == []

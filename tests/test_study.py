@@ -558,7 +558,8 @@ def test_the_gpu_study_script_packs_runs_that_render_at_home(tmp_path):
         tar.extractall(tmp_path / "home", filter="data")
     assert not [n for n in names if "checkpoints" in n]
     for seed_dir in ("seed0", "seed1"):
-        assert any(n.endswith(f"{seed_dir}/arrays.npz") for n in names)
+        assert any(n.endswith(f"{seed_dir}/arrays.json") for n in names)
+        assert any(n.endswith(f"{seed_dir}/samples.png") for n in names)
         assert any(n.endswith(f"{seed_dir}/probe.csv") for n in names)
     home = next((tmp_path / "home").rglob("box"))
     proc = _cli("study", "--runs", str(home), "--out", str(tmp_path / "report"), "--param", "max_points=100",
@@ -712,7 +713,8 @@ def _finished_run(folder: Path, epochs: int = 2) -> Path:
     write_json(folder / "config.json", {"config": cfg.to_dict()})
     write_json(folder / "metrics.json", {"epoch": epochs, "acc": 0.5})
     write_json(folder / "eval.json", {"epoch": epochs})
-    (folder / "arrays.npz").write_bytes(b"stand-in")
+    (folder / "arrays.json").write_bytes(b"stand-in")
+    (folder / "samples.png").write_bytes(b"stand-in")
     (folder / "eval_features.npz").write_bytes(b"stand-in")
     (folder / "probe.csv").write_text("epoch,probe,top1,top3\n")
     return folder
@@ -720,12 +722,13 @@ def _finished_run(folder: Path, epochs: int = 2) -> Path:
 
 RENDER_GAPS = {  # what is gone -> what the message must list, and the command that makes it
     "eval.json": (lambda run: (run / "eval.json").unlink(), "eval.json", "evaluate --run"),
-    "arrays.npz": (lambda run: (run / "arrays.npz").unlink(), "arrays.npz", "evaluate --run"),
+    "arrays.json": (lambda run: (run / "arrays.json").unlink(), "arrays.json", "evaluate --run"),
+    "samples.png": (lambda run: (run / "samples.png").unlink(), "samples.png", "evaluate --run"),
     "stale eval.json": (lambda run: write_json(run / "eval.json", {"epoch": 1}), "eval.json of epoch 2",
                         "evaluate --run"),
     "probe.csv": (lambda run: (run / "probe.csv").unlink(), "probe.csv", "probe --run"),
-    "not evaluated, not probed": (lambda run: [(run / n).unlink() for n in ("eval.json", "arrays.npz", "probe.csv")],
-                                  "eval.json, arrays.npz, probe.csv", "evaluate --run"),
+    "not evaluated, not probed": (lambda run: [(run / n).unlink() for n in ("eval.json", "arrays.json", "probe.csv")],
+                                  "eval.json, arrays.json, probe.csv", "evaluate --run"),
 }
 
 
@@ -741,12 +744,12 @@ def test_rendering_a_run_without_what_the_report_reads_is_refused_up_front(tmp_p
     message = str(err.value)
     assert "\n" not in message and f"{runs / 'seed1'} lacks {listed}" in message
     assert f"python -m sclib {command} {runs / 'seed1'}" in message and str(runs / "seed0") not in message
-    if listed == "eval.json, arrays.npz, probe.csv":
+    if listed == "eval.json, arrays.json, probe.csv":
         assert f"python -m sclib probe --run {runs / 'seed1'} --all-kept" in message
     assert not (tmp_path / "out").exists()  # nothing copied, nothing run
 
 
-@pytest.mark.parametrize("kept", ["eval_features.npz", "embeddings.npz", "neither"])
+@pytest.mark.parametrize("kept", ["eval_features.npz", "embeddings.json", "arrays.npz with features", "neither"])
 def test_notebook_04s_run_needs_its_features_or_the_embeddings_drawn_from_them(tmp_path, kept):
     """A clone of a committed study has no features, only the embeddings notebook 04 drew: enough.
     With neither, notebook 04 would fail after 01-03 ran; the study refuses up front instead."""
@@ -755,11 +758,13 @@ def test_notebook_04s_run_needs_its_features_or_the_embeddings_drawn_from_them(t
         _finished_run(runs / f"seed{seed_}")
     for seed_ in (0, 1):
         (runs / f"seed{seed_}" / "eval_features.npz").unlink()
-    np.savez(runs / "seed0" / "arrays.npz", labels=np.zeros(3))  # readable, without features inside
-    if kept != "neither":
+    np.savez(runs / "seed0" / "arrays.npz", labels=np.zeros(3))  # an earlier version's, without features inside
+    if kept == "arrays.npz with features":  # evaluated before the features had a file of their own
+        np.savez(runs / "seed0" / "arrays.npz", labels=np.zeros(3), features=np.zeros((3, 2)))
+    elif kept != "neither":
         (runs / "seed0" / kept).write_bytes(b"stand-in")
     if kept == "neither":
-        with pytest.raises(ConfigError, match=r"seed0 lacks eval_features.npz \(or the embeddings.npz notebook 04 "
+        with pytest.raises(ConfigError, match=r"seed0 lacks eval_features.npz \(or the embeddings.json notebook 04 "
                                               r"drew from it\); .*python -m sclib evaluate --run .*seed0"):
             study.render_study(runs, tmp_path / "out")
     else:  # gets past the check (to reading the stand-in eval.json, which is not a whole record)

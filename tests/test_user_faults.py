@@ -7,8 +7,8 @@
 2. Any class name renders: `$`, `_`, `^`, backslashes, `%`, Latin-1 bytes, in every figure and
    table -> saved, drawn as literal text, bytes shown escaped.
 3. Seeds -1, 2**32, 2**40 on every command and as notebook parameters -> refused up front.
-4. Damaged files a command reads (history/probe cut, eval/metrics/study/config cut, arrays.npz
-   cut, checkpoints without keys) -> one line naming the file and what to do.
+4. Damaged files a command reads (history/probe cut, eval/metrics/study/config cut, arrays.json and
+   samples.png cut or mismatched, checkpoints without keys) -> one line naming the file and what to do.
 5. Paths and values (--out a file / under a file / read-only / too long; --config, --grid,
    --readme not text; views too small; a decompression bomb) -> one line, exit 2, before work.
 6. User text (`|`, newlines, HTML, Markdown marks in --note and names) -> escaped for the format
@@ -276,7 +276,7 @@ def test_a_checkpoint_is_used_only_for_the_run_that_wrote_it(cli, group_copy, co
     result = cli(command, "--run", run, "--checkpoint", ckpt, "--device", "cpu", *extra)
     line = one_error_line(result, "--run")
     assert ("holds 2 seed runs" in line) if run == group_copy else ("another run" in line and "seed 1" in line)
-    assert {p: p.read_bytes() for p in before} == before  # seed 1's eval.json, arrays.npz, probe.csv untouched
+    assert {p: p.read_bytes() for p in before} == before  # seed 1's eval.json, arrays.json, probe.csv untouched
 
 
 def test_a_checkpoint_of_the_run_itself_is_still_taken(cli, group_copy):
@@ -427,6 +427,17 @@ def _drop_key(name: str, key: str):
     return drop
 
 
+def _png(width: int, height: int) -> bytes:
+    """A valid PNG of another size than any sample mosaic."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (width, height)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 DAMAGE = {  # id: (file in seed1, how, words the line must hold besides the file's path)
     "history.csv cut mid-line": ("history.csv", _cut, "cut in the middle of a line"),
     "history.csv cut at a line end": ("history.csv", _cut_history_at_a_line_end, "not epochs 1 to 2"),
@@ -435,7 +446,10 @@ DAMAGE = {  # id: (file in seed1, how, words the line must hold besides the file
     "eval.json without heads": ("eval.json", _drop_key("eval", "heads"), "lacks heads"),
     "metrics.json cut": ("metrics.json", _cut, "not valid JSON"),
     "metrics.json without acc": ("metrics.json", _drop_key("metrics", "acc"), "lacks acc"),
-    "arrays.npz cut": ("arrays.npz", _cut, "BadZipFile"),
+    "arrays.json cut": ("arrays.json", _cut, "not valid JSON"),
+    "arrays.json without assigned": ("arrays.json", _drop_key("arrays", "assigned"), "lacks assigned"),
+    "samples.png cut": ("samples.png", _cut, "damaged"),
+    "samples.png of another size": ("samples.png", lambda p: p.write_bytes(_png(8, 8)), "not the mosaic of"),
     "config.json holding config null": ("config.json", lambda p: p.write_text('{"config": null}'), "null"),
     "config.json cut": ("config.json", _cut, "not valid JSON"),
 }

@@ -1,12 +1,12 @@
 """Clustering evaluation of a run: every head, k-means baselines, and the arrays the reports draw.
 
 ``evaluate`` is the last step that needs the model. It writes ``eval.json`` (the numbers),
-``arrays.npz`` (every head's assignments, the labels and a few images per cluster: small, and
-committed with a study) and ``eval_features.npz`` (the eval split's features in float16, what
-notebook 04's 2-D embeddings are made from: too large to commit, and ignored by git). So
+``arrays.json`` + ``samples.png`` (every head's assignments, the labels and a few images per
+cluster: small, plain formats, committed with a study) and ``eval_features.npz`` (the eval split's
+features in float16, what notebook 04's 2-D embeddings are made from: too large to commit, and ignored by git). So
 notebooks 03-05 render from files: a run trained on a GPU machine can be copied home without
 checkpoints or data set and reported on a CPU, and a committed study re-renders from a clone
-(notebook 04 then reads the embeddings it drew, ``embeddings.npz``, instead of the features).
+(notebook 04 then reads the embeddings it drew, ``embeddings.json``, instead of the features).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from sclib import seed_report
 from sclib.core.metrics import cluster_metrics
 from sclib.eval.checks import evaluation_warnings, l2_normalise, spread_problem
 from sclib.eval.features import Predictions, checkpoint_predictions
-from sclib.run import records
+from sclib.run import exports, records
 from sclib.run.build import augment_config, load_data, resolve_device
 from sclib.run.config import Config
 from sclib.run.files import write_bytes, write_json
@@ -32,7 +32,7 @@ from sclib.run.paths import RunPaths, open_run, run_folders
 from sclib.run.records import BASELINES, Evaluation
 
 # Images kept per cluster of the scored head, for the cluster grids of notebook 05 (it shows 10):
-# they are most of arrays.npz (CIFAR-20: 20 clusters x 10 x 3 KB a seed).
+# they are most of what a study commits (CIFAR-20: 20 clusters x 10 x 3 KB a seed).
 IMAGES_PER_CLUSTER = 10
 # k-means on raw pixels (CIFAR: 10,000 x 3,072) was most of notebook 03's time at scikit-learn's
 # float64 and 10 starts. In float32 with 3 starts it takes a fraction of that and its ACC moves by
@@ -99,19 +99,17 @@ def cluster_samples(assigned: np.ndarray, per_cluster: int = IMAGES_PER_CLUSTER,
     return np.sort(np.concatenate(picks)) if picks else np.zeros(0, dtype=np.int64)
 
 
-def export_arrays(path: str | Path, preds: Predictions, labels: np.ndarray, images: torch.Tensor,
+def export_arrays(paths: RunPaths, preds: Predictions, labels: np.ndarray, images: torch.Tensor,
                   head: int, seed: int = 0) -> Path:
-    """``arrays.npz``: int16 assignments of every head [H, N], int64 labels [N], sample images.
+    """``arrays.json`` + ``samples.png`` (sclib.run.exports): every head's assignments [H, N], the
+    labels [N] and :data:`IMAGES_PER_CLUSTER` eval images of each cluster of the scored head.
 
-    The sample is :data:`IMAGES_PER_CLUSTER` eval images of each cluster of the scored head
-    (``sample_index`` [K] into the eval split, ``sample_images`` uint8 [K, C, h, w]). About 0.3 MB a
-    CIFAR-10 seed, so a study commits it.
+    About 0.3 MB a CIFAR-10 seed, in plain formats, so a study commits them.
     """
-    assigned = np.stack([preds.assignments(h) for h in range(len(preds.logits))]).astype(np.int16)
+    assigned = np.stack([preds.assignments(h) for h in range(len(preds.logits))])
     sample = cluster_samples(assigned[head], seed=seed)
-    return _write_npz(path, labels=labels.astype(np.int64), assigned=assigned,
-                      head_sizes=np.array([p.shape[1] for p in preds.logits]),
-                      sample_index=sample, sample_images=images[torch.from_numpy(sample)].numpy())
+    return exports.write_arrays(paths.arrays, paths.samples, labels, assigned, [p.shape[1] for p in preds.logits],
+                                sample, images[torch.from_numpy(sample)].numpy())
 
 
 def export_features(path: str | Path, features: np.ndarray) -> Path:
@@ -134,7 +132,8 @@ def _write_npz(path: str | Path, **arrays: np.ndarray) -> Path:
 def evaluate_run(
     run_dir: str | Path, checkpoint_path: str | Path | None = None, device: str = "auto"
 ) -> Evaluation:
-    """Evaluate a run folder's model on its eval split; write eval.json, arrays.npz, eval_features.npz.
+    """Evaluate a run folder's model on its eval split; write eval.json, arrays.json + samples.png and
+    eval_features.npz.
 
     The embeddings notebook 04 drew from the previous features are deleted: they are stale.
     """
@@ -158,7 +157,8 @@ def evaluate_run(
     record["warnings"] = evaluation_warnings(Evaluation.from_json(record, cfg.seed))
     paths.embeddings.unlink(missing_ok=True)
     export_features(paths.eval_features, preds.features)
-    export_arrays(paths.arrays, preds, labels, data.eval_images, head, cfg.seed)
+    paths.legacy_arrays.unlink(missing_ok=True)
+    export_arrays(paths, preds, labels, data.eval_images, head, cfg.seed)
     write_json(paths.eval, record)
     return Evaluation.from_json(record, cfg.seed)
 
@@ -181,7 +181,7 @@ def evaluate_runs(
 
 
 def ensure_evaluated(cfg: Config, paths: RunPaths, device: str = "auto") -> Evaluation:
-    """The run's eval.json, evaluating first if it or arrays.npz is missing or stale."""
+    """The run's eval.json, evaluating first if it or arrays.json is missing or stale."""
     if paths.eval.exists() and paths.arrays.exists():
         evaluation = records.read_evaluation(paths, cfg.seed)
         if evaluation.epoch == cfg.epochs:

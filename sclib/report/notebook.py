@@ -23,7 +23,7 @@ from sclib.eval.checks import l2_normalise, spread_problem
 from sclib.report import plots
 from sclib.report.plots import save_figure
 from sclib.report.summary import caveat, run_warnings
-from sclib.run import files, records
+from sclib.run import exports, files, records
 from sclib.run.config import DEVICES, PRESETS, SEED_LIMIT, Config, ConfigError, load_config, typed_overrides
 from sclib.run.paths import RunPaths, run_folders
 from sclib.run.records import Evaluation, finished_metrics
@@ -247,7 +247,7 @@ def save(fig, figures_dir: str | Path, stem: str):
 
 
 # ----------------------------------------------------------------------------------------------
-# One run's eval split, from arrays.npz
+# One run's eval split, from arrays.json and samples.png
 
 
 @dataclass
@@ -287,7 +287,7 @@ class RunView:
 
 
 def load_view(cfg: Config, paths: RunPaths, evaluation: Evaluation) -> RunView:
-    """A run's eval split as ``evaluate`` exported it (arrays.npz), with its ``evaluation``
+    """A run's eval split as ``evaluate`` exported it (arrays.json, samples.png), with its ``evaluation``
     (``sclib.eval.evaluate.ensure_evaluated`` evaluates first where eval.json is missing)."""
     data = records.read_arrays(paths)
     return RunView(cfg=cfg, paths=paths, labels=data["labels"], class_names=evaluation.classes,
@@ -353,7 +353,7 @@ def embed_2d(features: np.ndarray, method: str = "tsne", seed: int = 0) -> tuple
 def embedding_figures(view: RunView, idx: np.ndarray, method: str, figures: str | Path, seed: int = 0) -> list:
     """A 2-D embedding of the subsample ``idx``, coloured by true class and by cluster (fig4a_<method>*).
 
-    The embedding is kept in the run's embeddings.npz and reused while it fits (same method, seed,
+    The embedding is kept in the run's embeddings.json and reused while it fits (same method, seed,
     subsample, evaluated epoch and, where the features are at hand, the same features), so a
     committed study re-renders from a clone that has no features.
     """
@@ -387,18 +387,9 @@ def _embedding_key(view: RunView, idx: np.ndarray, method: str, seed: int) -> di
     return {f"{method}_seed{seed}_{k}": v for k, v in key.items()}
 
 
-def _read_embeddings(paths: RunPaths) -> dict[str, np.ndarray]:
-    if not paths.embeddings.exists():
-        return {}
-    try:
-        return records.read_npz(paths.embeddings, (), "")
-    except files.UnreadableFileError:  # a cut cache is only a cache: it is made again
-        return {}
-
-
 def cached_embedding(view: RunView, idx: np.ndarray, method: str, seed: int) -> np.ndarray | None:
     """The stored 2-D embedding [n, 2] of ``idx`` if it was made from what the run holds now, else None."""
-    stored = _read_embeddings(view.paths)
+    stored = exports.read_embeddings(view.paths.embeddings)  # a damaged one reads as empty: it is drawn again
     prefix = f"{method}_seed{seed}_"
     xy = stored.get(prefix + "xy")
     if xy is None:
@@ -410,18 +401,12 @@ def cached_embedding(view: RunView, idx: np.ndarray, method: str, seed: int) -> 
 
 
 def store_embedding(view: RunView, idx: np.ndarray, method: str, seed: int, xy: np.ndarray) -> Path:
-    """Add (or replace) one embedding in the run's embeddings.npz, written atomically."""
-    import io
-
-    from sclib.run.files import write_bytes
-
+    """Add (or replace) one embedding in the run's embeddings.json, written atomically."""
     prefix = f"{method}_seed{seed}_"
-    kept = {k: v for k, v in _read_embeddings(view.paths).items() if not k.startswith(prefix)}
+    kept = {k: v for k, v in exports.read_embeddings(view.paths.embeddings).items() if not k.startswith(prefix)}
     kept.update(_embedding_key(view, idx, method, seed))
     kept[prefix + "xy"] = np.asarray(xy, dtype=np.float32)
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **kept)
-    return write_bytes(view.paths.embeddings, buffer.getvalue())
+    return exports.write_embeddings(view.paths.embeddings, kept)
 
 
 def cluster_table(

@@ -410,7 +410,7 @@ def check_rendered_files(folders: list[Path], configs: list[Config]) -> None:
     missing, commands = [], []
     for folder, cfg in zip(folders, configs):
         paths = RunPaths(folder)
-        lacks = [p.name for p in (paths.eval, paths.arrays) if not p.exists()]
+        lacks = [p.name for p in (paths.eval, paths.arrays, paths.samples) if not p.exists()]
         if paths.eval.exists() and read_json(paths.eval, kind=dict).get("epoch") != cfg.epochs:
             lacks.append(f"eval.json of epoch {cfg.epochs}")
         if folder == folders[0] and paths.arrays.exists() and not has_embedding_source(paths):  # notebook 04's seed
@@ -439,12 +439,14 @@ def has_embedding_source(paths: RunPaths) -> bool:
     """Whether notebook 04 can draw this run: its features, or the embeddings it drew before."""
     if paths.eval_features.exists() or paths.embeddings.exists():
         return True
+    if not paths.legacy_arrays.exists():
+        return False
     import zipfile
 
     import numpy as np
 
     try:  # evaluated before the features had a file of their own (a damaged file is named further on)
-        with np.load(paths.arrays) as arrays:
+        with np.load(paths.legacy_arrays) as arrays:
             return "features" in arrays.files
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         return True

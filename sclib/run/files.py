@@ -103,8 +103,9 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode())
 
 
-def write_json(path: str | Path, data: Any) -> Path:
-    return write_text(path, json.dumps(data, indent=2) + "\n")
+def write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:
+    """JSON, indented for a reader; ``indent=None`` for long arrays (one number a line would triple them)."""
+    return write_text(path, json.dumps(data, indent=indent) + "\n")
 
 
 def write_csv(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:

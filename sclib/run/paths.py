@@ -48,7 +48,17 @@ class RunPaths:
 
     @property
     def arrays(self) -> Path:
-        """What the reports draw: every head's assignments, the labels, sample images (committed)."""
+        """What the reports draw: every head's assignments, the labels (committed; sclib.run.exports)."""
+        return self.root / "arrays.json"
+
+    @property
+    def samples(self) -> Path:
+        """The sample images of every cluster that arrays.json indexes, as one PNG mosaic (committed)."""
+        return self.root / "samples.png"
+
+    @property
+    def legacy_arrays(self) -> Path:
+        """Where runs evaluated by earlier versions kept their arrays (and, before that, their features)."""
         return self.root / "arrays.npz"
 
     @property
@@ -59,7 +69,7 @@ class RunPaths:
     @property
     def embeddings(self) -> Path:
         """The 2-D embeddings notebook 04 drew (committed, so a clone re-renders without features)."""
-        return self.root / "embeddings.npz"
+        return self.root / "embeddings.json"
 
     @property
     def checkpoints(self) -> Path:

@@ -153,15 +153,15 @@ def read_probe(paths: RunPaths):
     return _read_table(paths.probe, ("epoch", "probe", "top1", "top3"), ("epoch", "top1", "top3"), fix)
 
 
-ARRAY_KEYS = ("labels", "assigned", "head_sizes", "sample_index", "sample_images")
-
-
 FEATURE_KEYS = ("features",)
 
 
 def read_arrays(paths: RunPaths) -> dict[str, Any]:
-    """arrays.npz, every array read whole (a cut file raises UnreadableFileError naming it)."""
-    return read_npz(paths.arrays, ARRAY_KEYS, _fix(paths, "evaluate"))
+    """arrays.json and samples.png (``sclib.run.exports``), read whole and checked (a cut or
+    mismatched file raises UnreadableFileError naming it)."""
+    from sclib.run import exports
+
+    return exports.read_arrays(paths.arrays, paths.samples, _fix(paths, "evaluate"))
 
 
 def read_eval_features(paths: RunPaths) -> Any:
@@ -169,8 +169,8 @@ def read_eval_features(paths: RunPaths) -> Any:
 
     Runs evaluated before the features had a file of their own hold them in arrays.npz.
     """
-    if not paths.eval_features.exists() and paths.arrays.exists():
-        older = read_arrays(paths)
+    if not paths.eval_features.exists() and paths.legacy_arrays.exists():
+        older = read_npz(paths.legacy_arrays, (), _fix(paths, "evaluate"))
         if "features" in older:
             return older["features"]
     return read_npz(paths.eval_features, FEATURE_KEYS, _fix(paths, "evaluate"))["features"]
